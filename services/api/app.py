@@ -1,0 +1,72 @@
+"""The HTTP service: read API, ingest, /metrics and health, composed per role.
+
+`callkpi api` serves reads, `callkpi ingest` serves ingest, `callkpi dev` both.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from services.api import kpis, metrics
+from services.api.deps import ConnDep
+from services.core.db import make_engine
+from services.core.settings import Settings
+from services.ingest.app import create_ingest_router, producer_lifespan
+
+log = logging.getLogger("callkpi.api")
+
+
+def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            app.state.settings = settings
+            app.state.engine = make_engine(settings)
+            stack.push_async_callback(app.state.engine.dispose)
+            if ingest:
+                from services.kpi_stream.worker import require_bootstrap
+
+                await stack.enter_async_context(
+                    producer_lifespan(app, settings, require_bootstrap(settings))
+                )
+            yield
+
+    app = FastAPI(
+        title="callkpi",
+        version="0.1.0",
+        description="Call-center KPIs from CTI events. Definitions: docs/metrics.md.",
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"] if p not in ("query", "path", "body"))
+            problems.append(f"{loc}: {err['msg']}")
+        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+    if read:
+        app.include_router(kpis.router)
+    if ingest:
+        app.include_router(create_ingest_router(settings))
+    app.include_router(metrics.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(conn: ConnDep) -> dict[str, Any]:
+        await conn.execute(sa.text("SELECT 1"))
+        return {"ready": True}
+
+    return app

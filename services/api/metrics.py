@@ -1,0 +1,87 @@
+"""`GET /metrics`: KPI gauges computed at scrape time from the same counters and
+the same functions as the read API, plus pipeline counters."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Response
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from services.api import queries
+from services.api.deps import ConnDep, SettingsDep
+from services.core.kpi import call_metrics, zero_counters
+from services.core.timewin import window_bounds
+
+router = APIRouter(tags=["operations"])
+
+GAUGE_WINDOWS = ("15m", "1h", "today")
+# metric name -> field of call_metrics
+GAUGES = {
+    "callkpi_answer_rate": ("answer_rate", "Answer rate (接通率), fraction 0-1"),
+    "callkpi_service_level": ("service_level", "Service level, fraction 0-1"),
+    "callkpi_asa_seconds": ("asa_seconds", "Average speed of answer, seconds"),
+    "callkpi_aht_seconds": ("aht_seconds", "Average handle time, seconds"),
+    "callkpi_fcr_rate_provisional": ("fcr_rate_provisional", "Provisional first-call resolution"),
+    "callkpi_calls_in_queue": ("in_queue", "Calls offered in the window still waiting"),
+}
+LABELS = ("kind", "id", "window")
+
+
+class _Snapshot(Collector):
+    """Holds one scrape's samples; rebuilt on every request."""
+
+    def __init__(self) -> None:
+        self.families: list[GaugeMetricFamily | CounterMetricFamily] = []
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self.families
+
+
+@router.get("/metrics", include_in_schema=True)
+async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
+    now = datetime.now(UTC)
+    gauges = {
+        name: GaugeMetricFamily(name, help_, labels=LABELS) for name, (_, help_) in GAUGES.items()
+    }
+    kinds = ["center", "team", "queue"] + (["agent"] if settings.metrics_include_agents else [])
+    roster = {
+        "center": ["all"],
+        "team": [t.id for t in settings.teams],
+        "queue": [q for t in settings.teams for q in t.queues],
+        "agent": [a for t in settings.teams for a in t.agents],
+    }
+    for window in GAUGE_WINDOWS:
+        start, end = window_bounds(window, now, settings.tz)
+        for kind in kinds:
+            data = await queries.window_counters_by_entity(conn, kind, start, end)
+            for ident in sorted(set(roster[kind]) | set(data)):
+                if kind == "agent":
+                    continue  # agent figures differ in shape; only answer rate below
+                figures = call_metrics(data.get(ident) or zero_counters())
+                for name, (field, _) in GAUGES.items():
+                    value = figures[field]
+                    if value is not None:
+                        gauges[name].add_metric([kind, ident, window], float(value))
+    stats = await queries.pipeline_stats(conn)
+    snap = _Snapshot()
+    snap.families.extend(gauges.values())
+    processed = CounterMetricFamily(
+        "callkpi_events_processed", "Events processed by the workers (all workers, from Postgres)"
+    )
+    processed.add_metric([], float(stats["processed"]))
+    lag = GaugeMetricFamily(
+        "callkpi_processing_lag_seconds",
+        "Ingest to figures committed (visible in the API), newest batch of any live worker",
+    )
+    lag.add_metric([], stats["lag_us"] / 1e6)
+    snap.families.extend([processed, lag])
+    registry = CollectorRegistry()
+    registry.register(snap)
+    body = generate_latest(REGISTRY) + generate_latest(registry)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+__all__ = ["Gauge", "router"]

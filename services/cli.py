@@ -1,0 +1,380 @@
+"""`callkpi`: one console script for every role.
+
+callkpi dev [--config F] [--port 8000] [--simulate] [--data-dir .callkpi]
+callkpi ingest | worker | api     (production roles, one process each)
+callkpi migrate
+callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] ...
+callkpi replay FILE [--url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.core.settings import DEV_HASH_KEY, ConfigError, Settings, load_settings
+
+log = logging.getLogger("callkpi")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _warn_dev_key(settings: Settings) -> None:
+    if settings.hash_key.get_secret_value() == DEV_HASH_KEY:
+        log.warning(
+            "hash_key is the built-in development key: set CALLKPI_HASH_KEY to a secret "
+            "before taking real caller ids (they are stored only as keyed hashes)"
+        )
+
+
+def _serve(app: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+# --- production roles ---------------------------------------------------------
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from services.core.db import require_database_url
+    from services.migrations import upgrade
+
+    settings = _settings(args)
+    upgrade(require_database_url(settings))
+    log.info("database schema is up to date")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from services.kpi_stream.worker import create_worker_app
+
+    settings = _settings(args)
+    log.info("worker health on http://%s:%d/healthz", args.host, args.port)
+    _serve(create_worker_app(settings), args.host, args.port)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, *, read: bool = True, ingest: bool = False) -> int:
+    from services.api.app import create_app
+
+    settings = _settings(args)
+    if ingest:
+        _warn_dev_key(settings)
+    _serve(create_app(settings, read=read, ingest=ingest), args.host, args.port)
+    return 0
+
+
+# --- dev: everything on one machine --------------------------------------------
+def cmd_dev(args: argparse.Namespace) -> int:
+    from services.api.app import create_app
+    from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+    from services.migrations import upgrade
+
+    if args.config:
+        os.environ["CALLKPI_CONFIG"] = str(Path(args.config).resolve())
+    settings = load_settings()
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    broker: EmbeddedBroker | None = None
+    pg: EmbeddedPostgres | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    overrides: dict[str, str] = {}
+    try:
+        if not settings.kafka_bootstrap:
+            broker = EmbeddedBroker(log_path=data_dir / "broker.log")
+            overrides["CALLKPI_KAFKA_BOOTSTRAP"] = broker.start()
+            log.info("embedded Kafka-protocol broker (Tansu) on %s", broker.bootstrap)
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            overrides["CALLKPI_DATABASE_URL"] = pg.start()
+            log.info("embedded PostgreSQL on 127.0.0.1:%d (data in %s)", pg.port, pg.data_dir)
+        os.environ.update(overrides)
+        settings = load_settings()
+        from services.core.db import require_database_url
+
+        upgrade(require_database_url(settings))
+        worker_port = free_port()
+        worker_log = open(data_dir / "worker.log", "ab")  # noqa: SIM115
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "worker", "--port", str(worker_port)],
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        base = f"http://{args.host}:{args.port}"
+        if args.simulate:
+            sim_log = open(data_dir / "simulator.log", "ab")  # noqa: SIM115
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "services.cli", "simulate", "--url", base,
+                     "--duration", "24h", "--wait-ready", "60"],
+                    stdout=sim_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )  # fmt: skip
+        print(
+            "\ncallkpi is starting. Logs in " + str(data_dir) + "\n"
+            f"  figures     {base}/v1/kpis/center/all?window=15m\n"
+            f"  teams       {base}/v1/kpis/team?window=15m\n"
+            f"  API docs    {base}/docs\n"
+            f"  metrics     {base}/metrics\n"
+            f"  ingest      POST {base}/v1/events\n"
+            + ("  simulator   feeding a simulated center\n" if args.simulate else "")
+            + "Press Ctrl-C to stop everything.\n",
+            flush=True,
+        )
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        _warn_dev_key(settings)
+        _serve(create_app(settings, read=True, ingest=True), args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        if pg is not None:
+            pg.stop()
+        if broker is not None:
+            broker.stop()
+        print("callkpi stopped.", flush=True)
+    return 0
+
+
+# --- simulator and replay -------------------------------------------------------
+def _duration(text: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(f"duration like 90s, 15m, 2h or 1d: {text!r}") from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from services.simulator import SimConfig, Simulation
+
+    settings = _settings(args)
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(UTC)
+    if start.tzinfo is None:
+        raise ConfigError("--start: needs a UTC offset")
+    cfg = SimConfig(
+        seed=args.seed,
+        start=start,
+        duration=args.duration,
+        timezone=settings.timezone,
+        calls_per_hour=args.calls_per_hour,
+    )
+    sim = Simulation(cfg, list(settings.teams))
+    if args.out:
+        n = 0
+        with open(args.out, "wb") as fh:
+            for ev in sim.events():
+                fh.write(orjson.dumps(ev) + b"\n")
+                n += 1
+        print(f"wrote {n} events to {args.out}", file=sys.stderr)
+        return 0
+    return asyncio.run(_simulate_live(sim, args.url, args.speed, start, args.wait_ready))
+
+
+async def _simulate_live(sim: Any, url: str, speed: float, start: datetime, wait: float) -> int:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        await _wait_ready(client, wait)
+        t0 = time.monotonic()
+        batch: list[dict[str, Any]] = []
+        sent = 0
+        for ev in sim.events():
+            due = (datetime.fromisoformat(ev["occurred_at"]) - start).total_seconds() / speed
+            delay = due - (time.monotonic() - t0)
+            if delay > 0.2 or len(batch) >= 1000:
+                sent += await _post(client, batch)
+                batch = []
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            batch.append(ev)
+        sent += await _post(client, batch)
+        print(f"simulation finished: {sent} events", flush=True)
+    return 0
+
+
+async def _wait_ready(client: Any, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            r = await client.get("/readyz")
+            if r.status_code == 200:
+                return
+        except Exception:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"ingest at {client.base_url} not ready after {wait:.0f}s")
+        await asyncio.sleep(0.5)
+
+
+async def _post(client: Any, events: list[dict[str, Any]]) -> int:
+    """POST as NDJSON, retrying 503 and connection errors with backoff (event ids
+    make the retry harmless). Returns the number accepted."""
+    if not events:
+        return 0
+    body = b"\n".join(orjson.dumps(e) for e in events)
+    delay = 0.25
+    for _attempt in range(12):
+        try:
+            r = await client.post(
+                "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
+            )
+        except Exception as exc:
+            log.warning("ingest unreachable (%s); retrying in %.1fs", exc, delay)
+        else:
+            if r.status_code in (202, 422):
+                data = r.json()
+                for rej in data.get("rejected", [])[:5]:
+                    log.warning("rejected event %s: %s", rej.get("index"), rej.get("error"))
+                return int(data.get("accepted", 0))
+            if r.status_code != 503:
+                raise SystemExit(f"ingest answered {r.status_code}: {r.text[:500]}")
+            log.warning("ingest unavailable (503); retrying in %.1fs", delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    raise SystemExit("ingest kept failing; giving up (re-run: event ids make it safe)")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch))
+
+
+async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
+    import httpx
+
+    sent = read = 0
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        batch: list[dict[str, Any]] = []
+        done_bytes = 0
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                done_bytes += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    batch.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    print(f"{path}:{lineno}: malformed JSON, skipped ({exc})", file=sys.stderr)
+                    continue
+                read += 1
+                if len(batch) >= batch_size:
+                    sent += await _post(client, batch)
+                    batch = []
+                    rate = read / max(time.monotonic() - started, 1e-6)
+                    print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
+                          f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
+        sent += await _post(client, batch)
+    print(f"\nreplayed {read} events, {sent} accepted", file=sys.stderr)
+    return 0 if sent == read else 1
+
+
+# --- argument parsing -------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="callkpi", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--config", help="YAML config file (or CALLKPI_CONFIG)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="everything on one machine with embedded broker and Postgres")
+    dev.add_argument("--config", default=argparse.SUPPRESS)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--simulate", action="store_true", help="feed a simulated center")
+    dev.add_argument("--data-dir", default=".callkpi")
+    dev.set_defaults(func=cmd_dev)
+
+    for name, helptext, port in (
+        ("worker", "the Faust stream worker", 8001),
+        ("api", "the read API and /metrics", 8000),
+        ("ingest", "the ingest endpoint", 8002),
+    ):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("--config", default=argparse.SUPPRESS)
+        sp.add_argument("--host", default="127.0.0.1")
+        sp.add_argument("--port", type=int, default=port)
+    sub.choices["worker"].set_defaults(func=cmd_worker)
+    sub.choices["api"].set_defaults(func=lambda a: cmd_api(a, read=True, ingest=False))
+    sub.choices["ingest"].set_defaults(func=lambda a: cmd_api(a, read=False, ingest=True))
+
+    mig = sub.add_parser("migrate", help="apply database migrations")
+    mig.add_argument("--config", default=argparse.SUPPRESS)
+    mig.set_defaults(func=cmd_migrate)
+
+    sim = sub.add_parser("simulate", help="simulated center: post to ingest or write JSONL")
+    sim.add_argument("--config", default=argparse.SUPPRESS)
+    sim.add_argument("--url", default="http://127.0.0.1:8000")
+    sim.add_argument("--out", help="write events to this JSONL file instead of posting")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--start", help="simulated start time, RFC 3339 (default now)")
+    sim.add_argument("--duration", type=_duration, default=timedelta(hours=1))
+    sim.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="time compression when posting live (events carry simulated times)",
+    )
+    sim.add_argument("--calls-per-hour", type=float, default=500.0, help="center-wide, at peak")
+    sim.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for ingest")
+    sim.set_defaults(func=cmd_simulate)
+
+    rep = sub.add_parser("replay", help="post a JSONL file of events to ingest")
+    rep.add_argument("--config", default=argparse.SUPPRESS)
+    rep.add_argument("file")
+    rep.add_argument("--url", default="http://127.0.0.1:8000")
+    rep.add_argument("--batch", type=int, default=2000)
+    rep.set_defaults(func=cmd_replay)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    if getattr(args, "config", None):
+        os.environ["CALLKPI_CONFIG"] = str(Path(args.config).resolve())
+    try:
+        result: int = args.func(args)
+        return result
+    except ConfigError as exc:
+        print(f"callkpi: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,358 @@
+"""Call assembly: from the *set* of a call's events to its additive counters.
+
+Everything here is a pure function of the deduplicated event set, never of the
+order in which events arrived. That is what makes the pipeline's figures
+independent of delivery order, duplicates and replays: the worker stores each
+call's event set and the counters it last applied, and applies only the
+difference when the set grows (see services/kpi_stream/processor.py).
+
+Times are integer microseconds since the epoch so sums are exact.
+Definitions: docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from services.core.settings import KpiDefinitions
+
+MINUTE_US = 60_000_000
+SECOND_US = 1_000_000
+
+# Fields of an event that assembly needs beyond id/type/time/agent. Everything
+# else (unknown extras included) is dropped from the stored call state.
+_KEEP = {
+    "call.offered": ("queue_id", "customer_id", "direction"),
+    "call.ended": ("ended_by",),
+    "call.transferred": ("to_queue_id", "to_agent_id"),
+    "call.disposition": ("resolved", "category", "complaint", "sale_amount"),
+    "survey.completed": ("score",),
+}
+
+# A compact stored event: [event_id, type, ts_us, agent_id | None, extra | None]
+Compact = list[Any]
+EntityKey = tuple[str, str]  # (kind, id)
+Counters = dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """What one call adds to the minute bucket of its arrival."""
+
+    bucket_us: int
+    entities: dict[EntityKey, Counters]
+
+    def to_json(self) -> list[Any]:
+        return [self.bucket_us, [[k, i, c] for (k, i), c in sorted(self.entities.items())]]
+
+    @staticmethod
+    def from_json(data: list[Any] | None) -> Contribution | None:
+        if not data:
+            return None
+        return Contribution(int(data[0]), {(k, i): dict(c) for k, i, c in data[1]})
+
+
+EMPTY = Contribution(0, {})
+
+
+def compact(event: Mapping[str, Any]) -> Compact:
+    keep = _KEEP.get(event["type"])
+    extra = {k: event[k] for k in keep if k in event} if keep else None
+    return [
+        event["event_id"],
+        event["type"],
+        int(event["ts"]),
+        event.get("agent_id"),
+        extra or None,
+    ]
+
+
+def merge_events(existing: dict[str, Compact], new: Iterable[Compact]) -> bool:
+    """Add events to a call's set, deduplicated by event_id. Returns True if it changed.
+
+    A repeated id with different content is the same event sent twice with a
+    difference we cannot arbitrate; to stay order-independent the copy whose
+    serialisation sorts first wins, whichever arrived first.
+    """
+    changed = False
+    for ev in new:
+        eid = ev[0]
+        old = existing.get(eid)
+        if old is None or (old != ev and orjson.dumps(ev) < orjson.dumps(old)):
+            existing[eid] = ev
+            changed = True
+    return changed
+
+
+def bucket_of(ts_us: int) -> int:
+    return ts_us - ts_us % MINUTE_US
+
+
+def _sorted(events: Iterable[Compact]) -> list[Compact]:
+    # (time, id) is a total order on a deduplicated set: ties never depend on arrival.
+    return sorted(events, key=lambda e: (e[2], e[0]))
+
+
+def _hold_total(ordered: list[Compact], start: int, end: int, agent: str | None = None) -> int:
+    """Time on hold inside [start, end]; an open hold closes at `end`."""
+    total = 0
+    held_since: int | None = None
+    for _eid, typ, ts, ag, _x in ordered:
+        if agent is not None and ag != agent:
+            continue
+        if typ == "call.hold" and held_since is None:
+            held_since = ts
+        elif typ == "call.resumed" and held_since is not None:
+            total += max(0, min(ts, end) - max(held_since, start))
+            held_since = None
+    if held_since is not None:
+        total += max(0, end - max(held_since, start))
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class CallSummary:
+    """The assembled call: what the counters and the FCR stage are derived from."""
+
+    call_id: str
+    offered_at: int | None
+    queue_id: str | None
+    customer_id: str | None
+    answered_at: int | None
+    ended_at: int | None
+    ended_by: str | None
+    last_agent: str | None
+    unresolved: bool
+    outcome: str  # answered | abandoned | timed_out | in_queue | unknown
+
+
+def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
+    ordered = _sorted(events.values())
+    offered = next((e for e in ordered if e[1] == "call.offered"), None)
+    answers = [e for e in ordered if e[1] == "call.answered"]
+    ended = next((e for e in ordered if e[1] == "call.ended"), None)
+    dispositions = [e for e in ordered if e[1] == "call.disposition"]
+    latest_disp = dispositions[-1] if dispositions else None
+    unresolved = bool(latest_disp and (latest_disp[4] or {}).get("resolved") is False)
+    if offered is None:
+        outcome = "unknown"
+    elif answers:
+        outcome = "answered"
+    elif ended is not None:
+        by = (ended[4] or {}).get("ended_by")
+        outcome = "abandoned" if by == "customer" else "timed_out"
+    else:
+        outcome = "in_queue"
+    oextra = (offered[4] or {}) if offered else {}
+    return CallSummary(
+        call_id=call_id,
+        offered_at=offered[2] if offered else None,
+        queue_id=oextra.get("queue_id"),
+        customer_id=oextra.get("customer_id"),
+        answered_at=answers[0][2] if answers else None,
+        ended_at=ended[2] if ended else None,
+        ended_by=(ended[4] or {}).get("ended_by") if ended else None,
+        last_agent=answers[-1][3] if answers else None,
+        unresolved=unresolved,
+        outcome=outcome,
+    )
+
+
+def call_contribution(
+    call_id: str,
+    events: Mapping[str, Compact],
+    defs: KpiDefinitions,
+    team_of_queue: Mapping[str, str],
+    default_team: str,
+) -> Contribution:
+    """Counters this call adds to its arrival bucket (everything but FCR)."""
+    s = summarize(call_id, events)
+    if s.offered_at is None or s.queue_id is None:
+        # Without its arrival we cannot attribute the call; it waits for call.offered.
+        return EMPTY
+    ordered = _sorted(events.values())
+    offered_at = s.offered_at
+    sl_us = defs.service_level_seconds * SECOND_US
+    short_us = defs.short_abandon_seconds * SECOND_US
+
+    c: Counters = {"offered": 1}
+    if s.outcome == "answered":
+        assert s.answered_at is not None
+        wait = max(0, s.answered_at - offered_at)
+        c["answered"] = 1
+        c["wait_answered_us"] = wait
+        if wait <= sl_us:
+            c["answered_within_sl"] = 1
+    elif s.outcome in ("abandoned", "timed_out"):
+        assert s.ended_at is not None
+        wait = max(0, s.ended_at - offered_at)
+        if s.outcome == "abandoned":
+            c["abandoned"] = 1
+            if short_us > 0 and wait < short_us:
+                c["short_abandoned"] = 1
+            if wait <= sl_us:
+                c["abandoned_within_sl"] = 1
+        else:
+            c["timed_out"] = 1
+    else:
+        c["in_queue"] = 1
+
+    if any(e[1] == "call.transferred" for e in ordered):
+        c["transfers"] = 1
+    if s.answered_at is not None and s.ended_at is not None:
+        start, end = s.answered_at, max(s.ended_at, s.answered_at)
+        hold = _hold_total(ordered, start, end)
+        c["handled"] = 1
+        c["hold_us"] = hold
+        c["talk_us"] = max(0, end - start - hold)
+        wraps = [e[2] for e in ordered if e[1] == "call.wrapup_ended"]
+        c["acw_us"] = max(0, max(wraps) - s.ended_at) if wraps else 0
+
+    team = team_of_queue.get(s.queue_id, default_team)
+    entities: dict[EntityKey, Counters] = {
+        ("center", "all"): _nonzero(c),
+        ("team", team): _nonzero(c),
+        ("queue", s.queue_id): _nonzero(c),
+    }
+    for agent, ac in _agent_counters(ordered, s).items():
+        entities[("agent", agent)] = ac
+    return Contribution(bucket_of(offered_at), entities)
+
+
+def _agent_counters(ordered: list[Compact], s: CallSummary) -> dict[str, Counters]:
+    """Each agent's own legs: a leg runs from its answer to its transfer or the call end."""
+    agents: dict[str, Counters] = {}
+    for _eid, typ, _ts, agent, _x in ordered:
+        if agent is not None and typ in ("call.ringing", "call.answered"):
+            agents.setdefault(agent, {"presented": 1})
+    for agent, c in agents.items():
+        mine = [e for e in ordered if e[3] == agent]
+        answers = [e[2] for e in mine if e[1] == "call.answered"]
+        if not answers:
+            continue
+        c["answered"] = 1
+        first = answers[0]
+        rings = [e[2] for e in mine if e[1] == "call.ringing" and e[2] <= first]
+        if rings:
+            c["ring_count"] = 1
+            c["ring_us"] = first - rings[-1]
+        transfers = [e[2] for e in mine if e[1] == "call.transferred"]
+        if transfers:
+            c["transfers"] = 1
+        last_leg_end: int | None = None
+        for start in answers:
+            ends = [t for t in transfers if t >= start]
+            if ends:
+                end: int | None = ends[0]
+            elif s.ended_at is not None:
+                end = max(s.ended_at, start)
+            else:
+                end = None
+            if end is None:
+                continue
+            hold = _hold_total(ordered, start, end, agent)
+            c["handled"] = c.get("handled", 0) + 1
+            c["hold_us"] = c.get("hold_us", 0) + hold
+            c["talk_us"] = c.get("talk_us", 0) + max(0, end - start - hold)
+            last_leg_end = end
+        if last_leg_end is not None:
+            wraps = [e[2] for e in mine if e[1] == "call.wrapup_ended"]
+            c["acw_us"] = max(0, max(wraps) - last_leg_end) if wraps else 0
+    return {a: _nonzero(c) for a, c in agents.items()}
+
+
+def _nonzero(c: Counters) -> Counters:
+    return {k: v for k, v in c.items() if v}
+
+
+def customer_fact(
+    s: CallSummary, defs: KpiDefinitions, team_of_queue: Mapping[str, str], default_team: str
+) -> dict[str, Any] | None:
+    """What the FCR stage needs to know about a call, keyed by customer."""
+    if s.customer_id is None or s.offered_at is None or s.queue_id is None:
+        return None
+    short_us = defs.short_abandon_seconds * SECOND_US
+    short = (
+        s.outcome == "abandoned"
+        and short_us > 0
+        and s.ended_at is not None
+        and max(0, s.ended_at - s.offered_at) < short_us
+    )
+    return {
+        "call_id": s.call_id,
+        "customer": s.customer_id,
+        "offered_at": s.offered_at,
+        "queue": s.queue_id,
+        "team": team_of_queue.get(s.queue_id, default_team),
+        "answered": s.outcome == "answered",
+        "short_abandoned": short,
+        "unresolved": s.unresolved,
+        "last_agent": s.last_agent,
+    }
+
+
+def fcr_contributions(
+    facts: Iterable[Mapping[str, Any]], watermark_us: int, window_us: int
+) -> dict[str, Contribution]:
+    """FCR counters of every call of one customer, given all the customer's facts.
+
+    A candidate (answered, with a customer) is repeated when another of the
+    customer's calls that is not a short abandon is offered strictly after it and
+    no later than offered_at + window; final once repeated, unresolved, or once
+    the event-time watermark passes offered_at + window.
+    """
+    facts = sorted(facts, key=lambda f: (f["offered_at"], f["call_id"]))
+    repeats = [f["offered_at"] for f in facts if not f["short_abandoned"]]
+    out: dict[str, Contribution] = {}
+    for f in facts:
+        if not f["answered"]:
+            continue
+        t0 = f["offered_at"]
+        repeated = any(t0 < t <= t0 + window_us for t in repeats)
+        failed = repeated or f["unresolved"]
+        final = failed or watermark_us > t0 + window_us
+        c: Counters = {"fcr_candidates": 1}
+        if failed:
+            c["fcr_failed"] = 1
+        if final:
+            c["fcr_final"] = 1
+            if not failed:
+                c["fcr_resolved"] = 1
+        entities: dict[EntityKey, Counters] = {
+            ("center", "all"): dict(c),
+            ("team", f["team"]): dict(c),
+            ("queue", f["queue"]): dict(c),
+        }
+        if f["last_agent"] is not None:
+            entities[("agent", f["last_agent"])] = dict(c)
+        out[f["call_id"]] = Contribution(bucket_of(t0), entities)
+    return out
+
+
+DeltaKey = tuple[str, str, int]  # (kind, id, bucket_us)
+
+
+def add_delta(
+    acc: dict[DeltaKey, Counters], old: Contribution | None, new: Contribution | None
+) -> None:
+    """Accumulate new − old into a batch's bucket deltas."""
+    for contrib, sign in ((old, -1), (new, 1)):
+        if contrib is None:
+            continue
+        for (kind, ident), counters in contrib.entities.items():
+            slot = acc.setdefault((kind, ident, contrib.bucket_us), {})
+            for name, value in counters.items():
+                slot[name] = slot.get(name, 0) + sign * value
+
+
+def prune(acc: dict[DeltaKey, Counters]) -> dict[DeltaKey, Counters]:
+    out = {}
+    for key, counters in acc.items():
+        nz = {k: v for k, v in counters.items() if v}
+        if nz:
+            out[key] = nz
+    return out

@@ -1,0 +1,110 @@
+"""Postgres schema (as SQLAlchemy Core tables) and connection helpers.
+
+The read side goes through SQLAlchemy's async engine. The worker's hot path talks
+to asyncpg directly (bulk upserts through `unnest`), because it moves tens of
+thousands of rows a second and SQLAlchemy's per-row parameter handling would cost
+more than the database work itself.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.core.kpi import COUNTERS
+from services.core.settings import Settings
+
+metadata = sa.MetaData()
+
+kpi_buckets = sa.Table(
+    "kpi_buckets",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+)
+sa.Index("ix_kpi_buckets_kind_bucket", kpi_buckets.c.kind, kpi_buckets.c.bucket)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("call_id", sa.Text, primary_key=True),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("offered_at", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("events", sa.LargeBinary, nullable=False),
+    sa.Column("contrib", sa.LargeBinary),
+    sa.Column("fact", sa.LargeBinary),
+)
+sa.Index("ix_calls_updated_at", calls.c.updated_at)
+
+fcr_calls = sa.Table(
+    "fcr_calls",
+    metadata,
+    sa.Column("call_id", sa.Text, primary_key=True),
+    sa.Column("customer", sa.Text, nullable=False),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("offered_us", sa.BigInteger, nullable=False),
+    sa.Column("pending", sa.Boolean, nullable=False),
+    sa.Column("fact", sa.LargeBinary, nullable=False),
+    sa.Column("contrib", sa.LargeBinary),
+)
+sa.Index("ix_fcr_calls_customer", fcr_calls.c.customer)
+sa.Index(
+    "ix_fcr_calls_pending",
+    fcr_calls.c.part,
+    fcr_calls.c.offered_us,
+    postgresql_where=fcr_calls.c.pending,
+)
+
+stream_watermark = sa.Table(
+    "stream_watermark",
+    metadata,
+    sa.Column("id", sa.SmallInteger, primary_key=True),
+    sa.Column("event_us", sa.BigInteger, nullable=False),
+)
+
+worker_stats = sa.Table(
+    "worker_stats",
+    metadata,
+    sa.Column("worker_id", sa.Text, primary_key=True),
+    sa.Column("events_processed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("batches", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_lag_us", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+asyncpg:// and use asyncpg."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgres", "postgresql", "postgresql+asyncpg"):
+        return urlunsplit(("postgresql+asyncpg", *parts[1:]))
+    raise ValueError(f"database_url: unsupported scheme {parts.scheme!r} (use postgresql://)")
+
+
+def asyncpg_dsn(url: str) -> str:
+    parts = urlsplit(sqlalchemy_url(url))
+    return urlunsplit(("postgresql", *parts[1:]))
+
+
+def require_database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        from services.core.settings import ConfigError
+
+        raise ConfigError(
+            "database_url: not set (CALLKPI_DATABASE_URL); `callkpi dev` starts an embedded one"
+        )
+    return settings.database_url
+
+
+def make_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        sqlalchemy_url(require_database_url(settings)),
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+    )

@@ -1,0 +1,250 @@
+"""The one typed settings object.
+
+Sources, strongest first: explicit arguments, ``CALLKPI_*`` environment variables,
+the YAML file (``--config`` or ``CALLKPI_CONFIG``), then the defaults below.
+Nested keys can be set from the environment with ``__``, for example
+``CALLKPI_KPI__SERVICE_LEVEL_SECONDS=30``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+UNASSIGNED_TEAM = "unassigned"
+
+# A development-only key. `callkpi dev` accepts it; production commands refuse to
+# start with it so raw caller ids are never hashed with a key everyone knows.
+DEV_HASH_KEY = "callkpi-development-key-change-me"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the offending key named in the message."""
+
+
+class KpiDefinitions(BaseModel):
+    """Settings that change what a figure means. Stamped on every response."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    service_level_seconds: int = Field(20, ge=0, le=3600)
+    short_abandon_seconds: int = Field(5, ge=0, le=600)
+    fcr_window_hours: int = Field(72, ge=1, le=24 * 31)
+
+    def stamp(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.model_dump()
+        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        data["hash"] = digest[:12]
+        return data
+
+
+class Team(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=200)
+    name: str = ""
+    queues: list[str] = Field(default_factory=list)
+    agents: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CALLKPI_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    # --- where things are -------------------------------------------------
+    kafka_bootstrap: str | None = Field(
+        None, description="host:port[,host:port]; unset under `callkpi dev` = embedded broker"
+    )
+    database_url: str | None = Field(
+        None, description="postgresql+asyncpg://…; unset under `callkpi dev` = embedded Postgres"
+    )
+    data_dir: Path = Path(".callkpi")
+    hash_key: SecretStr = SecretStr(DEV_HASH_KEY)
+
+    # --- time and definitions ---------------------------------------------
+    timezone: str = "UTC"
+    kpi: KpiDefinitions = KpiDefinitions()
+    teams: list[Team] = Field(default_factory=list)
+
+    # --- Kafka ---------------------------------------------------------------
+    topic_prefix: str = "callkpi"
+    # Partitions bound how many workers can share the load (workers <= partitions).
+    # 8 lets a small deployment grow to 8 worker processes without re-partitioning.
+    partitions: int = Field(8, ge=1, le=1024)
+    replication_factor: int = Field(1, ge=1, le=7)
+
+    # --- ingest --------------------------------------------------------------
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_batch_events: int = Field(20_000, ge=1)
+    # Events of one request are packed per partition into records of at most this
+    # many events: one Kafka record per few hundred events is what lets a Python
+    # worker reach tens of thousands of events/s (one record costs ~130 µs in Faust).
+    envelope_max_events: int = Field(500, ge=1, le=10_000)
+
+    # --- worker --------------------------------------------------------------
+    # Envelopes coalesced into one Postgres transaction. Bigger batches amortise the
+    # commit and coalesce repeated writes to the same call; `take_within` bounds the
+    # latency cost when traffic is light.
+    worker_take_max: int = Field(40, ge=1)
+    worker_take_within_seconds: float = Field(0.05, gt=0)
+    # Calls kept in the worker's write-through cache (Postgres stays authoritative).
+    call_cache_size: int = Field(200_000, ge=0)
+    # Seconds between sweeps that finalise FCR windows as the event-time watermark moves.
+    fcr_sweep_seconds: float = Field(5.0, gt=0)
+
+    # --- storage -------------------------------------------------------------
+    retention_days: int = Field(400, ge=1, description="bucket rows older than this are deleted")
+    call_state_retention_days: int = Field(
+        14, ge=1, description="assembled call state kept for late events"
+    )
+
+    # --- API -----------------------------------------------------------------
+    metrics_include_agents: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _roster_consistent(self) -> Settings:
+        seen_teams: set[str] = set()
+        queue_owner: dict[str, str] = {}
+        agent_owner: dict[str, str] = {}
+        for i, team in enumerate(self.teams):
+            if team.id in seen_teams:
+                raise ValueError(f"teams[{i}].id: duplicate team id {team.id!r}")
+            if team.id == UNASSIGNED_TEAM:
+                raise ValueError(f"teams[{i}].id: {UNASSIGNED_TEAM!r} is reserved")
+            seen_teams.add(team.id)
+            for q in team.queues:
+                if q in queue_owner:
+                    raise ValueError(
+                        f"teams[{i}].queues: queue {q!r} already belongs to team {queue_owner[q]!r}"
+                    )
+                queue_owner[q] = team.id
+            for a in team.agents:
+                if a in agent_owner:
+                    raise ValueError(
+                        f"teams[{i}].agents: agent {a!r} already belongs to team {agent_owner[a]!r}"
+                    )
+                agent_owner[a] = team.id
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    # --- derived -------------------------------------------------------------
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @cached_property
+    def team_of_queue(self) -> dict[str, str]:
+        return {q: t.id for t in self.teams for q in t.queues}
+
+    @cached_property
+    def team_of_agent(self) -> dict[str, str]:
+        return {a: t.id for t in self.teams for a in t.agents}
+
+    def queue_team(self, queue_id: str) -> str:
+        return self.team_of_queue.get(queue_id, UNASSIGNED_TEAM)
+
+    @property
+    def events_topic(self) -> str:
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def fcr_topic(self) -> str:
+        return f"{self.topic_prefix}.fcr"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.events_topic, self.fcr_topic]
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by CALLKPI_CONFIG (set by --config)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("CALLKPI_CONFIG")
+        if not path:
+            return {}
+        return load_yaml(Path(path))
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of keys")
+    return data
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one message per bad key."""
+    from pydantic import ValidationError
+
+    if config is not None:
+        os.environ["CALLKPI_CONFIG"] = str(config)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (check spelling; see docs/configuration.md)"
+            lines.append(f"  {key}: {msg}")
+        source = os.environ.get("CALLKPI_CONFIG") or "environment/defaults"
+        raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines)) from exc
+
+
+def default_definitions() -> KpiDefinitions:
+    return KpiDefinitions()
+
+
+Direction = Literal["inbound", "outbound"]

@@ -1,0 +1,103 @@
+"""Windows and intervals over minute buckets, cut in the center's time zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+MINUTE = timedelta(minutes=1)
+ROLLING = {"15m": 15, "30m": 30, "1h": 60}
+WINDOWS = (*ROLLING, "today")
+GRANULARITIES = {"15m": 15, "30m": 30, "1h": 60, "1d": 1440}
+MAX_SPAN = timedelta(days=400)
+MAX_INTERVALS = 20_000
+
+
+class WindowError(ValueError):
+    pass
+
+
+def floor_minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def window_bounds(window: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """[from, to) of a live window; `to` is the end of the current minute."""
+    end = floor_minute(now.astimezone(UTC)) + MINUTE
+    if window in ROLLING:
+        return end - timedelta(minutes=ROLLING[window]), end
+    if window == "today":
+        local = now.astimezone(tz)
+        midnight = datetime.combine(local.date(), time(0), tzinfo=tz)
+        return midnight.astimezone(UTC), end
+    raise WindowError(f"window: must be one of {', '.join(WINDOWS)}, got {window!r}")
+
+
+def parse_instant(name: str, value: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise WindowError(f"{name}: not an RFC 3339 timestamp: {value!r}") from None
+    if dt.tzinfo is None:
+        raise WindowError(f"{name}: timestamp needs a UTC offset (e.g. Z or +08:00): {value!r}")
+    if dt.second or dt.microsecond:
+        raise WindowError(f"{name}: must be aligned to a minute (seconds = 0): {value!r}")
+    return dt.astimezone(UTC)
+
+
+def explicit_bounds(from_: str, to: str) -> tuple[datetime, datetime]:
+    start, end = parse_instant("from", from_), parse_instant("to", to)
+    if end <= start:
+        raise WindowError("to: must be after from")
+    if end - start > MAX_SPAN:
+        raise WindowError(f"to: span longer than {MAX_SPAN.days} days")
+    return start, end
+
+
+def interval_edges(
+    start: datetime, end: datetime, granularity: str, tz: ZoneInfo
+) -> list[datetime]:
+    """Boundaries aligned in local time, clipped to [start, end]: first is start,
+    last is end. A day runs local midnight to midnight (23 or 25 h across DST)."""
+    if granularity not in GRANULARITIES:
+        raise WindowError(
+            f"granularity: must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+        )
+    edges = [start]
+    if granularity == "1d":
+        d: date = start.astimezone(tz).date() + timedelta(days=1)
+        while True:
+            b = datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC)
+            if b >= end:
+                break
+            edges.append(b)
+            d += timedelta(days=1)
+            if len(edges) > MAX_INTERVALS:
+                raise WindowError("granularity: too many intervals; choose a coarser one")
+    else:
+        step = timedelta(minutes=GRANULARITIES[granularity])
+        b = _next_aligned(start, step, tz)
+        while b < end:
+            edges.append(b)
+            b = _next_aligned(b, step, tz)
+            if len(edges) > MAX_INTERVALS:
+                raise WindowError("granularity: too many intervals; choose a coarser one")
+    edges.append(end)
+    return edges
+
+
+def _next_aligned(t: datetime, step: timedelta, tz: ZoneInfo) -> datetime:
+    """The first instant after t whose local wall-clock time is a multiple of step."""
+    minutes = int(step.total_seconds() // 60)
+    c = t + MINUTE
+    while True:
+        local = c.astimezone(tz)
+        if (local.hour * 60 + local.minute) % minutes == 0:
+            return c
+        # jump close to the next boundary instead of walking minute by minute
+        rem = minutes - (local.hour * 60 + local.minute) % minutes
+        c = c + timedelta(minutes=rem) if rem > 1 else c + MINUTE
+
+
+def iso(t: datetime, tz: ZoneInfo) -> str:
+    return t.astimezone(tz).isoformat()

@@ -1,0 +1,357 @@
+"""Postgres driver for the worker's two stages (logic in core.py).
+
+Each batch is one transaction that (a) takes a transaction-scoped advisory lock
+per Kafka partition in the batch, so two workers overlapping during a rebalance
+cannot interleave on the same calls, (b) loads the state it needs (from a
+write-through cache that is dropped on every rebalance), (c) writes the new call
+states and the bucket deltas, and (d) commits. Kafka offsets are committed by
+Faust only after the batch returns, so a crash anywhere replays the batch, and
+the replay finds its events already stored: at-least-once delivery, exactly-once
+effects.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.core.calls import Contribution, Counters, DeltaKey
+from services.core.events import partition_for, us_to_datetime
+from services.core.kpi import COUNTERS
+from services.core.settings import Settings
+from services.kpi_stream.core import (
+    CallState,
+    FcrRow,
+    apply_facts,
+    assemble,
+    group_call_events,
+)
+
+log = logging.getLogger("callkpi.worker")
+
+# Advisory lock namespaces (first key of pg_advisory_xact_lock(int, int)).
+LOCK_EVENTS = 7411
+LOCK_FCR = 7412
+
+SendFacts = Callable[[dict[int, list[dict[str, Any]]]], Awaitable[None]]
+
+_BUCKET_UPSERT = """
+INSERT INTO kpi_buckets (kind, entity_id, bucket, {cols})
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], {arrays})
+ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
+""".format(
+    cols=", ".join(COUNTERS),
+    arrays=", ".join(f"${i + 4}::bigint[]" for i in range(len(COUNTERS))),
+    updates=", ".join(f"{c} = kpi_buckets.{c} + EXCLUDED.{c}" for c in COUNTERS),
+)
+
+_CALLS_UPSERT = """
+INSERT INTO calls (call_id, part, offered_at, updated_at, events, contrib, fact)
+SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[],
+                     $5::bytea[], $6::bytea[], $7::bytea[])
+ON CONFLICT (call_id) DO UPDATE SET
+  part = EXCLUDED.part, offered_at = EXCLUDED.offered_at, updated_at = EXCLUDED.updated_at,
+  events = EXCLUDED.events, contrib = EXCLUDED.contrib, fact = EXCLUDED.fact
+"""
+
+_FCR_UPSERT = """
+INSERT INTO fcr_calls (call_id, customer, part, offered_us, pending, fact, contrib)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bool[],
+                     $6::bytea[], $7::bytea[])
+ON CONFLICT (call_id) DO UPDATE SET
+  customer = EXCLUDED.customer, part = EXCLUDED.part, offered_us = EXCLUDED.offered_us,
+  pending = EXCLUDED.pending, fact = EXCLUDED.fact, contrib = EXCLUDED.contrib
+"""
+
+_STATS_UPSERT = """
+INSERT INTO worker_stats (worker_id, events_processed, batches, last_lag_us, updated_at)
+VALUES ($1, $2, 1, $3, now())
+ON CONFLICT (worker_id) DO UPDATE SET
+  events_processed = worker_stats.events_processed + EXCLUDED.events_processed,
+  batches = worker_stats.batches + 1,
+  last_lag_us = EXCLUDED.last_lag_us, updated_at = EXCLUDED.updated_at
+"""
+
+
+class _Lru(OrderedDict[str, Any]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def put(self, key: str, value: Any) -> None:
+        if self.size <= 0:
+            return
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+def _dumps_contrib(c: Contribution | None) -> bytes | None:
+    return orjson.dumps(c.to_json()) if c is not None else None
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    partition: int
+    ingested_us: int
+    items: list[dict[str, Any]]
+
+
+def decode_envelope(partition: int, raw: bytes, field: str) -> Envelope:
+    data = orjson.loads(raw)
+    return Envelope(partition, int(data.get("at", 0)), list(data[field]))
+
+
+def encode_envelope(field: str, items: Sequence[Mapping[str, Any]], at_us: int) -> bytes:
+    return orjson.dumps({"v": 1, "at": at_us, field: list(items)})
+
+
+class Processor:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        send_facts: SendFacts,
+        worker_id: str,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.send_facts = send_facts
+        self.worker_id = worker_id
+        self._calls = _Lru(settings.call_cache_size)
+        self._customers = _Lru(settings.call_cache_size // 4)
+        self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
+
+    def forget(self) -> None:
+        """Drop cached state: after a rebalance another worker may have written it."""
+        self._calls.clear()
+        self._customers.clear()
+
+    # --- stage 1 ---------------------------------------------------------------
+    async def process_events(self, envelopes: Sequence[Envelope]) -> int:
+        events = [ev for env in envelopes for ev in env.items]
+        by_call = group_call_events(events)
+        parts = sorted({env.partition for env in envelopes})
+        async with self.pool.acquire() as conn, conn.transaction():
+            for p in parts:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
+            states = await self._load_calls(conn, list(by_call))
+            result = assemble(by_call, states, self.settings)
+            if result.changed:
+                await self._write_calls(conn, result.changed)
+            await write_deltas(conn, result.deltas)
+            if result.max_ts is not None:
+                # One row per partition we hold the lock of, so workers never
+                # contend on it; the watermark is the max over all rows.
+                await conn.execute(
+                    "INSERT INTO stream_watermark (id, event_us) VALUES ($1, $2) "
+                    "ON CONFLICT (id) DO UPDATE SET "
+                    "event_us = GREATEST(stream_watermark.event_us, EXCLUDED.event_us)",
+                    parts[0],
+                    result.max_ts,
+                )
+            if result.facts:
+                # Facts go out before the commit: if we die after sending, the
+                # replay re-sends them and stage 2 stores the same fact again.
+                await self.send_facts(self._by_fcr_partition(result.facts))
+            oldest = min((env.ingested_us for env in envelopes if env.ingested_us), default=0)
+            lag = max(0, _now_us() - oldest) if oldest else 0
+            await conn.execute(_STATS_UPSERT, self.worker_id, len(events), lag)
+        for call_id, state in result.changed.items():
+            self._calls.put(call_id, state)
+        return len(events)
+
+    def _by_fcr_partition(self, facts: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        for fact in facts:
+            out.setdefault(partition_for(fact["customer"], self.settings.partitions), []).append(
+                fact
+            )
+        return out
+
+    async def _load_calls(
+        self, conn: asyncpg.Connection, call_ids: list[str]
+    ) -> dict[str, CallState | None]:
+        states: dict[str, CallState | None] = {}
+        missing = []
+        for cid in call_ids:
+            cached = self._calls.get(cid)
+            if cached is None:
+                missing.append(cid)
+            else:
+                states[cid] = cached
+        if missing:
+            rows = await conn.fetch(
+                "SELECT call_id, events, contrib, fact FROM calls WHERE call_id = ANY($1::text[])",
+                missing,
+            )
+            for r in rows:
+                states[r["call_id"]] = CallState(
+                    {e[0]: e for e in orjson.loads(r["events"])},
+                    Contribution.from_json(orjson.loads(r["contrib"]) if r["contrib"] else None),
+                    orjson.loads(r["fact"]) if r["fact"] else None,
+                )
+        return states
+
+    async def _write_calls(
+        self, conn: asyncpg.Connection, changed: Mapping[str, CallState]
+    ) -> None:
+        now = datetime.now(UTC)
+        ids, parts, offered, updated, evs, contribs, facts = [], [], [], [], [], [], []
+        n = self.settings.partitions
+        for cid, st in changed.items():
+            ids.append(cid)
+            parts.append(partition_for(cid, n))
+            offered.append(
+                us_to_datetime(st.contrib.bucket_us) if st.contrib and st.contrib.entities else None
+            )
+            updated.append(now)
+            evs.append(orjson.dumps(list(st.events.values())))
+            contribs.append(_dumps_contrib(st.contrib))
+            facts.append(orjson.dumps(st.fact) if st.fact is not None else None)
+        await conn.execute(_CALLS_UPSERT, ids, parts, offered, updated, evs, contribs, facts)
+
+    # --- stage 2 ---------------------------------------------------------------
+    async def process_facts(self, envelopes: Sequence[Envelope]) -> int:
+        facts = [f for env in envelopes for f in env.items]
+        parts = sorted({env.partition for env in envelopes})
+        async with self.pool.acquire() as conn, conn.transaction():
+            for p in parts:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_FCR, p)
+            watermark = await current_watermark(conn)
+            customers = await self._load_customers(conn, {f["customer"] for f in facts})
+            result = apply_facts(facts, customers, watermark, self.window_us)
+            await self._write_fcr(conn, result.changed)
+            await write_deltas(conn, result.deltas)
+        self._cache_fcr(customers, result.changed)
+        return len(facts)
+
+    async def sweep(self, partitions: Iterable[int]) -> int:
+        """Finalise FCR candidates whose window the watermark has passed."""
+        parts = sorted(set(partitions))
+        if not parts:
+            return 0
+        async with self.pool.acquire() as conn, conn.transaction():
+            for p in parts:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_FCR, p)
+            watermark = await current_watermark(conn)
+            rows = await conn.fetch(
+                "SELECT DISTINCT customer FROM fcr_calls WHERE pending AND part = ANY($1::int[]) "
+                "AND offered_us < $2 LIMIT 5000",
+                parts,
+                watermark - self.window_us,
+            )
+            if not rows:
+                return 0
+            names = {r["customer"] for r in rows}
+            customers = await self._load_customers(conn, names)
+            result = apply_facts((), customers, watermark, self.window_us, touched=names)
+            await self._write_fcr(conn, result.changed)
+            await write_deltas(conn, result.deltas)
+        self._cache_fcr(customers, result.changed)
+        return len(result.changed)
+
+    async def _load_customers(
+        self, conn: asyncpg.Connection, names: set[str]
+    ) -> dict[str, dict[str, FcrRow]]:
+        out: dict[str, dict[str, FcrRow]] = {}
+        missing = []
+        for name in names:
+            cached = self._customers.get(name)
+            if cached is None:
+                missing.append(name)
+            else:
+                out[name] = cached
+        if missing:
+            rows = await conn.fetch(
+                "SELECT call_id, customer, fact, contrib FROM fcr_calls "
+                "WHERE customer = ANY($1::text[])",
+                missing,
+            )
+            for name in missing:
+                out[name] = {}
+            for r in rows:
+                out[r["customer"]][r["call_id"]] = FcrRow(
+                    orjson.loads(r["fact"]),
+                    Contribution.from_json(orjson.loads(r["contrib"]) if r["contrib"] else None),
+                )
+        return out
+
+    def _cache_fcr(
+        self, customers: dict[str, dict[str, FcrRow]], changed: Mapping[str, FcrRow]
+    ) -> None:
+        for row in changed.values():
+            customers.setdefault(row.fact["customer"], {})[row.fact["call_id"]] = row
+        for name, rows in customers.items():
+            self._customers.put(name, rows)
+
+    async def _write_fcr(self, conn: asyncpg.Connection, changed: Mapping[str, FcrRow]) -> None:
+        if not changed:
+            return
+        n = self.settings.partitions
+        cols: list[list[Any]] = [[], [], [], [], [], [], []]
+        for cid, row in changed.items():
+            f = row.fact
+            for col, value in zip(
+                cols,
+                (
+                    cid,
+                    f["customer"],
+                    partition_for(f["customer"], n),
+                    f["offered_at"],
+                    row.pending,
+                    orjson.dumps(f),
+                    _dumps_contrib(row.contrib),
+                ),
+                strict=True,
+            ):
+                col.append(value)
+        await conn.execute(_FCR_UPSERT, *cols)
+
+    # --- housekeeping ----------------------------------------------------------
+    async def enforce_retention(self) -> None:
+        s = self.settings
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "DELETE FROM kpi_buckets WHERE bucket < now() - make_interval(days => $1)",
+                s.retention_days,
+            )
+            await conn.execute(
+                "DELETE FROM calls WHERE updated_at < now() - make_interval(days => $1)",
+                s.call_state_retention_days,
+            )
+            await conn.execute(
+                "DELETE FROM fcr_calls WHERE NOT pending AND offered_us < $1",
+                _now_us() - s.call_state_retention_days * 86_400 * 1_000_000 - self.window_us,
+            )
+
+
+async def current_watermark(conn: asyncpg.Connection) -> int:
+    value = await conn.fetchval("SELECT max(event_us) FROM stream_watermark")
+    return int(value) if value is not None else 0
+
+
+async def write_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters]) -> None:
+    """One set-based upsert for the whole batch, rows in key order so concurrent
+    transactions lock bucket rows in the same order and cannot deadlock."""
+    if not deltas:
+        return
+    keys = sorted(deltas)
+    kinds = [k[0] for k in keys]
+    ids = [k[1] for k in keys]
+    buckets = [us_to_datetime(k[2]) for k in keys]
+    columns = [[deltas[k].get(name, 0) for k in keys] for name in COUNTERS]
+    await conn.execute(_BUCKET_UPSERT, kinds, ids, buckets, *columns)

@@ -1,0 +1,72 @@
+"""`callkpi worker`: the Faust worker as a small ASGI service.
+
+Faust is created and started inside the lifespan and stopped when it ends, so
+importing this module starts nothing. The service itself answers /healthz and
+/readyz for orchestrators.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from fastapi import FastAPI, Response
+
+from services.core.db import asyncpg_dsn, require_database_url
+from services.core.kafka import ensure_topics
+from services.core.settings import Settings
+from services.kpi_stream.app import assigned, create_faust_app, wire
+
+log = logging.getLogger("callkpi.worker")
+
+
+def require_bootstrap(settings: Settings) -> str:
+    if not settings.kafka_bootstrap:
+        from services.core.settings import ConfigError
+
+        raise ConfigError("kafka_bootstrap: not set (CALLKPI_KAFKA_BOOTSTRAP)")
+    return settings.kafka_bootstrap
+
+
+def create_worker_app(settings: Settings) -> FastAPI:
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        bootstrap = require_bootstrap(settings)
+        await ensure_topics(settings, bootstrap)
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(require_database_url(settings)), min_size=2, max_size=4
+        )
+        faust_app = create_faust_app(settings, bootstrap)
+        worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        wire(faust_app, settings, pool, worker_id)
+        faust_app.finalize()
+        await faust_app.start()
+        state["faust"] = faust_app
+        log.info("worker %s started (broker %s)", worker_id, bootstrap)
+        try:
+            yield
+        finally:
+            await faust_app.stop()
+            await pool.close()
+
+    app = FastAPI(title="callkpi worker", lifespan=lifespan)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(response: Response) -> dict[str, object]:
+        faust_app = state.get("faust")
+        count = len(assigned(faust_app)) if faust_app is not None else 0  # type: ignore[arg-type]
+        if not count:
+            response.status_code = 503
+        return {"ready": bool(count), "partitions": count}
+
+    return app

@@ -1,0 +1,267 @@
+"""A simulated call center, as a discrete-event simulation.
+
+Poisson arrivals with a daily profile (peaks mid-morning and mid-afternoon), per
+queue; agents of the queue's team take calls first-come first-served; callers
+give up after an exponential patience (some within seconds: short abandons);
+calls that wait too long are ended by the system; rings can go unanswered
+(RONA) and the call goes back to the queue; holds, transfers, wrap-up, repeat
+callers (for FCR), dispositions, surveys and agent state changes.
+
+Every event passes through one time-ordered heap, so the output is ordered by
+`occurred_at`. The same `seed` and `start` give the same events and ids.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from services.core.settings import Team
+
+# Share of the peak arrival rate by local hour. A 24/7 hotline: quiet at night,
+# peaks 09-11 and 14-16, the shape the seeds' centers staff against.
+DAILY_PROFILE = (
+    0.30, 0.30, 0.30, 0.30, 0.30, 0.30, 0.35, 0.50, 0.75, 1.00, 1.00, 0.90,
+    0.70, 0.80, 0.95, 1.00, 0.90, 0.75, 0.60, 0.50, 0.45, 0.40, 0.35, 0.30,
+)  # fmt: skip
+
+
+@dataclass
+class SimConfig:
+    seed: int = 1
+    start: datetime = field(default_factory=lambda: datetime.now(UTC))
+    duration: timedelta = timedelta(hours=1)
+    timezone: str = "UTC"
+    calls_per_hour: float = 500.0  # center-wide, at peak
+    mean_patience_s: float = 90.0
+    short_abandon_share: float = 0.15  # callers who hang up within seconds
+    max_wait_s: float = 300.0  # then the system ends the call
+    mean_talk_s: float = 180.0
+    rona_prob: float = 0.04
+    hold_prob: float = 0.20
+    transfer_prob: float = 0.04
+    repeat_prob: float = 0.12
+    resolved_prob: float = 0.85
+    survey_prob: float = 0.35
+    sale_prob: float = 0.06
+    complaint_prob: float = 0.01
+    break_prob: float = 0.05  # after a call, agent takes a not-ready break
+    customers: int = 20_000
+
+
+@dataclass
+class _Agent:
+    id: str
+    team: str
+    busy: bool = False
+
+
+@dataclass
+class _Call:
+    id: str
+    queue: str
+    team: str
+    customer: str
+    offered: float
+    done: bool = False
+    answered: bool = False
+
+
+def default_roster() -> list[Team]:
+    return [
+        Team(id="billing", name="Billing", queues=["billing"],
+             agents=[f"b{i:02d}" for i in range(12)]),
+        Team(id="tech", name="Technical support", queues=["tech", "internet"],
+             agents=[f"t{i:02d}" for i in range(14)]),
+        Team(id="sales", name="Sales", queues=["sales"], agents=[f"s{i:02d}" for i in range(6)]),
+    ]  # fmt: skip
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig, teams: list[Team]) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.tz = ZoneInfo(cfg.timezone)
+        teams = [t for t in teams if t.queues and t.agents] or default_roster()
+        self.queues = [(q, t.id) for t in teams for q in t.queues]
+        self.agents = {a: _Agent(a, t.id) for t in teams for a in t.agents}
+        self.team_agents = {t.id: [self.agents[a] for a in t.agents] for t in teams}
+        self.waiting: dict[str, deque[_Call]] = {t.id: deque() for t in teams}
+        self.t0 = cfg.start.timestamp()
+        self.prefix = f"s{cfg.seed}-{int(self.t0)}"
+        self._heap: list[tuple[float, int, str, Any]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count()
+        self._calls = itertools.count()
+        self.recent: deque[tuple[float, str]] = deque()
+
+    # --- plumbing -------------------------------------------------------------
+    def _at(self, t: float, kind: str, payload: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
+
+    def _emit(self, t: float, typ: str, **fields: Any) -> None:
+        self._at(t, "emit", {"type": typ, **fields})
+
+    def _event(self, t: float, body: dict[str, Any]) -> dict[str, Any]:
+        when = datetime.fromtimestamp(t, tz=UTC).astimezone(self.tz)
+        return {"event_id": f"{self.prefix}-e{next(self._ids)}",
+                "occurred_at": when.isoformat(timespec="milliseconds"), **body}  # fmt: skip
+
+    def _rate_per_s(self, t: float) -> float:
+        hour = datetime.fromtimestamp(t, tz=UTC).astimezone(self.tz).hour
+        return self.cfg.calls_per_hour * DAILY_PROFILE[hour] / 3600.0
+
+    # --- the model ------------------------------------------------------------
+    def events(self) -> Iterator[dict[str, Any]]:
+        cfg, rng = self.cfg, self.rng
+        end = self.t0 + cfg.duration.total_seconds()
+        for agent in self.agents.values():
+            self._emit(self.t0, "agent.state", agent_id=agent.id, state="available")
+        self._schedule_arrival(self.t0)
+        while self._heap:
+            t, _, kind, payload = heapq.heappop(self._heap)
+            if t > end and kind == "arrival":
+                continue
+            if kind == "emit":
+                yield self._event(t, payload)
+            elif kind == "arrival":
+                self._arrive(t)
+                self._schedule_arrival(t)
+            elif kind == "give_up":
+                self._give_up(t, payload)
+            elif kind == "free":
+                self._agent_free(t, payload)
+            elif kind == "ring_done":
+                self._ring_done(t, *payload)
+        _ = rng
+
+    def _schedule_arrival(self, t: float) -> None:
+        # Thinning keeps arrivals Poisson under an hourly-varying rate.
+        peak = self.cfg.calls_per_hour / 3600.0
+        while True:
+            t += self.rng.expovariate(peak)
+            if self.rng.random() <= self._rate_per_s(t) / peak:
+                self._at(t, "arrival", None)
+                return
+
+    def _customer(self, t: float) -> str:
+        while self.recent and self.recent[0][0] < t - 72 * 3600:
+            self.recent.popleft()
+        if self.recent and self.rng.random() < self.cfg.repeat_prob:
+            return self.rng.choice(self.recent)[1]
+        return f"+86138{self.rng.randrange(self.cfg.customers):08d}"
+
+    def _arrive(self, t: float) -> None:
+        q, team = self.rng.choice(self.queues)
+        call = _Call(f"{self.prefix}-c{next(self._calls)}", q, team, self._customer(t), t)
+        self.recent.append((t, call.customer))
+        self._emit(t, "call.offered", call_id=call.id, queue_id=q, customer_id=call.customer)
+        if self.rng.random() < self.cfg.short_abandon_share:
+            patience = self.rng.uniform(0.5, 4.5)
+        else:
+            patience = self.rng.expovariate(1 / self.cfg.mean_patience_s)
+        self._at(t + min(patience, self.cfg.max_wait_s), "give_up", (call, patience))
+        self.waiting[team].append(call)
+        self._dispatch(t, team)
+
+    def _give_up(self, t: float, payload: tuple[_Call, float]) -> None:
+        call, patience = payload
+        if call.done or call.answered:
+            return
+        call.done = True
+        if call in self.waiting[call.team]:
+            self.waiting[call.team].remove(call)
+        by = "system" if patience >= self.cfg.max_wait_s else "customer"
+        self._emit(t, "call.ended", call_id=call.id, ended_by=by)
+
+    def _dispatch(self, t: float, team: str) -> None:
+        free = [a for a in self.team_agents[team] if not a.busy]
+        while free and self.waiting[team]:
+            call = self.waiting[team].popleft()
+            if call.done:
+                continue
+            agent = free.pop(self.rng.randrange(len(free)))
+            agent.busy = True
+            self._emit(t, "call.ringing", call_id=call.id, agent_id=agent.id)
+            if self.rng.random() < self.cfg.rona_prob:
+                self._at(t + 15.0, "ring_done", (call, agent, False))
+            else:
+                self._at(t + self.rng.uniform(1.0, 6.0), "ring_done", (call, agent, True))
+
+    def _ring_done(self, t: float, call: _Call, agent: _Agent, picked_up: bool) -> None:
+        rng, cfg = self.rng, self.cfg
+        if not picked_up or call.done:
+            if not picked_up:  # RONA: the agent is made not ready for a while
+                self._emit(t, "agent.state", agent_id=agent.id, state="not_ready", reason="rona")
+                self._emit(t + 30, "agent.state", agent_id=agent.id, state="available")
+                self._at(t + 30, "free", agent)
+                if not call.done:
+                    self.waiting[call.team].appendleft(call)
+                    self._dispatch(t, call.team)
+            else:
+                self._at(t, "free", agent)
+            return
+        call.answered = True
+        self._emit(t, "call.answered", call_id=call.id, agent_id=agent.id)
+        self._emit(t, "agent.state", agent_id=agent.id, state="on_call")
+        talk = rng.lognormvariate(math.log(cfg.mean_talk_s) - 0.18, 0.6)
+        end = t + talk
+        if rng.random() < cfg.hold_prob:
+            h0 = t + talk * rng.uniform(0.2, 0.6)
+            hold = rng.uniform(10, 60)
+            self._emit(h0, "call.hold", call_id=call.id, agent_id=agent.id)
+            self._emit(h0 + hold, "call.resumed", call_id=call.id, agent_id=agent.id)
+            end += hold
+        leg_agent = agent
+        if rng.random() < cfg.transfer_prob:
+            others = [a for a in self.team_agents[call.team] if not a.busy]
+            if others:
+                other = rng.choice(others)
+                other.busy = True
+                tt = end
+                self._emit(tt, "call.transferred", call_id=call.id, agent_id=agent.id,
+                           to_agent_id=other.id)  # fmt: skip
+                self._wrap_up(tt, call, agent)
+                self._emit(tt + 1, "call.ringing", call_id=call.id, agent_id=other.id)
+                self._emit(tt + 3, "call.answered", call_id=call.id, agent_id=other.id)
+                self._emit(tt + 3, "agent.state", agent_id=other.id, state="on_call")
+                end = tt + 3 + rng.lognormvariate(math.log(cfg.mean_talk_s / 2), 0.5)
+                leg_agent = other
+        self._emit(end, "call.ended", call_id=call.id,
+                   ended_by="customer" if rng.random() < 0.6 else "agent")  # fmt: skip
+        self._wrap_up(end, call, leg_agent)
+        call.done = True
+        if rng.random() < cfg.survey_prob:
+            score = rng.choices([1, 2, 3, 4, 5], weights=[2, 3, 8, 30, 57])[0]
+            self._emit(end + rng.uniform(20, 90), "survey.completed", call_id=call.id, score=score)
+
+    def _wrap_up(self, t: float, call: _Call, agent: _Agent) -> None:
+        rng, cfg = self.rng, self.cfg
+        self._emit(t, "agent.state", agent_id=agent.id, state="wrap_up")
+        done = t + rng.uniform(5, 40)
+        self._emit(done, "call.wrapup_ended", call_id=call.id, agent_id=agent.id)
+        disposition: dict[str, Any] = {"resolved": rng.random() < cfg.resolved_prob}
+        if rng.random() < cfg.complaint_prob:
+            disposition["complaint"] = True
+        if rng.random() < cfg.sale_prob:
+            disposition["sale_amount"] = round(rng.uniform(50, 5000), 2)
+        self._emit(done, "call.disposition", call_id=call.id, agent_id=agent.id, **disposition)
+        if rng.random() < cfg.break_prob:
+            self._emit(done, "agent.state", agent_id=agent.id, state="not_ready", reason="break")
+            back = done + rng.uniform(120, 600)
+        else:
+            back = done
+        self._emit(back, "agent.state", agent_id=agent.id, state="available")
+        self._at(back, "free", agent)
+
+    def _agent_free(self, t: float, agent: _Agent) -> None:
+        agent.busy = False
+        self._dispatch(t, agent.team)
