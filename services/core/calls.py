@@ -231,6 +231,9 @@ def _agent_counters(ordered: list[Compact], s: CallSummary) -> dict[str, Counter
             agents.setdefault(agent, {"presented": 1})
     for agent, c in agents.items():
         mine = [e for e in ordered if e[3] == agent]
+        transfers = [e[2] for e in mine if e[1] == "call.transferred"]
+        if transfers:
+            c["transfers"] = 1
         answers = [e[2] for e in mine if e[1] == "call.answered"]
         if not answers:
             continue
@@ -240,9 +243,6 @@ def _agent_counters(ordered: list[Compact], s: CallSummary) -> dict[str, Counter
         if rings:
             c["ring_count"] = 1
             c["ring_us"] = first - rings[-1]
-        transfers = [e[2] for e in mine if e[1] == "call.transferred"]
-        if transfers:
-            c["transfers"] = 1
         last_leg_end: int | None = None
         for start in answers:
             ends = [t for t in transfers if t >= start]

@@ -1,0 +1,296 @@
+"""A small batch implementation of docs/metrics.md, written to be obviously right
+rather than fast: it sees every event at once, in no particular order, and
+computes each figure straight from its definition with exact integers and
+Fractions. The streaming pipeline must agree with it whatever the delivery order,
+batching or duplication.
+
+It shares no code with services/ except the raw-event parsing of timestamps.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from typing import Any
+
+UNASSIGNED = "unassigned"
+US = 1_000_000
+
+
+def _exact_us(dt: datetime) -> int:
+    from datetime import UTC
+
+    delta = dt.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86400 + delta.seconds) * US + delta.microseconds
+
+
+@dataclass
+class RefCall:
+    call_id: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def of(self, typ: str, agent: str | None = None) -> list[dict[str, Any]]:
+        out = [e for e in self.events if e["type"] == typ]
+        if agent is not None:
+            out = [e for e in out if e.get("agent_id") == agent]
+        return sorted(out, key=lambda e: (e["_t"], e["event_id"]))
+
+
+def _first(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return events[0] if events else None
+
+
+def held(call: RefCall, start: int, end: int, agent: str | None = None) -> int:
+    """Sum of hold→resumed intervals inside [start, end]; an open hold ends at end."""
+    marks = [
+        e
+        for e in call.events
+        if e["type"] in ("call.hold", "call.resumed") and (agent is None or e["agent_id"] == agent)
+    ]
+    marks.sort(key=lambda e: (e["_t"], e["event_id"]))
+    intervals = []
+    on_hold_from = None
+    for m in marks:
+        if m["type"] == "call.hold" and on_hold_from is None:
+            on_hold_from = m["_t"]
+        elif m["type"] == "call.resumed" and on_hold_from is not None:
+            intervals.append((on_hold_from, m["_t"]))
+            on_hold_from = None
+    if on_hold_from is not None:
+        intervals.append((on_hold_from, end))
+    return sum(max(0, min(b, end) - max(a, start)) for a, b in intervals)
+
+
+def reference(
+    raw_events: list[dict[str, Any]],
+    *,
+    team_of_queue: dict[str, str],
+    service_level_seconds: int = 20,
+    short_abandon_seconds: int = 5,
+    fcr_window_hours: int = 72,
+    by_bucket: bool = False,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
+    unique: dict[str, dict[str, Any]] = {}
+    for e in raw_events:
+        unique.setdefault(
+            e["event_id"], {**e, "_t": _exact_us(datetime.fromisoformat(e["occurred_at"]))}
+        )
+    watermark = max((e["_t"] for e in unique.values()), default=0)
+    calls: dict[str, RefCall] = {}
+    for e in unique.values():
+        if "call_id" in e:
+            calls.setdefault(e["call_id"], RefCall(e["call_id"])).events.append(e)
+
+    sl = service_level_seconds * US
+    short = short_abandon_seconds * US
+    window = fcr_window_hours * 3600 * US
+
+    # --- per call facts -----------------------------------------------------
+    info: dict[str, dict[str, Any]] = {}
+    for c in calls.values():
+        offered = _first(c.of("call.offered"))
+        if offered is None:
+            continue
+        t0 = offered["_t"]
+        answers = c.of("call.answered")
+        ended = _first(c.of("call.ended"))
+        disps = c.of("call.disposition")
+        f: dict[str, Any] = {
+            "t0": t0,
+            "queue": offered["queue_id"],
+            "team": team_of_queue.get(offered["queue_id"], UNASSIGNED),
+            "customer": offered.get("customer_id"),
+            "answered": bool(answers),
+            "answered_at": answers[0]["_t"] if answers else None,
+            "last_agent": answers[-1]["agent_id"] if answers else None,
+            "ended_at": ended["_t"] if ended else None,
+            "ended_by": ended["ended_by"] if ended else None,
+            "unresolved": bool(disps) and disps[-1].get("resolved") is False,
+            "transferred": bool(c.of("call.transferred")),
+        }
+        f["abandoned"] = not answers and ended is not None and ended["ended_by"] == "customer"
+        f["timed_out"] = not answers and ended is not None and ended["ended_by"] != "customer"
+        if answers:
+            f["wait"] = max(0, answers[0]["_t"] - t0)
+        elif ended is not None:
+            f["wait"] = max(0, ended["_t"] - t0)
+        else:
+            f["wait"] = None
+        f["short"] = f["abandoned"] and short > 0 and f["wait"] < short
+        info[c.call_id] = f
+
+    # --- FCR, per customer ------------------------------------------------------
+    fcr: dict[str, dict[str, bool]] = {}
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for cid, f in info.items():
+        if f["customer"] is not None:
+            by_customer[f["customer"]].append(cid)
+    for cids in by_customer.values():
+        for cid in cids:
+            f = info[cid]
+            if not f["answered"]:
+                continue
+            repeated = any(
+                other != cid
+                and not info[other]["short"]
+                and f["t0"] < info[other]["t0"] <= f["t0"] + window
+                for other in cids
+            )
+            failed = repeated or f["unresolved"]
+            final = failed or watermark > f["t0"] + window
+            fcr[cid] = {"failed": failed, "final": final, "resolved": final and not failed}
+
+    # --- group calls by entity ----------------------------------------------------
+    groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    agent_groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+    for cid, f in info.items():
+        b = f["t0"] - f["t0"] % (60 * US)
+        for key in (("center", "all"), ("team", f["team"]), ("queue", f["queue"])):
+            groups[(*key, b) if by_bucket else key].append(cid)
+        agents = {
+            e["agent_id"]
+            for e in calls[cid].events
+            if e["type"] in ("call.ringing", "call.answered")
+        }
+        for a in agents:
+            agent_groups[(("agent", a, b) if by_bucket else ("agent", a))].append(cid)
+
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, cids in groups.items():
+        out[key] = _call_figures(
+            [info[c] for c in cids], [fcr.get(c) for c in cids], calls, cids, sl
+        )
+    for key, cids in agent_groups.items():
+        out[key] = _agent_figures(key[1], cids, calls, info, fcr)
+    return out
+
+
+def _rate(n: int, d: int) -> float | None:
+    return None if d == 0 else float(Fraction(n, d))
+
+
+def _mean_s(total_us: int, n: int) -> float | None:
+    return None if n == 0 else float(Fraction(total_us, n * US))
+
+
+def _fcr_fields(flags: list[dict[str, bool]]) -> dict[str, Any]:
+    cand = len(flags)
+    failed = sum(f["failed"] for f in flags)
+    final = sum(f["final"] for f in flags)
+    resolved = sum(f["resolved"] for f in flags)
+    return {
+        "fcr_candidates": cand,
+        "fcr_final": final,
+        "fcr_resolved": resolved,
+        "fcr_rate": _rate(resolved, final),
+        "fcr_rate_provisional": _rate(cand - failed, cand),
+    }
+
+
+def _call_figures(
+    fs: list[dict[str, Any]],
+    fcrs: list[dict[str, bool] | None],
+    calls: dict[str, RefCall],
+    cids: list[str],
+    sl: int,
+) -> dict[str, Any]:
+    answered = [f for f in fs if f["answered"]]
+    abandoned = [f for f in fs if f["abandoned"]]
+    short = [f for f in abandoned if f["short"]]
+    timed_out = [f for f in fs if f["timed_out"]]
+    base = len(answered) + len(abandoned) - len(short) + len(timed_out)
+    handled = []
+    for cid, f in zip(cids, fs, strict=True):
+        if f["answered"] and f["ended_at"] is not None:
+            start, end = f["answered_at"], max(f["ended_at"], f["answered_at"])
+            hold = held(calls[cid], start, end)
+            wraps = calls[cid].of("call.wrapup_ended")
+            acw = max(0, wraps[-1]["_t"] - f["ended_at"]) if wraps else 0
+            handled.append((max(0, end - start - hold), hold, acw))
+    n = len(handled)
+    talk, hold, acw = (sum(h[i] for h in handled) for i in range(3))
+    within = sum(1 for f in answered if f["wait"] <= sl)
+    return {
+        "offered": len(fs),
+        "answered": len(answered),
+        "abandoned": len(abandoned),
+        "short_abandoned": len(short),
+        "timed_out": len(timed_out),
+        "in_queue": sum(1 for f in fs if not f["answered"] and f["ended_at"] is None),
+        "answered_within_sl": within,
+        "abandoned_within_sl": sum(1 for f in abandoned if f["wait"] <= sl),
+        "answer_rate": _rate(len(answered), base),
+        "service_level": _rate(within, base),
+        "asa_seconds": _mean_s(sum(f["wait"] for f in answered), len(answered)),
+        "handled": n,
+        "aht_seconds": _mean_s(talk + hold + acw, n),
+        "avg_talk_seconds": _mean_s(talk, n),
+        "avg_hold_seconds": _mean_s(hold, n),
+        "avg_acw_seconds": _mean_s(acw, n),
+        "transfers": sum(1 for f in fs if f["transferred"]),
+        **_fcr_fields([x for x in fcrs if x is not None]),
+    }
+
+
+def _agent_figures(
+    agent: str,
+    cids: list[str],
+    calls: dict[str, RefCall],
+    info: dict[str, dict[str, Any]],
+    fcr: dict[str, dict[str, bool]],
+) -> dict[str, Any]:
+    answered = rings = ring_total = transfers = 0
+    legs: list[tuple[int, int]] = []  # (talk, hold)
+    acw_total = 0
+    for cid in cids:
+        c, f = calls[cid], info[cid]
+        mine_answers = c.of("call.answered", agent)
+        mine_transfers = c.of("call.transferred", agent)
+        if mine_transfers:
+            transfers += 1
+        if not mine_answers:
+            continue
+        answered += 1
+        first = mine_answers[0]["_t"]
+        before = [e["_t"] for e in c.of("call.ringing", agent) if e["_t"] <= first]
+        if before:
+            rings += 1
+            ring_total += first - before[-1]
+        last_end = None
+        for a in mine_answers:
+            start = a["_t"]
+            later = [e["_t"] for e in mine_transfers if e["_t"] >= start]
+            if later:
+                end = later[0]
+            elif f["ended_at"] is not None:
+                end = max(f["ended_at"], start)
+            else:
+                continue
+            hold = held(c, start, end, agent)
+            legs.append((max(0, end - start - hold), hold))
+            last_end = end
+        if last_end is not None:
+            wraps = c.of("call.wrapup_ended", agent)
+            acw_total += max(0, wraps[-1]["_t"] - last_end) if wraps else 0
+    presented = len(cids)
+    n = len(legs)
+    talk = sum(x[0] for x in legs)
+    hold = sum(x[1] for x in legs)
+    flags = [fcr[c] for c in cids if c in fcr and info[c]["last_agent"] == agent]
+    return {
+        "presented": presented,
+        "answered": answered,
+        "rona": presented - answered,
+        "answer_rate": _rate(answered, presented),
+        "avg_ring_seconds": _mean_s(ring_total, rings),
+        "handled": n,
+        "aht_seconds": _mean_s(talk + hold + acw_total, n),
+        "avg_talk_seconds": _mean_s(talk, n),
+        "avg_hold_seconds": _mean_s(hold, n),
+        "avg_acw_seconds": _mean_s(acw_total, n),
+        "transfers": transfers,
+        **_fcr_fields(flags),
+    }

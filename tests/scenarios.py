@@ -1,0 +1,126 @@
+"""Hypothesis strategies: call-center scenarios and the ways they get delivered."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import strategies as st
+
+BASE = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+US = 1_000_000
+QUEUES = ["billing", "tech", "orphan"]  # "orphan" is not in the roster
+TEAM_OF_QUEUE = {"billing": "billing", "tech": "tech"}
+AGENTS = ["a1", "a2", "a3"]
+CUSTOMERS = ["+8613800000001", "+8613800000002", "+8613800000003"]
+# The same instant written with different offsets must mean the same thing.
+OFFSETS = [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+
+
+def stamp(offset_us: int, tz: timezone) -> str:
+    return (BASE + timedelta(microseconds=offset_us)).astimezone(tz).isoformat()
+
+
+@st.composite
+def durations(draw: Any, max_s: int) -> int:
+    """Seconds, sometimes with microseconds, with the edges (0, 5 s, 20 s) likely."""
+    whole = draw(st.one_of(st.sampled_from([0, 4, 5, 19, 20, 21]), st.integers(0, max_s)))
+    frac = draw(st.one_of(st.just(0), st.integers(0, US - 1)))
+    return int(whole * US + frac)
+
+
+@st.composite
+def call(draw: Any, idx: int) -> list[dict[str, Any]]:
+    cid = f"c{idx}"
+    tz = draw(st.sampled_from(OFFSETS))
+    evs: list[tuple[int, dict[str, Any]]] = []
+
+    def add(t: int, typ: str, **fields: Any) -> None:
+        evs.append((t, {"type": typ, "call_id": cid, **fields}))
+
+    t0 = draw(st.integers(0, 3 * 3600)) * US + draw(st.sampled_from([0, 0, 1, 999_999]))
+    offered: dict[str, Any] = {"queue_id": draw(st.sampled_from(QUEUES))}
+    if draw(st.booleans()):
+        offered["customer_id"] = draw(st.sampled_from(CUSTOMERS))
+    add(t0, "call.offered", **offered)
+    kind = draw(
+        st.sampled_from(["answered", "answered", "answered", "abandoned", "timed_out", "waiting"])
+    )
+    t = t0
+    if kind == "answered":
+        agent = draw(st.sampled_from(AGENTS))
+        t += draw(durations(60))
+        if draw(st.booleans()):
+            add(t, "call.ringing", agent_id=agent)
+            t += draw(durations(10))
+        add(t, "call.answered", agent_id=agent)
+        t += draw(durations(300))
+        if draw(st.booleans()):
+            add(t, "call.hold", agent_id=agent)
+            t += draw(durations(60))
+            if draw(st.integers(0, 3)):
+                add(t, "call.resumed", agent_id=agent)
+            t += draw(durations(60))
+        last = agent
+        if draw(st.integers(0, 3)) == 0:
+            other = draw(st.sampled_from([a for a in AGENTS if a != agent]))
+            add(t, "call.transferred", agent_id=agent, to_agent_id=other)
+            if draw(st.booleans()):
+                add(t + draw(durations(30)), "call.wrapup_ended", agent_id=agent)
+            t += draw(durations(10))
+            add(t, "call.ringing", agent_id=other)
+            t += draw(durations(10))
+            add(t, "call.answered", agent_id=other)
+            t += draw(durations(200))
+            last = other
+        if draw(st.integers(0, 5)):
+            add(t, "call.ended", ended_by=draw(st.sampled_from(["customer", "agent"])))
+            if draw(st.booleans()):
+                add(t + draw(durations(60)), "call.wrapup_ended", agent_id=last)
+            resolved = draw(st.sampled_from([True, False, None]))
+            disp = {} if resolved is None else {"resolved": resolved}
+            if draw(st.booleans()):
+                add(t + draw(durations(60)), "call.disposition", agent_id=last, **disp)
+            if draw(st.booleans()):
+                add(t + draw(durations(120)), "survey.completed", score=draw(st.integers(1, 5)))
+    elif kind in ("abandoned", "timed_out"):
+        if draw(st.booleans()):
+            add(t + draw(durations(10)), "call.ringing", agent_id=draw(st.sampled_from(AGENTS)))
+        t += draw(durations(90))
+        by = "customer" if kind == "abandoned" else draw(st.sampled_from(["system", "agent"]))
+        add(t, "call.ended", ended_by=by)
+    elif draw(st.booleans()):
+        add(t + draw(durations(10)), "call.ringing", agent_id=draw(st.sampled_from(AGENTS)))
+    if draw(st.integers(0, 9)) == 0:
+        evs = [e for e in evs if e[1]["type"] != "call.offered"]  # the arrival never reaches us
+    return [
+        {"event_id": f"{cid}-{n}", "occurred_at": stamp(t, tz), **body}
+        for n, (t, body) in enumerate(evs)
+    ]
+
+
+@st.composite
+def scenarios(draw: Any, max_calls: int = 12) -> list[dict[str, Any]]:
+    n = draw(st.integers(1, max_calls))
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        events.extend(draw(call(i)))
+    return events
+
+
+@st.composite
+def deliveries(draw: Any, events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Shuffled, some events repeated (retries, replays), cut into batches."""
+    rnd = random.Random(draw(st.integers(0, 2**32 - 1)))
+    stream = list(events)
+    dup_share = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    stream += [e for e in events if rnd.random() < dup_share]
+    rnd.shuffle(stream)
+    batches: list[list[dict[str, Any]]] = []
+    i = 0
+    while i < len(stream):
+        size = rnd.choice([1, 2, 5, 20, 1000])
+        batches.append(stream[i : i + size])
+        i += size
+    return batches
