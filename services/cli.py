@@ -330,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--host", default="127.0.0.1")
         sp.add_argument("--port", type=int, default=port)
     sub.choices["worker"].set_defaults(func=cmd_worker)
-    sub.choices["api"].set_defaults(func=lambda a: cmd_api(a, read=True, ingest=False))
+    sub.choices["api"].add_argument(
+        "--with-ingest", action="store_true", help="also serve POST /v1/events"
+    )
+    sub.choices["api"].set_defaults(func=lambda a: cmd_api(a, read=True, ingest=a.with_ingest))
     sub.choices["ingest"].set_defaults(func=lambda a: cmd_api(a, read=False, ingest=True))
 
     mig = sub.add_parser("migrate", help="apply database migrations")

