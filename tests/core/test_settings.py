@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.core.settings import ConfigError, load_settings
+from tests.conftest import EXAMPLE_CONFIG
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_loads_with_the_seed_roster() -> None:
+    s = load_settings(EXAMPLE_CONFIG)
+    assert s.timezone == "Asia/Shanghai" and s.queue_team("internet") == "tech"
+    assert s.queue_team("nowhere") == "unassigned"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("timezone: Mars/Olympus\n", "timezone"),
+        ("kpi: {service_level_seconds: -1}\n", "kpi.service_level_seconds"),
+        ("kpi: {fcr_windw_hours: 72}\n", "kpi.fcr_windw_hours"),
+        ("teams: [{id: a, queues: [q]}, {id: b, queues: [q]}]\n", "teams[1].queues"),
+        ("partitions: zero\n", "partitions"),
+    ],
+)
+def test_bad_config_fails_naming_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text))
+    assert key in str(err.value)
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CALLKPI_KPI__SERVICE_LEVEL_SECONDS", "30")
+    monkeypatch.setenv("CALLKPI_KAFKA_BOOTSTRAP", "kafka:9092")
+    s = load_settings(write(tmp_path, "kpi: {service_level_seconds: 15}\n"))
+    assert s.kpi.service_level_seconds == 30 and s.kafka_bootstrap == "kafka:9092"
+
+
+def test_unreadable_yaml_says_so(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_settings(write(tmp_path, "teams: [\n"))
