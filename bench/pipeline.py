@@ -1,0 +1,252 @@
+"""`make bench`: simulator → ingest → broker → worker → Postgres, on this machine.
+
+Prints, in one run so the machine's noise affects all of them alike:
+  1. ingest throughput (HTTP POST of NDJSON batches, events/s);
+  2. the raw ceiling: an aiokafka `getmany` loop reading the same topic
+     (records/s and events/s, envelopes decoded);
+  3. worker throughput: events/s through one worker process catching up on the
+     whole backlog (first to last commit), and its ratio to the ceiling;
+  4. freshness: events posted at a steady rate (default 5,000/s); for each batch,
+     the time from its POST returning to the read API showing it; p50/p99.
+
+Options: --events N (backlog size), --rate R (freshness rate), --seconds S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+
+from services.core.db import asyncpg_dsn
+from services.core.settings import Team
+from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.simulator import SimConfig, Simulation
+
+# 20 teams of 25 agents: enough capacity for 6,000 calls/h, so the event mix is a
+# served center's (answers, holds, wrap-ups, surveys), not a collapsing one's.
+ROSTER = [
+    Team(id=f"team{t}", queues=[f"q{t}"], agents=[f"a{t}-{i}" for i in range(25)])
+    for t in range(20)
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def simulate(n_events: int, seed: int, start: datetime, calls_per_hour: float) -> list[bytes]:
+    cfg = SimConfig(seed=seed, start=start, duration=timedelta(days=30), timezone="UTC",
+                    calls_per_hour=calls_per_hour)  # fmt: skip
+    out = []
+    for ev in Simulation(cfg, ROSTER).events():
+        out.append(orjson.dumps(ev))
+        if len(out) >= n_events:
+            break
+    return out
+
+
+async def post_all(url: str, lines: list[bytes], batch: int, concurrency: int = 4) -> float:
+    started = time.perf_counter()
+    chunks = [lines[i : i + batch] for i in range(0, len(lines), batch)]
+    queue: asyncio.Queue[list[bytes]] = asyncio.Queue()
+    for c in chunks:
+        queue.put_nowait(c)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                chunk = queue.get_nowait()
+                r = await client.post("/v1/events", content=b"\n".join(chunk),
+                                      headers={"content-type": "application/x-ndjson"})  # fmt: skip
+                if r.status_code != 202:
+                    raise SystemExit(f"ingest answered {r.status_code}: {r.text[:300]}")
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def raw_ceiling(bootstrap: str, topic: str) -> tuple[int, int, float]:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None,
+                                max_partition_fetch_bytes=16 * 1024 * 1024)  # fmt: skip
+    await consumer.start()
+    try:
+        while not consumer.assignment():
+            await asyncio.sleep(0.05)
+        end = await consumer.end_offsets(list(consumer.assignment()))
+        total = sum(end.values())
+        records = events = 0
+        started = time.perf_counter()
+        while records < total:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for msgs in batch.values():
+                for m in msgs:
+                    records += 1
+                    events += len(orjson.loads(m.value)["events"])
+        return records, events, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
+async def processed(pool: asyncpg.Pool) -> int:
+    v = await pool.fetchval("SELECT coalesce(sum(events_processed), 0) FROM worker_stats")
+    return int(v)
+
+
+async def freshness(url: str, pool: asyncpg.Pool, rate: int, seconds: int) -> list[float]:
+    """Post `rate` events/s for `seconds`; per batch, POST-return → visible in the API."""
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    lines = simulate(rate * seconds, 991, start, calls_per_hour=6000)
+    offered_cum = []
+    n = 0
+    per_tick = max(1, rate // 20)  # 20 posts a second
+    batches = [lines[i : i + per_tick] for i in range(0, len(lines), per_tick)]
+    for b in batches:
+        n += sum(1 for line in b if b'"call.offered"' in line)
+        offered_cum.append(n)
+    lo = (start - timedelta(minutes=1)).isoformat()
+    hi = (start + timedelta(days=1)).isoformat()
+    posted_at: list[float] = []
+    seen_at: list[float | None] = [None] * len(batches)
+    done = asyncio.Event()
+
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+
+        async def poller() -> None:
+            while not done.is_set() or any(s is None for s in seen_at[: len(posted_at)]):
+                r = await client.get("/v1/kpis/center/all", params={"from": lo, "to": hi})
+                now = time.perf_counter()
+                offered = r.json()["offered"]
+                for i in range(len(posted_at)):
+                    if seen_at[i] is None and offered >= offered_cum[i]:
+                        seen_at[i] = now
+                await asyncio.sleep(0.02)
+
+        poll = asyncio.create_task(poller())
+        t0 = time.perf_counter()
+        for i, b in enumerate(batches):
+            due = t0 + i / 20
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            r = await client.post("/v1/events", content=b"\n".join(b),
+                                  headers={"content-type": "application/x-ndjson"})  # fmt: skip
+            assert r.status_code == 202, r.text
+            posted_at.append(time.perf_counter())
+        done.set()
+        await asyncio.wait_for(poll, timeout=120)
+    return [s - p for s, p in zip(seen_at, posted_at, strict=True) if s is not None]
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+async def main(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
+    broker = EmbeddedBroker(log_path=tmp / "broker.log")
+    pg = EmbeddedPostgres(tmp / "pg", durable=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        broker.start()
+        db = pg.start()
+        from services.migrations import upgrade
+
+        upgrade(db)
+        port = free_port()
+        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap, "CALLKPI_DATABASE_URL": db,
+               "CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"}  # fmt: skip
+        api_log = (tmp / "api.log").open("ab")
+        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "api", "--with-ingest",
+                                       "--port", str(port)], env=env, stdout=api_log,
+                                      stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
+        log(f"generating {args.events:,} simulated events …")
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=20)
+        lines = simulate(args.events, 7, start, calls_per_hour=6000)
+        log("posting them to ingest (worker stopped, so they wait in the broker) …")
+        took = await post_all(url, lines, 5000)
+        ingest_rate = len(lines) / took
+        log(f"  ingest: {len(lines):,} events in {took:.1f} s = {ingest_rate:,.0f} events/s")
+
+        records, events, raw_s = await raw_ceiling(broker.bootstrap, "callkpi.events")
+        log(f"  raw ceiling (aiokafka getmany + decode): {records:,} records, {events:,} events "
+            f"in {raw_s:.2f} s = {events / raw_s:,.0f} events/s ({records / raw_s:,.0f} records/s)")  # fmt: skip
+
+        pool = await asyncpg.create_pool(asyncpg_dsn(db), min_size=1, max_size=2)
+        worker_log = (tmp / "worker.log").open("ab")
+        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--port",
+                                       str(free_port())], env=env, stdout=worker_log,
+                                      stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
+        log("starting one worker on the backlog …")
+        t_first = None
+        last_report = time.perf_counter()
+        while True:
+            n = await processed(pool)
+            now = time.perf_counter()
+            if n and t_first is None:
+                t_first, n_first = now, n
+            if n >= events:
+                t_last = now
+                break
+            if now - last_report > 5:
+                log(f"  … {n:,} / {events:,}")
+                last_report = now
+            await asyncio.sleep(0.05)
+        assert t_first is not None
+        worker_rate = (events - n_first) / max(t_last - t_first, 1e-6)
+        log(f"  worker: {events:,} events, {worker_rate:,.0f} events/s "
+            f"({100 * worker_rate / (events / raw_s):.1f}% of the raw ceiling)")  # fmt: skip
+
+        log(f"freshness at {args.rate:,} events/s for {args.seconds} s …")
+        lat = await freshness(url, pool, args.rate, args.seconds)
+        await pool.close()
+        log(f"  POST→visible in API: p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
+            f"max {max(lat):.3f} s over {len(lat)} batches")  # fmt: skip
+        log("")
+        log("summary (one run, this machine: " + f"{os.cpu_count()} cores)")
+        log(f"  raw getmany ceiling     {events / raw_s:>12,.0f} events/s")
+        log(
+            f"  worker (1 process)      {worker_rate:>12,.0f} events/s   target 50,000, floor 20,000"
+        )
+        log(f"  ingest (1 process)      {ingest_rate:>12,.0f} events/s")
+        log(f"  freshness p99 @ {args.rate:,}/s  {pct(lat, 99):>8.3f} s         target ≤ 2 s")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(20)
+        pg.destroy()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=300_000)
+    ap.add_argument("--rate", type=int, default=5_000)
+    ap.add_argument("--seconds", type=int, default=20)
+    asyncio.run(main(ap.parse_args()))
