@@ -87,7 +87,7 @@ async def raw_ceiling(bootstrap: str, topic: str) -> tuple[int, int, float]:
                                 max_partition_fetch_bytes=16 * 1024 * 1024)  # fmt: skip
     await consumer.start()
     try:
-        while not consumer.assignment():
+        while not consumer.assignment():  # noqa: ASYNC110 - aiokafka offers no event for this
             await asyncio.sleep(0.05)
         end = await consumer.end_offsets(list(consumer.assignment()))
         total = sum(end.values())
@@ -109,7 +109,7 @@ async def processed(pool: asyncpg.Pool) -> int:
     return int(v)
 
 
-async def freshness(url: str, pool: asyncpg.Pool, rate: int, seconds: int) -> list[float]:
+async def freshness(url: str, rate: int, seconds: int) -> list[float]:
     """Post `rate` events/s for `seconds`; per batch, POST-return → visible in the API."""
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
     lines = simulate(rate * seconds, 991, start, calls_per_hour=6000)
@@ -156,52 +156,12 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def main(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
-    broker = EmbeddedBroker(log_path=tmp / "broker.log")
-    pg = EmbeddedPostgres(tmp / "pg", durable=True)
-    procs: list[subprocess.Popen[bytes]] = []
+async def measure_worker(db: str, events: int) -> float:
+    """Events/s of one worker from its first commit to its last on the backlog."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(db), min_size=1, max_size=2)
     try:
-        broker.start()
-        db = pg.start()
-        from services.migrations import upgrade
-
-        upgrade(db)
-        port = free_port()
-        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap, "CALLKPI_DATABASE_URL": db,
-               "CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"}  # fmt: skip
-        api_log = (tmp / "api.log").open("ab")
-        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "api", "--with-ingest",
-                                       "--port", str(port)], env=env, stdout=api_log,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-
-        log(f"generating {args.events:,} simulated events …")
-        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=20)
-        lines = simulate(args.events, 7, start, calls_per_hour=6000)
-        log("posting them to ingest (worker stopped, so they wait in the broker) …")
-        took = await post_all(url, lines, 5000)
-        ingest_rate = len(lines) / took
-        log(f"  ingest: {len(lines):,} events in {took:.1f} s = {ingest_rate:,.0f} events/s")
-
-        records, events, raw_s = await raw_ceiling(broker.bootstrap, "callkpi.events")
-        log(f"  raw ceiling (aiokafka getmany + decode): {records:,} records, {events:,} events "
-            f"in {raw_s:.2f} s = {events / raw_s:,.0f} events/s ({records / raw_s:,.0f} records/s)")  # fmt: skip
-
-        pool = await asyncpg.create_pool(asyncpg_dsn(db), min_size=1, max_size=2)
-        worker_log = (tmp / "worker.log").open("ab")
-        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "worker", "--port",
-                                       str(free_port())], env=env, stdout=worker_log,
-                                      stderr=subprocess.STDOUT, cwd=ROOT))  # fmt: skip
-        log("starting one worker on the backlog …")
-        t_first = None
+        t_first: float | None = None
+        n_first = 0
         last_report = time.perf_counter()
         while True:
             n = await processed(pool)
@@ -209,30 +169,75 @@ async def main(args: argparse.Namespace) -> None:
             if n and t_first is None:
                 t_first, n_first = now, n
             if n >= events:
-                t_last = now
                 break
             if now - last_report > 5:
                 log(f"  … {n:,} / {events:,}")
                 last_report = now
             await asyncio.sleep(0.05)
         assert t_first is not None
-        worker_rate = (events - n_first) / max(t_last - t_first, 1e-6)
+        return (events - n_first) / max(now - t_first, 1e-6)
+    finally:
+        await pool.close()
+
+
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> None:
+    from services.migrations import upgrade
+
+    tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
+    broker = EmbeddedBroker(log_path=tmp / "broker.log")
+    pg = EmbeddedPostgres(tmp / "pg", durable=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        broker.start()
+        db = pg.start()
+        upgrade(db)
+        port = free_port()
+        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "CALLKPI_DATABASE_URL": db, "CALLKPI_HASH_KEY": "bench",
+               "CALLKPI_PARTITIONS": "8"}  # fmt: skip
+        procs.append(spawn(["api", "--with-ingest", "--port", str(port)], env, tmp / "api.log"))
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", 60)
+
+        log(f"generating {args.events:,} simulated events …")
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=20)
+        lines = simulate(args.events, 7, start, calls_per_hour=6000)
+        log("posting them to ingest (no worker yet, so they wait in the broker) …")
+        took = asyncio.run(post_all(url, lines, 5000))
+        ingest_rate = len(lines) / took
+        log(f"  ingest: {len(lines):,} events in {took:.1f} s = {ingest_rate:,.0f} events/s")
+
+        records, events, raw_s = asyncio.run(raw_ceiling(broker.bootstrap, "callkpi.events"))
+        ceiling = events / raw_s
+        log(
+            f"  raw ceiling (aiokafka getmany + decode): {records:,} records, "
+            f"{events:,} events in {raw_s:.2f} s = {ceiling:,.0f} events/s "
+            f"({records / raw_s:,.0f} records/s)"
+        )
+
+        procs.append(spawn(["worker", "--port", str(free_port())], env, tmp / "worker.log"))
+        log("starting one worker on the backlog …")
+        worker_rate = asyncio.run(measure_worker(db, events))
         log(f"  worker: {events:,} events, {worker_rate:,.0f} events/s "
-            f"({100 * worker_rate / (events / raw_s):.1f}% of the raw ceiling)")  # fmt: skip
+            f"({100 * worker_rate / ceiling:.1f}% of the raw ceiling)")  # fmt: skip
 
         log(f"freshness at {args.rate:,} events/s for {args.seconds} s …")
-        lat = await freshness(url, pool, args.rate, args.seconds)
-        await pool.close()
+        lat = asyncio.run(freshness(url, args.rate, args.seconds))
         log(f"  POST→visible in API: p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
             f"max {max(lat):.3f} s over {len(lat)} batches")  # fmt: skip
         log("")
-        log("summary (one run, this machine: " + f"{os.cpu_count()} cores)")
-        log(f"  raw getmany ceiling     {events / raw_s:>12,.0f} events/s")
-        log(
-            f"  worker (1 process)      {worker_rate:>12,.0f} events/s   target 50,000, floor 20,000"
-        )
-        log(f"  ingest (1 process)      {ingest_rate:>12,.0f} events/s")
-        log(f"  freshness p99 @ {args.rate:,}/s  {pct(lat, 99):>8.3f} s         target ≤ 2 s")
+        log(f"summary (one run, this machine, {os.cpu_count()} cores; logs in {tmp})")
+        log(f"  raw getmany ceiling      {ceiling:>10,.0f} events/s")
+        log(f"  worker, one process      {worker_rate:>10,.0f} events/s  "
+            f"= {worker_rate / ceiling:.1%} of ceiling (target 50,000, floor 20,000)")  # fmt: skip
+        log(f"  ingest, one process      {ingest_rate:>10,.0f} events/s")
+        log(f"  freshness p99 @ {args.rate:,}/s {pct(lat, 99):>8.3f} s  (target ≤ 2 s)")
     finally:
         for p in procs:
             p.terminate()
@@ -242,6 +247,18 @@ async def main(args: argparse.Namespace) -> None:
         broker.stop()
 
 
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -249,4 +266,4 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=int, default=20)
-    asyncio.run(main(ap.parse_args()))
+    main(ap.parse_args())

@@ -12,6 +12,7 @@ Definitions: docs/metrics.md.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ class Contribution:
     entities: dict[EntityKey, Counters]
 
     def to_json(self) -> list[Any]:
-        return [self.bucket_us, [[k, i, c] for (k, i), c in sorted(self.entities.items())]]
+        return [self.bucket_us, [[k, i, c] for (k, i), c in self.entities.items()]]
 
     @staticmethod
     def from_json(data: list[Any] | None) -> Contribution | None:
@@ -97,13 +98,11 @@ def _sorted(events: Iterable[Compact]) -> list[Compact]:
     return sorted(events, key=lambda e: (e[2], e[0]))
 
 
-def _hold_total(ordered: list[Compact], start: int, end: int, agent: str | None = None) -> int:
+def _hold_total(ordered: list[Compact], start: int, end: int) -> int:
     """Time on hold inside [start, end]; an open hold closes at `end`."""
     total = 0
     held_since: int | None = None
-    for _eid, typ, ts, ag, _x in ordered:
-        if agent is not None and ag != agent:
-            continue
+    for _eid, typ, ts, _ag, _x in ordered:
         if typ == "call.hold" and held_since is None:
             held_since = ts
         elif typ == "call.resumed" and held_since is not None:
@@ -131,12 +130,24 @@ class CallSummary:
 
 
 def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
-    ordered = _sorted(events.values())
-    offered = next((e for e in ordered if e[1] == "call.offered"), None)
-    answers = [e for e in ordered if e[1] == "call.answered"]
-    ended = next((e for e in ordered if e[1] == "call.ended"), None)
-    dispositions = [e for e in ordered if e[1] == "call.disposition"]
-    latest_disp = dispositions[-1] if dispositions else None
+    return _summary(call_id, _sorted(events.values()))
+
+
+def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
+    offered = ended = latest_disp = None
+    answers: list[Compact] = []
+    for e in ordered:  # one pass; `ordered` is by (time, id)
+        typ = e[1]
+        if typ == "call.answered":
+            answers.append(e)
+        elif typ == "call.offered":
+            if offered is None:
+                offered = e
+        elif typ == "call.ended":
+            if ended is None:
+                ended = e
+        elif typ == "call.disposition":
+            latest_disp = e
     unresolved = bool(latest_disp and (latest_disp[4] or {}).get("resolved") is False)
     if offered is None:
         outcome = "unknown"
@@ -170,11 +181,22 @@ def call_contribution(
     default_team: str,
 ) -> Contribution:
     """Counters this call adds to its arrival bucket (everything but FCR)."""
-    s = summarize(call_id, events)
+    return assess(call_id, events, defs, team_of_queue, default_team)[0]
+
+
+def assess(
+    call_id: str,
+    events: Mapping[str, Compact],
+    defs: KpiDefinitions,
+    team_of_queue: Mapping[str, str],
+    default_team: str,
+) -> tuple[Contribution, CallSummary]:
+    """The call's contribution and its summary, from one sort of its events."""
+    ordered = _sorted(events.values())
+    s = _summary(call_id, ordered)
     if s.offered_at is None or s.queue_id is None:
         # Without its arrival we cannot attribute the call; it waits for call.offered.
-        return EMPTY
-    ordered = _sorted(events.values())
+        return EMPTY, s
     offered_at = s.offered_at
     sl_us = defs.service_level_seconds * SECOND_US
     short_us = defs.short_abandon_seconds * SECOND_US
@@ -213,56 +235,73 @@ def call_contribution(
         c["acw_us"] = max(0, max(wraps) - s.ended_at) if wraps else 0
 
     team = team_of_queue.get(s.queue_id, default_team)
+    shared = _nonzero(c)  # one dict for the three: contributions are never mutated
     entities: dict[EntityKey, Counters] = {
-        ("center", "all"): _nonzero(c),
-        ("team", team): _nonzero(c),
-        ("queue", s.queue_id): _nonzero(c),
+        ("center", "all"): shared,
+        ("team", team): shared,
+        ("queue", s.queue_id): shared,
     }
     for agent, ac in _agent_counters(ordered, s).items():
         entities[("agent", agent)] = ac
-    return Contribution(bucket_of(offered_at), entities)
+    return Contribution(bucket_of(offered_at), entities), s
 
 
 def _agent_counters(ordered: list[Compact], s: CallSummary) -> dict[str, Counters]:
     """Each agent's own legs: a leg runs from its answer to its transfer or the call end."""
-    agents: dict[str, Counters] = {}
-    for _eid, typ, _ts, agent, _x in ordered:
-        if agent is not None and typ in ("call.ringing", "call.answered"):
-            agents.setdefault(agent, {"presented": 1})
-    for agent, c in agents.items():
-        mine = [e for e in ordered if e[3] == agent]
-        transfers = [e[2] for e in mine if e[1] == "call.transferred"]
+    by_agent: dict[str, list[Compact]] = {}
+    for e in ordered:
+        if e[3] is not None:
+            by_agent.setdefault(e[3], []).append(e)
+    out: dict[str, Counters] = {}
+    for agent, mine in by_agent.items():
+        answers: list[int] = []
+        transfers: list[int] = []
+        wraps: list[int] = []
+        rings: list[int] = []
+        presented = False
+        for _eid, typ, ts, _ag, _x in mine:  # one pass, in (time, id) order
+            if typ == "call.answered":
+                answers.append(ts)
+                presented = True
+            elif typ == "call.ringing":
+                rings.append(ts)
+                presented = True
+            elif typ == "call.transferred":
+                transfers.append(ts)
+            elif typ == "call.wrapup_ended":
+                wraps.append(ts)
+        if not presented:
+            continue
+        c: Counters = {"presented": 1}
         if transfers:
             c["transfers"] = 1
-        answers = [e[2] for e in mine if e[1] == "call.answered"]
-        if not answers:
-            continue
-        c["answered"] = 1
-        first = answers[0]
-        rings = [e[2] for e in mine if e[1] == "call.ringing" and e[2] <= first]
-        if rings:
-            c["ring_count"] = 1
-            c["ring_us"] = first - rings[-1]
-        last_leg_end: int | None = None
-        for start in answers:
-            ends = [t for t in transfers if t >= start]
-            if ends:
-                end: int | None = ends[0]
-            elif s.ended_at is not None:
-                end = max(s.ended_at, start)
-            else:
-                end = None
-            if end is None:
-                continue
-            hold = _hold_total(ordered, start, end, agent)
-            c["handled"] = c.get("handled", 0) + 1
-            c["hold_us"] = c.get("hold_us", 0) + hold
-            c["talk_us"] = c.get("talk_us", 0) + max(0, end - start - hold)
-            last_leg_end = end
-        if last_leg_end is not None:
-            wraps = [e[2] for e in mine if e[1] == "call.wrapup_ended"]
-            c["acw_us"] = max(0, max(wraps) - last_leg_end) if wraps else 0
-    return {a: _nonzero(c) for a, c in agents.items()}
+        if answers:
+            c["answered"] = 1
+            # the last ring at or before the first answer (a tie in time counts)
+            before = [r for r in rings if r <= answers[0]]
+            if before:
+                c["ring_count"] = 1
+                c["ring_us"] = answers[0] - before[-1]
+            handled = talk = hold_sum = 0
+            last_leg_end: int | None = None
+            for start in answers:
+                end = next((t for t in transfers if t >= start), None)
+                if end is None:
+                    if s.ended_at is None:
+                        continue
+                    end = max(s.ended_at, start)
+                hold = _hold_total(mine, start, end)
+                handled += 1
+                hold_sum += hold
+                talk += max(0, end - start - hold)
+                last_leg_end = end
+            if last_leg_end is not None:
+                c["handled"] = handled
+                c["hold_us"] = hold_sum
+                c["talk_us"] = talk
+                c["acw_us"] = max(0, max(wraps) - last_leg_end) if wraps else 0
+        out[agent] = _nonzero(c)
+    return out
 
 
 def _nonzero(c: Counters) -> Counters:
@@ -306,13 +345,15 @@ def fcr_contributions(
     the event-time watermark passes offered_at + window.
     """
     facts = sorted(facts, key=lambda f: (f["offered_at"], f["call_id"]))
-    repeats = [f["offered_at"] for f in facts if not f["short_abandoned"]]
+    repeats = [f["offered_at"] for f in facts if not f["short_abandoned"]]  # sorted
     out: dict[str, Contribution] = {}
     for f in facts:
         if not f["answered"]:
             continue
         t0 = f["offered_at"]
-        repeated = any(t0 < t <= t0 + window_us for t in repeats)
+        # is there a repeat offered in (t0, t0 + window]?
+        i = bisect_right(repeats, t0)
+        repeated = i < len(repeats) and repeats[i] <= t0 + window_us
         failed = repeated or f["unresolved"]
         final = failed or watermark_us > t0 + window_us
         c: Counters = {"fcr_candidates": 1}

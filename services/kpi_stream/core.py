@@ -27,13 +27,12 @@ from services.core.calls import (
     Counters,
     DeltaKey,
     add_delta,
-    call_contribution,
+    assess,
     compact,
     customer_fact,
     fcr_contributions,
     merge_events,
     prune,
-    summarize,
 )
 from services.core.events import CALL_EVENT_TYPES
 from services.core.settings import UNASSIGNED_TEAM, Settings
@@ -82,14 +81,12 @@ def assemble(
         state = prior.copy() if prior is not None else CallState({})
         if not merge_events(state.events, new_events):
             continue  # every event already known: a duplicate or a replay
-        contrib = call_contribution(
+        contrib, summary = assess(
             call_id, state.events, defs, settings.team_of_queue, UNASSIGNED_TEAM
         )
         add_delta(out.deltas, state.contrib, contrib)
         state.contrib = contrib
-        fact = customer_fact(
-            summarize(call_id, state.events), defs, settings.team_of_queue, UNASSIGNED_TEAM
-        )
+        fact = customer_fact(summary, defs, settings.team_of_queue, UNASSIGNED_TEAM)
         if fact is not None:
             fact["n"] = len(state.events)
             if state.fact is None or _fact_body(state.fact) != _fact_body(fact):

@@ -17,14 +17,13 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import orjson
 
 from services.core.calls import Contribution, Counters, DeltaKey
-from services.core.events import partition_for, us_to_datetime
+from services.core.events import partition_for
 from services.core.kpi import COUNTERS
 from services.core.settings import Settings
 from services.kpi_stream.core import (
@@ -43,20 +42,28 @@ LOCK_FCR = 7412
 
 SendFacts = Callable[[dict[int, list[dict[str, Any]]]], Awaitable[None]]
 
+# The deltas travel as one JSON array of rows expanded by json_to_recordset: orjson
+# and Postgres' JSON parser are both C, whereas asyncpg encodes 21 bigint[] arrays
+# element by element (measured: ~40% of the worker's Python time at 12k rows/batch).
 _BUCKET_UPSERT = """
 INSERT INTO kpi_buckets (kind, entity_id, bucket, {cols})
-SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], {arrays})
+SELECT k, i, to_timestamp(b), {coalesced}
+FROM json_to_recordset($1::json) AS x(k text, i text, b bigint, {typed})
+ORDER BY k, i, b
 ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
 """.format(
     cols=", ".join(COUNTERS),
-    arrays=", ".join(f"${i + 4}::bigint[]" for i in range(len(COUNTERS))),
+    coalesced=", ".join(f"coalesce({c}, 0)" for c in COUNTERS),
+    typed=", ".join(f"{c} bigint" for c in COUNTERS),
     updates=", ".join(f"{c} = kpi_buckets.{c} + EXCLUDED.{c}" for c in COUNTERS),
 )
 
+# Call states and FCR rows travel the same way as bucket deltas: one JSON document,
+# `json` columns (stored as text, no jsonb conversion), no per-element encoding.
 _CALLS_UPSERT = """
 INSERT INTO calls (call_id, part, offered_at, updated_at, events, contrib, fact)
-SELECT * FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::timestamptz[],
-                     $5::bytea[], $6::bytea[], $7::bytea[])
+SELECT c, p, to_timestamp(o), now(), e, r, f
+FROM json_to_recordset($1::json) AS x(c text, p int, o bigint, e json, r json, f json)
 ON CONFLICT (call_id) DO UPDATE SET
   part = EXCLUDED.part, offered_at = EXCLUDED.offered_at, updated_at = EXCLUDED.updated_at,
   events = EXCLUDED.events, contrib = EXCLUDED.contrib, fact = EXCLUDED.fact
@@ -64,8 +71,8 @@ ON CONFLICT (call_id) DO UPDATE SET
 
 _FCR_UPSERT = """
 INSERT INTO fcr_calls (call_id, customer, part, offered_us, pending, fact, contrib)
-SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bool[],
-                     $6::bytea[], $7::bytea[])
+SELECT c, u, p, t, n, f, r
+FROM json_to_recordset($1::json) AS x(c text, u text, p int, t bigint, n bool, f json, r json)
 ON CONFLICT (call_id) DO UPDATE SET
   customer = EXCLUDED.customer, part = EXCLUDED.part, offered_us = EXCLUDED.offered_us,
   pending = EXCLUDED.pending, fact = EXCLUDED.fact, contrib = EXCLUDED.contrib
@@ -95,8 +102,14 @@ class _Lru(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-def _dumps_contrib(c: Contribution | None) -> bytes | None:
-    return orjson.dumps(c.to_json()) if c is not None else None
+def _offered_s(state: CallState) -> int | None:
+    c = state.contrib
+    return c.bucket_us // 1_000_000 if c is not None and c.entities else None
+
+
+def _loads(text: str | None) -> Any:
+    # a JSON null stored in a json column reads back as the text "null"
+    return None if text is None else orjson.loads(text)
 
 
 def _now_us() -> int:
@@ -151,7 +164,13 @@ class Processor:
             states = await self._load_calls(conn, list(by_call))
             result = assemble(by_call, states, self.settings)
             if result.changed:
-                await self._write_calls(conn, result.changed)
+                part_of = {
+                    ev["call_id"]: env.partition
+                    for env in envelopes
+                    for ev in env.items
+                    if "call_id" in ev
+                }
+                await self._write_calls(conn, result.changed, part_of)
             await write_deltas(conn, result.deltas)
             if result.max_ts is not None:
                 # One row per partition we hold the lock of, so workers never
@@ -201,28 +220,31 @@ class Processor:
             for r in rows:
                 states[r["call_id"]] = CallState(
                     {e[0]: e for e in orjson.loads(r["events"])},
-                    Contribution.from_json(orjson.loads(r["contrib"]) if r["contrib"] else None),
-                    orjson.loads(r["fact"]) if r["fact"] else None,
+                    Contribution.from_json(_loads(r["contrib"])),
+                    _loads(r["fact"]),
                 )
         return states
 
     async def _write_calls(
-        self, conn: asyncpg.Connection, changed: Mapping[str, CallState]
+        self,
+        conn: asyncpg.Connection,
+        changed: Mapping[str, CallState],
+        part_of: Mapping[str, int],
     ) -> None:
-        now = datetime.now(UTC)
-        ids, parts, offered, updated, evs, contribs, facts = [], [], [], [], [], [], []
-        n = self.settings.partitions
-        for cid, st in changed.items():
-            ids.append(cid)
-            parts.append(partition_for(cid, n))
-            offered.append(
-                us_to_datetime(st.contrib.bucket_us) if st.contrib and st.contrib.entities else None
-            )
-            updated.append(now)
-            evs.append(orjson.dumps(list(st.events.values())))
-            contribs.append(_dumps_contrib(st.contrib))
-            facts.append(orjson.dumps(st.fact) if st.fact is not None else None)
-        await conn.execute(_CALLS_UPSERT, ids, parts, offered, updated, evs, contribs, facts)
+        rows = [
+            {
+                "c": cid,
+                "p": part_of[cid],
+                "o": st.contrib.bucket_us // 1_000_000
+                if st.contrib and st.contrib.entities
+                else None,
+                "e": list(st.events.values()),
+                "r": st.contrib.to_json() if st.contrib is not None else None,
+                "f": st.fact,
+            }
+            for cid, st in changed.items()
+        ]
+        await conn.execute(_CALLS_UPSERT, orjson.dumps(rows).decode())
 
     # --- stage 2 ---------------------------------------------------------------
     async def process_facts(self, envelopes: Sequence[Envelope]) -> int:
@@ -285,8 +307,7 @@ class Processor:
                 out[name] = {}
             for r in rows:
                 out[r["customer"]][r["call_id"]] = FcrRow(
-                    orjson.loads(r["fact"]),
-                    Contribution.from_json(orjson.loads(r["contrib"]) if r["contrib"] else None),
+                    orjson.loads(r["fact"]), Contribution.from_json(_loads(r["contrib"]))
                 )
         return out
 
@@ -302,24 +323,19 @@ class Processor:
         if not changed:
             return
         n = self.settings.partitions
-        cols: list[list[Any]] = [[], [], [], [], [], [], []]
-        for cid, row in changed.items():
-            f = row.fact
-            for col, value in zip(
-                cols,
-                (
-                    cid,
-                    f["customer"],
-                    partition_for(f["customer"], n),
-                    f["offered_at"],
-                    row.pending,
-                    orjson.dumps(f),
-                    _dumps_contrib(row.contrib),
-                ),
-                strict=True,
-            ):
-                col.append(value)
-        await conn.execute(_FCR_UPSERT, *cols)
+        rows = [
+            {
+                "c": cid,
+                "u": row.fact["customer"],
+                "p": partition_for(row.fact["customer"], n),
+                "t": row.fact["offered_at"],
+                "n": row.pending,
+                "f": row.fact,
+                "r": row.contrib.to_json() if row.contrib is not None else None,
+            }
+            for cid, row in changed.items()
+        ]
+        await conn.execute(_FCR_UPSERT, orjson.dumps(rows).decode())
 
     # --- housekeeping ----------------------------------------------------------
     async def enforce_retention(self) -> None:
@@ -349,9 +365,8 @@ async def write_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Count
     transactions lock bucket rows in the same order and cannot deadlock."""
     if not deltas:
         return
-    keys = sorted(deltas)
-    kinds = [k[0] for k in keys]
-    ids = [k[1] for k in keys]
-    buckets = [us_to_datetime(k[2]) for k in keys]
-    columns = [[deltas[k].get(name, 0) for k in keys] for name in COUNTERS]
-    await conn.execute(_BUCKET_UPSERT, kinds, ids, buckets, *columns)
+    rows = [
+        {"k": kind, "i": ident, "b": bucket_us // 1_000_000, **deltas[(kind, ident, bucket_us)]}
+        for kind, ident, bucket_us in sorted(deltas)
+    ]
+    await conn.execute(_BUCKET_UPSERT, orjson.dumps(rows).decode())

@@ -172,3 +172,13 @@ def test_unresolved_disposition_fails_fcr_immediately() -> None:
         "fcr_failed": 1,
         "fcr_final": 1,
     }
+
+
+def test_ring_at_the_same_instant_as_the_answer_counts_whatever_the_ids() -> None:
+    # "10" sorts before "9": the ring comes after the answer in (time, id) order
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("9", "call.ringing", 7, agent_id="a"),
+        ev("10", "call.answered", 7, agent_id="a"),
+    )
+    assert e[("agent", "a")]["ring_count"] == 1 and e[("agent", "a")].get("ring_us", 0) == 0

@@ -40,9 +40,9 @@ def upgrade() -> None:
         sa.Column("part", sa.Integer, nullable=False),
         sa.Column("offered_at", sa.DateTime(timezone=True)),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("events", sa.LargeBinary, nullable=False),
-        sa.Column("contrib", sa.LargeBinary),
-        sa.Column("fact", sa.LargeBinary),
+        sa.Column("events", sa.JSON, nullable=False),
+        sa.Column("contrib", sa.JSON),
+        sa.Column("fact", sa.JSON),
     )
     op.create_index("ix_calls_updated_at", "calls", ["updated_at"])
     op.create_table(
@@ -52,8 +52,8 @@ def upgrade() -> None:
         sa.Column("part", sa.Integer, nullable=False),
         sa.Column("offered_us", sa.BigInteger, nullable=False),
         sa.Column("pending", sa.Boolean, nullable=False),
-        sa.Column("fact", sa.LargeBinary, nullable=False),
-        sa.Column("contrib", sa.LargeBinary),
+        sa.Column("fact", sa.JSON, nullable=False),
+        sa.Column("contrib", sa.JSON),
     )
     op.create_index("ix_fcr_calls_customer", "fcr_calls", ["customer"])
     op.create_index(
