@@ -131,7 +131,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
             children.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "simulate", "--url", base,
-                     "--duration", "24h", "--wait-ready", "60"],
+                     "--duration", "24h", "--wait-ready", "60",
+                     # busy enough that a 15-minute window fills within a minute
+                     # even at night (the daily profile bottoms out at 30%)
+                     "--calls-per-hour", "900"],
                     stdout=sim_log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
