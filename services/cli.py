@@ -95,7 +95,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     if args.config:
         os.environ["CALLKPI_CONFIG"] = str(Path(args.config).resolve())
     settings = load_settings()
-    data_dir = Path(args.data_dir).resolve()
+    data_dir = Path(args.data_dir or settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     broker: EmbeddedBroker | None = None
     pg: EmbeddedPostgres | None = None
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--simulate", action="store_true", help="feed a simulated center")
-    dev.add_argument("--data-dir", default=".callkpi")
+    dev.add_argument("--data-dir", help="default: the data_dir setting (.callkpi)")
     dev.set_defaults(func=cmd_dev)
 
     for name, helptext, port in (
