@@ -13,16 +13,23 @@ from typing import Any
 
 import asyncpg
 import faust
+from prometheus_client import Counter
 
 from services.core.settings import Settings
 from services.kpi_stream.processor import (
+    BadRecord,
     Envelope,
     Processor,
     decode_envelope,
+    decode_events_record,
     encode_envelope,
 )
 
 log = logging.getLogger("callkpi.worker")
+
+BAD_RECORDS = Counter(
+    "callkpi_worker_bad_records_total", "Records on the events topic skipped as unreadable"
+)
 
 # Consumer-group timings. Faust's defaults (session 60 s, rebalance 60 s) make a
 # restarted worker wait minutes for its partitions; with these a worker joined in
@@ -66,6 +73,7 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
     """Attach the agents and timers to `app` and return the processor they drive."""
     events_topic = app.topic(settings.events_topic, partitions=settings.partitions)
     fcr_topic = app.topic(settings.fcr_topic, partitions=settings.partitions)
+    key = settings.hash_key.get_secret_value().encode("utf-8")
     lock = asyncio.Lock()  # the sweep and the FCR agent must not interleave in-process
 
     async def send_facts(by_partition: dict[int, list[dict[str, Any]]]) -> None:
@@ -91,7 +99,21 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
         async for batch in stream.take_events(
             settings.worker_take_max, within=settings.worker_take_within_seconds
         ):
-            envelopes = [decode_envelope(ev.message.partition, ev.value, "events") for ev in batch]
+            envelopes = []
+            for ev in batch:
+                try:
+                    envelopes.append(decode_events_record(ev.message.partition, ev.value, key))
+                except BadRecord as exc:
+                    # Skip it (the good records around it still count), say where it is.
+                    BAD_RECORDS.inc()
+                    log.error(
+                        "skipping bad record %s[%d]@%d: %s",
+                        settings.events_topic,
+                        ev.message.partition,
+                        ev.message.offset,
+                        exc,
+                    )
+            await processor.process_events(envelopes)
             await processor.process_events(envelopes)
 
     @app.agent(fcr_topic, name="track_fcr")

@@ -128,6 +128,32 @@ def decode_envelope(partition: int, raw: bytes, field: str) -> Envelope:
     return Envelope(partition, int(data.get("at", 0)), list(data[field]))
 
 
+class BadRecord(ValueError):
+    """A record on the events topic that is neither an envelope nor a valid event."""
+
+
+def decode_events_record(partition: int, raw: bytes | None, hash_key: bytes) -> Envelope:
+    """Our ingest writes envelopes of normalised events. Other producers may write
+    plain canonical events (one per record, keyed by call_id); those are validated
+    and normalised here exactly as ingest would. Anything else is a BadRecord."""
+    from services.core.events import EventError, normalize
+
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord(f"not JSON: {exc}") from None
+    if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("events"), list):
+        events = data["events"]
+        for i, ev in enumerate(events):
+            if not (isinstance(ev, dict) and isinstance(ev.get("ts"), int) and "event_id" in ev):
+                raise BadRecord(f"envelope event {i} is not a normalised event")
+        return Envelope(partition, int(data.get("at") or 0), events)
+    try:
+        return Envelope(partition, 0, [normalize(data, hash_key)])
+    except EventError as exc:
+        raise BadRecord(f"invalid event: {exc}") from None
+
+
 def encode_envelope(field: str, items: Sequence[Mapping[str, Any]], at_us: int) -> bytes:
     return orjson.dumps({"v": 1, "at": at_us, field: list(items)})
 

@@ -57,6 +57,12 @@ def create_worker_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="callkpi worker", lifespan=lifespan)
 
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import REGISTRY, generate_latest
+
+        return Response(generate_latest(REGISTRY), media_type="text/plain; version=0.0.4")
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

@@ -135,3 +135,40 @@ def test_broker_down_gives_503_with_retry_after(pg: EmbeddedPostgres) -> None:
     finally:
         stack.stop()
         own.stop()
+
+
+def test_records_produced_straight_to_kafka_bad_ones_skipped_plain_events_counted(
+    stack: Stack,
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    topic = f"{stack.env['CALLKPI_TOPIC_PREFIX']}.events"
+    good = offered("direct-1", "q-direct", customer_id="+8613900000000")
+    records = [
+        b"\x00\x01 not json",
+        orjson.dumps({"v": 1, "at": 0, "events": [{"no": "ts"}]}),
+        orjson.dumps({**good, "occurred_at": "2026-01-05 09:00"}),  # invalid canonical event
+        orjson.dumps(good),  # a valid canonical event from a third-party producer
+    ]
+
+    async def produce() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.env["CALLKPI_KAFKA_BOOTSTRAP"])
+        await producer.start()
+        try:
+            for value in records:
+                await producer.send_and_wait(topic, value, key=b"direct-1")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce())
+    assert wait_until(lambda: queue_offered(stack, "q-direct") == 1, timeout=30)
+    # the worker is alive and still counting what ingest sends
+    assert stack.post([offered("direct-2", "q-direct")]).status_code == 202
+    assert wait_until(lambda: queue_offered(stack, "q-direct") == 2, timeout=30)
+    text = httpx.get(f"http://127.0.0.1:{stack.worker_port}/metrics", timeout=5).text
+    bad = [
+        line for line in text.splitlines() if line.startswith("callkpi_worker_bad_records_total")
+    ]
+    assert bad and float(bad[0].split()[-1]) == 3.0
+    log = (stack.worker.log).read_text()
+    assert "skipping bad record" in log and "UTC offset" in log
