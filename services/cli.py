@@ -34,7 +34,7 @@ def _setup_logging(verbose: bool = False) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "alembic"):
+    for noisy in ("aiokafka", "faust", "mode", "kafka", "uvicorn.access", "alembic", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -280,7 +280,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
     import httpx
 
-    sent = read = 0
+    sent = read = malformed = 0
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
         batch: list[dict[str, Any]] = []
@@ -294,6 +294,7 @@ async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
                     batch.append(orjson.loads(line))
                 except orjson.JSONDecodeError as exc:
                     print(f"{path}:{lineno}: malformed JSON, skipped ({exc})", file=sys.stderr)
+                    malformed += 1
                     continue
                 read += 1
                 if len(batch) >= batch_size:
@@ -303,8 +304,11 @@ async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
                     print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
                           f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
         sent += await _post(client, batch)
-    print(f"\nreplayed {read} events, {sent} accepted", file=sys.stderr)
-    return 0 if sent == read else 1
+    print(
+        f"\nreplayed {read} events, {sent} accepted, {malformed} malformed lines skipped",
+        file=sys.stderr,
+    )
+    return 0 if sent == read and not malformed else 1
 
 
 # --- argument parsing -------------------------------------------------------------
