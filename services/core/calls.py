@@ -127,6 +127,7 @@ class CallSummary:
     last_agent: str | None
     unresolved: bool
     outcome: str  # answered | abandoned | timed_out | in_queue | unknown
+    transferred: bool = False
 
 
 def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
@@ -135,6 +136,7 @@ def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
 
 def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
     offered = ended = latest_disp = None
+    transferred = False
     answers: list[Compact] = []
     for e in ordered:  # one pass; `ordered` is by (time, id)
         typ = e[1]
@@ -148,6 +150,8 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
                 ended = e
         elif typ == "call.disposition":
             latest_disp = e
+        elif typ == "call.transferred":
+            transferred = True
     unresolved = bool(latest_disp and (latest_disp[4] or {}).get("resolved") is False)
     if offered is None:
         outcome = "unknown"
@@ -170,6 +174,7 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
         last_agent=answers[-1][3] if answers else None,
         unresolved=unresolved,
         outcome=outcome,
+        transferred=transferred,
     )
 
 
@@ -223,7 +228,7 @@ def assess(
     else:
         c["in_queue"] = 1
 
-    if any(e[1] == "call.transferred" for e in ordered):
+    if s.transferred:
         c["transfers"] = 1
     if s.answered_at is not None and s.ended_at is not None:
         start, end = s.answered_at, max(s.ended_at, s.answered_at)

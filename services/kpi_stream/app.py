@@ -17,6 +17,7 @@ from prometheus_client import Counter
 
 from services.core.settings import Settings
 from services.kpi_stream.processor import (
+    SWEEP_CHUNK,
     BadRecord,
     Envelope,
     Processor,
@@ -113,8 +114,8 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
                         ev.message.offset,
                         exc,
                     )
-            await processor.process_events(envelopes)
-            await processor.process_events(envelopes)
+            if envelopes:
+                await processor.process_events(envelopes)
 
     @app.agent(fcr_topic, name="track_fcr")
     async def track_fcr(stream: Any) -> None:
@@ -124,14 +125,20 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
             envelopes: list[Envelope] = [
                 decode_envelope(ev.message.partition, ev.value, "facts") for ev in batch
             ]
+            if not envelopes:
+                continue
             async with lock:
                 await processor.process_facts(envelopes)
 
     async def sweep_fcr() -> None:
         parts = [tp.partition for tp in assigned(app) if tp.topic == settings.fcr_topic]
         try:
-            async with lock:
-                await processor.sweep(parts)
+            while True:
+                async with lock:
+                    done = await processor.sweep(parts)
+                if done < SWEEP_CHUNK:
+                    break
+                await asyncio.sleep(0)  # let the agents run between chunks
         except Exception:
             # A failed sweep is retried at the next tick; letting it escape would
             # crash the whole Faust app.

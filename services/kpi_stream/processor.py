@@ -36,6 +36,12 @@ from services.kpi_stream.core import (
 
 log = logging.getLogger("callkpi.worker")
 
+# Customers finalised per sweep transaction. The sweep is CPU work on the event
+# loop: after a long gap in event time (an import, a replay) tens of thousands of
+# candidates become final at once, and one big chunk stalled call assembly for
+# ~5 s (freshness p99 5.3 s in the bench); chunks of 500 take ~0.1 s each.
+SWEEP_CHUNK = 500
+
 # Advisory lock namespaces (first key of pg_advisory_xact_lock(int, int)).
 LOCK_EVENTS = 7411
 LOCK_FCR = 7412
@@ -144,9 +150,9 @@ def decode_events_record(partition: int, raw: bytes | None, hash_key: bytes) -> 
         raise BadRecord(f"not JSON: {exc}") from None
     if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("events"), list):
         events = data["events"]
-        for i, ev in enumerate(events):
-            if not (isinstance(ev, dict) and isinstance(ev.get("ts"), int) and "event_id" in ev):
-                raise BadRecord(f"envelope event {i} is not a normalised event")
+        # exact type checks: cheap enough for every event of every envelope
+        if not all(type(ev) is dict and type(ev.get("ts")) is int for ev in events):
+            raise BadRecord("envelope holds an event that is not normalised (no integer ts)")
         return Envelope(partition, int(data.get("at") or 0), events)
     try:
         return Envelope(partition, 0, [normalize(data, hash_key)])
@@ -287,8 +293,9 @@ class Processor:
         self._cache_fcr(customers, result.changed)
         return len(facts)
 
-    async def sweep(self, partitions: Iterable[int]) -> int:
-        """Finalise FCR candidates whose window the watermark has passed."""
+    async def sweep(self, partitions: Iterable[int], limit: int = SWEEP_CHUNK) -> int:
+        """Finalise FCR candidates whose window the watermark has passed, for at most
+        `limit` customers (call again while it returns `limit`)."""
         parts = sorted(set(partitions))
         if not parts:
             return 0
@@ -298,9 +305,10 @@ class Processor:
             watermark = await current_watermark(conn)
             rows = await conn.fetch(
                 "SELECT DISTINCT customer FROM fcr_calls WHERE pending AND part = ANY($1::int[]) "
-                "AND offered_us < $2 LIMIT 5000",
+                "AND offered_us < $2 LIMIT $3",
                 parts,
                 watermark - self.window_us,
+                limit,
             )
             if not rows:
                 return 0
@@ -310,7 +318,7 @@ class Processor:
             await self._write_fcr(conn, result.changed)
             await write_deltas(conn, result.deltas)
         self._cache_fcr(customers, result.changed)
-        return len(result.changed)
+        return len(rows)
 
     async def _load_customers(
         self, conn: asyncpg.Connection, names: set[str]
