@@ -108,6 +108,19 @@ class _Lru(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
+def _split_cached(cache: _Lru, keys: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """(cached values by key, keys to fetch from Postgres)."""
+    found: dict[str, Any] = {}
+    missing: list[str] = []
+    for key in keys:
+        value = cache.get(key)
+        if value is None:
+            missing.append(key)
+        else:
+            found[key] = value
+    return found, missing
+
+
 def _offered_s(state: CallState) -> int | None:
     c = state.contrib
     return c.bucket_us // 1_000_000 if c is not None and c.entities else None
@@ -236,14 +249,8 @@ class Processor:
     async def _load_calls(
         self, conn: asyncpg.Connection, call_ids: list[str]
     ) -> dict[str, CallState | None]:
-        states: dict[str, CallState | None] = {}
-        missing = []
-        for cid in call_ids:
-            cached = self._calls.get(cid)
-            if cached is None:
-                missing.append(cid)
-            else:
-                states[cid] = cached
+        states: dict[str, CallState | None]
+        states, missing = _split_cached(self._calls, call_ids)
         if missing:
             rows = await conn.fetch(
                 "SELECT call_id, events, contrib, fact FROM calls WHERE call_id = ANY($1::text[])",
@@ -323,14 +330,8 @@ class Processor:
     async def _load_customers(
         self, conn: asyncpg.Connection, names: set[str]
     ) -> dict[str, dict[str, FcrRow]]:
-        out: dict[str, dict[str, FcrRow]] = {}
-        missing = []
-        for name in names:
-            cached = self._customers.get(name)
-            if cached is None:
-                missing.append(name)
-            else:
-                out[name] = cached
+        out: dict[str, dict[str, FcrRow]]
+        out, missing = _split_cached(self._customers, names)
         if missing:
             rows = await conn.fetch(
                 "SELECT call_id, customer, fact, contrib FROM fcr_calls "

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from services.core.calls import prune
 from services.core.settings import Settings, Team
 from tests.kpi_stream.memory_pipeline import MemoryPipeline
 from tests.reference import reference
@@ -35,12 +36,7 @@ def assert_same(actual: dict[Any, dict[str, Any]], expected: dict[Any, dict[str,
 
 def nonzero(buckets: dict[Any, dict[str, int]]) -> dict[Any, dict[str, int]]:
     """Counters as a set of non-zero facts (a row may keep explicit zeros)."""
-    out = {}
-    for key, counters in buckets.items():
-        nz = {k: v for k, v in counters.items() if v}
-        if nz:
-            out[key] = nz
-    return out
+    return prune(buckets)
 
 
 def run(
