@@ -70,6 +70,7 @@ def reference(
     service_level_seconds: int = 20,
     short_abandon_seconds: int = 5,
     fcr_window_hours: int = 72,
+    satisfied_min_score: int = 4,
     by_bucket: bool = False,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
@@ -109,6 +110,13 @@ def reference(
             "ended_at": ended["_t"] if ended else None,
             "ended_by": ended["ended_by"] if ended else None,
             "unresolved": bool(disps) and disps[-1].get("resolved") is False,
+            "complaint": bool(disps) and disps[-1].get("complaint") is True,
+            "sale": (
+                Fraction(str(disps[-1]["sale_amount"]))
+                if disps and disps[-1].get("sale_amount")
+                else None
+            ),
+            "score": c.of("survey.completed")[-1]["score"] if c.of("survey.completed") else None,
             "transferred": bool(c.of("call.transferred")),
         }
         f["abandoned"] = not answers and ended is not None and ended["ended_by"] == "customer"
@@ -163,9 +171,36 @@ def reference(
         out[key] = _call_figures(
             [info[c] for c in cids], [fcr.get(c) for c in cids], calls, cids, sl
         )
+        out[key] |= _outcome_figures([info[c] for c in cids], satisfied_min_score)
     for key, cids in agent_groups.items():
         out[key] = _agent_figures(key[1], cids, calls, info, fcr)
+        mine = [info[c] for c in cids if info[c]["last_agent"] == key[1]]
+        out[key] |= _outcome_figures(mine, satisfied_min_score, answered=out[key]["answered"])
     return out
+
+
+def _outcome_figures(
+    fs: list[dict[str, Any]], satisfied_min: int, answered: int | None = None
+) -> dict[str, Any]:
+    """Surveys and dispositions: the latest of each per call."""
+    n_answered = sum(1 for f in fs if f["answered"]) if answered is None else answered
+    surveys = [f["score"] for f in fs if f["score"] is not None]
+    satisfied = sum(1 for s in surveys if s >= satisfied_min)
+    sales = [f["sale"] for f in fs if f["sale"]]
+    complaints = sum(1 for f in fs if f["complaint"])
+    # cents, rounded half-even (Python's round on an exact Fraction)
+    total = sum(round(s * 100) for s in sales)
+    return {
+        "surveys": len(surveys),
+        "satisfied": satisfied,
+        "csat": _rate(satisfied, len(surveys)),
+        "survey_rate": _rate(len(surveys), n_answered),
+        "complaints": complaints,
+        "complaint_rate": _rate(complaints, n_answered),
+        "sales": len(sales),
+        "sales_amount": total / 100,
+        "conversion_rate": _rate(len(sales), n_answered),
+    }
 
 
 def _rate(n: int, d: int) -> float | None:
@@ -224,6 +259,12 @@ def _call_figures(
         "abandoned_within_sl": sum(1 for f in abandoned if f["wait"] <= sl),
         "answer_rate": _rate(len(answered), base),
         "service_level": _rate(within, base),
+        "service_level_answered": _rate(within, len(answered)),
+        "service_level_offered": _rate(within, len(answered) + len(abandoned) + len(timed_out)),
+        "service_level_abandons_positive": _rate(
+            within + sum(1 for f in abandoned if f["wait"] <= sl),
+            len(answered) + len(abandoned) + len(timed_out),
+        ),
         "asa_seconds": _mean_s(sum(f["wait"] for f in answered), len(answered)),
         "handled": n,
         "aht_seconds": _mean_s(talk + hold + acw, n),

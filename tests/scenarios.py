@@ -78,11 +78,19 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
             add(t, "call.ended", ended_by=draw(st.sampled_from(["customer", "agent"])))
             if draw(st.booleans()):
                 add(t + draw(durations(60)), "call.wrapup_ended", agent_id=last)
-            resolved = draw(st.sampled_from([True, False, None]))
-            disp = {} if resolved is None else {"resolved": resolved}
-            if draw(st.booleans()):
+            for _ in range(draw(st.integers(0, 2))):  # the latest disposition wins
+                disp: dict[str, Any] = {}
+                resolved = draw(st.sampled_from([True, False, None]))
+                if resolved is not None:
+                    disp["resolved"] = resolved
+                if draw(st.integers(0, 3)) == 0:
+                    disp["complaint"] = draw(st.booleans())
+                if draw(st.integers(0, 2)) == 0:
+                    disp["sale_amount"] = draw(
+                        st.sampled_from([0, 0.1, 0.2, 19.99, 100, 1234.565, 0.005])
+                    )
                 add(t + draw(durations(60)), "call.disposition", agent_id=last, **disp)
-            if draw(st.booleans()):
+            for _ in range(draw(st.integers(0, 2))):  # a second survey replaces the first
                 add(t + draw(durations(120)), "survey.completed", score=draw(st.integers(1, 5)))
     elif kind in ("abandoned", "timed_out"):
         if draw(st.booleans()):

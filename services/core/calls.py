@@ -15,6 +15,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import orjson
@@ -128,6 +129,9 @@ class CallSummary:
     unresolved: bool
     outcome: str  # answered | abandoned | timed_out | in_queue | unknown
     transferred: bool = False
+    survey_score: int | None = None  # the latest survey's
+    complaint: bool = False  # the latest disposition's
+    sale_cents: int | None = None  # the latest disposition's sale_amount, in cents
 
 
 def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
@@ -135,7 +139,7 @@ def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
 
 
 def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
-    offered = ended = latest_disp = None
+    offered = ended = latest_disp = latest_survey = None
     transferred = False
     answers: list[Compact] = []
     for e in ordered:  # one pass; `ordered` is by (time, id)
@@ -152,7 +156,11 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
             latest_disp = e
         elif typ == "call.transferred":
             transferred = True
-    unresolved = bool(latest_disp and (latest_disp[4] or {}).get("resolved") is False)
+        elif typ == "survey.completed":
+            latest_survey = e
+    disp = (latest_disp[4] or {}) if latest_disp else {}
+    unresolved = disp.get("resolved") is False
+    amount = disp.get("sale_amount")
     if offered is None:
         outcome = "unknown"
     elif answers:
@@ -175,7 +183,16 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
         unresolved=unresolved,
         outcome=outcome,
         transferred=transferred,
+        survey_score=(latest_survey[4] or {}).get("score") if latest_survey else None,
+        complaint=disp.get("complaint") is True,
+        sale_cents=to_cents(amount) if amount else None,
     )
+
+
+def to_cents(amount: float | int) -> int:
+    """Exact minor units: the decimal the sender wrote (orjson keeps the shortest
+    repr), rounded half-even to cents."""
+    return int((Decimal(str(amount)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def call_contribution(
@@ -230,6 +247,17 @@ def assess(
 
     if s.transferred:
         c["transfers"] = 1
+    outcomes: Counters = {}
+    if s.survey_score is not None:
+        outcomes["surveys"] = 1
+        if s.survey_score >= defs.satisfied_min_score:
+            outcomes["satisfied"] = 1
+    if s.complaint:
+        outcomes["complaints"] = 1
+    if s.sale_cents is not None:  # a sale is a positive amount as sent, even < 1 cent
+        outcomes["sales"] = 1
+        outcomes["sales_amount_cents"] = s.sale_cents
+    c.update(outcomes)
     if s.answered_at is not None and s.ended_at is not None:
         start, end = s.answered_at, max(s.ended_at, s.answered_at)
         hold = _hold_total(ordered, start, end)
@@ -247,6 +275,8 @@ def assess(
         ("queue", s.queue_id): shared,
     }
     for agent, ac in _agent_counters(ordered, s).items():
+        if agent == s.last_agent:
+            ac.update(outcomes)  # surveys and dispositions go to who answered last
         entities[("agent", agent)] = ac
     return Contribution(bucket_of(offered_at), entities), s
 

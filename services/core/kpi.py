@@ -40,6 +40,12 @@ COUNTERS: tuple[str, ...] = (
     "fcr_final",
     "fcr_resolved",
     "fcr_failed",
+    # surveys and dispositions (the latest of each per call counts)
+    "surveys",
+    "satisfied",
+    "complaints",
+    "sales",
+    "sales_amount_cents",
 )
 
 KINDS = ("center", "team", "queue", "agent")
@@ -83,9 +89,26 @@ def _fcr(c: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
+def _outcomes(c: Mapping[str, int]) -> dict[str, Any]:
+    """Surveys (满意度) and dispositions (投诉, 营销), per answered call."""
+    answered = c["answered"]
+    return {
+        "surveys": c["surveys"],
+        "satisfied": c["satisfied"],
+        "csat": ratio(c["satisfied"], c["surveys"]),
+        "survey_rate": ratio(c["surveys"], answered),
+        "complaints": c["complaints"],
+        "complaint_rate": ratio(c["complaints"], answered),
+        "sales": c["sales"],
+        "sales_amount": c["sales_amount_cents"] / 100,
+        "conversion_rate": ratio(c["sales"], answered),
+    }
+
+
 def call_metrics(c: Mapping[str, int]) -> dict[str, Any]:
     """Figures for a center, team or queue."""
     base = counted_outcomes(c)
+    with_outcome = c["answered"] + c["abandoned"] + c["timed_out"]
     return {
         "offered": c["offered"],
         "answered": c["answered"],
@@ -97,9 +120,16 @@ def call_metrics(c: Mapping[str, int]) -> dict[str, Any]:
         "abandoned_within_sl": c["abandoned_within_sl"],
         "answer_rate": ratio(c["answered"], base),
         "service_level": ratio(c["answered_within_sl"], base),
+        # the same threshold, as peers define service level (docs/metrics.md)
+        "service_level_answered": ratio(c["answered_within_sl"], c["answered"]),
+        "service_level_offered": ratio(c["answered_within_sl"], with_outcome),
+        "service_level_abandons_positive": ratio(
+            c["answered_within_sl"] + c["abandoned_within_sl"], with_outcome
+        ),
         "asa_seconds": mean_seconds(c["wait_answered_us"], c["answered"]),
         **_handling(c),
         **_fcr(c),
+        **_outcomes(c),
     }
 
 
@@ -113,6 +143,7 @@ def agent_metrics(c: Mapping[str, int]) -> dict[str, Any]:
         "avg_ring_seconds": mean_seconds(c["ring_us"], c["ring_count"]),
         **_handling(c),
         **_fcr(c),
+        **_outcomes(c),
     }
 
 

@@ -43,6 +43,7 @@ class KpiDefinitions(BaseModel):
     service_level_seconds: int = Field(20, ge=0, le=3600)
     short_abandon_seconds: int = Field(5, ge=0, le=600)
     fcr_window_hours: int = Field(72, ge=1, le=24 * 31)
+    satisfied_min_score: int = Field(4, ge=1, le=5)
 
     def stamp(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump()

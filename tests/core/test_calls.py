@@ -182,3 +182,22 @@ def test_ring_at_the_same_instant_as_the_answer_counts_whatever_the_ids() -> Non
         ev("10", "call.answered", 7, agent_id="a"),
     )
     assert e[("agent", "a")]["ring_count"] == 1 and e[("agent", "a")].get("ring_us", 0) == 0
+
+
+def test_second_survey_replaces_the_first_and_goes_to_the_agent_who_answered_last() -> None:
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("2", "call.answered", 5, agent_id="a"),
+        ev("3", "call.transferred", 30, agent_id="a", to_agent_id="b"),
+        ev("4", "call.answered", 35, agent_id="b"),
+        ev("5", "call.ended", 90, ended_by="customer"),
+        ev("6", "survey.completed", 120, score=5),
+        ev("7", "survey.completed", 130, score=2),
+        ev("8", "call.disposition", 95, agent_id="b", complaint=True, sale_amount=19.99),
+        ev("9", "call.disposition", 96, agent_id="b", sale_amount=0.125),
+    )
+    center = e[("center", "all")]
+    assert (center["surveys"], center.get("satisfied", 0)) == (1, 0)  # the later score 2 counts
+    assert "complaints" not in center  # the latest disposition says no complaint
+    assert (center["sales"], center["sales_amount_cents"]) == (1, 12)  # 12.5 cents, half-even
+    assert e[("agent", "b")]["surveys"] == 1 and "surveys" not in e[("agent", "a")]

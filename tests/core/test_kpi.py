@@ -38,3 +38,27 @@ def test_provisional_fcr_counts_failures_known_so_far() -> None:
     m = call_metrics(c)
     assert m["fcr_rate_provisional"] == 0.8 and m["fcr_rate"] == 0.75
     assert ratio(1, 0) is None
+
+
+def test_service_level_variants_side_by_side_on_one_hand_worked_interval() -> None:
+    # 80 answered (70 within T), 20 abandoned (10 of them short, 15 within T), 5 timed out
+    c = zero_counters() | {"answered": 80, "answered_within_sl": 70, "abandoned": 20, "short_abandoned": 10,
+                           "abandoned_within_sl": 15, "timed_out": 5}  # fmt: skip
+    m = call_metrics(c)
+    assert m["service_level"] == 70 / 95
+    assert m["service_level_answered"] == 70 / 80
+    assert m["service_level_offered"] == 70 / 105
+    assert m["service_level_abandons_positive"] == 85 / 105
+
+
+def test_csat_survey_complaint_and_conversion_rates_are_per_answered_call() -> None:
+    c = zero_counters() | {"answered": 50, "surveys": 20, "satisfied": 19, "complaints": 1, "sales": 5,
+                           "sales_amount_cents": 123_456}  # fmt: skip
+    m = call_metrics(c)
+    assert (m["csat"], m["survey_rate"], m["complaint_rate"], m["conversion_rate"]) == (
+        0.95,
+        0.4,
+        0.02,
+        0.1,
+    )
+    assert m["sales_amount"] == 1234.56
