@@ -101,9 +101,12 @@ class Settings(BaseSettings):
 
     # --- worker --------------------------------------------------------------
     # Envelopes coalesced into one Postgres transaction. Bigger batches amortise the
-    # commit and coalesce repeated writes to the same call; `take_within` bounds the
-    # latency cost when traffic is light.
-    worker_take_max: int = Field(40, ge=1)
+    # commit and coalesce repeated writes to the same call (a call split across two
+    # batches is written, and its FCR fact sent, twice); `take_within` bounds the
+    # latency cost when traffic is light. Measured on a 300k backlog, 2 cores:
+    # 40 → 16.5-18.0k events/s, 100 → 20.9k, 200 → 20.0k with freshness p99
+    # rising from 1.6 s to 1.8 s.
+    worker_take_max: int = Field(100, ge=1)
     worker_take_within_seconds: float = Field(0.05, gt=0)
     # Calls kept in the worker's write-through cache (Postgres stays authoritative).
     call_cache_size: int = Field(200_000, ge=0)
