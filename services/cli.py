@@ -50,10 +50,10 @@ def _warn_dev_key(settings: Settings) -> None:
         )
 
 
-def _serve(app: Any, host: str, port: int, loop: str = "auto") -> None:
+def _serve(app: Any, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, loop=loop)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 
 
 # --- production roles ---------------------------------------------------------

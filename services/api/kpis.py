@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 
 from services.api import queries
 from services.api.deps import ConnDep, SettingsDep
-from services.core.kpi import metrics_for
+from services.core.kpi import metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import (
     WINDOWS,
@@ -166,7 +166,6 @@ async def list_kpis(
     start, end, w = _bounds(settings, window, from_, to)
     by_entity = await queries.window_counters_by_entity(conn, kind.value, start, end)
     ids = sorted(set(_roster(settings, kind)) | set(by_entity))
-    from services.core.kpi import zero_counters
 
     return {
         "kind": kind.value,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Response
-from prometheus_client import REGISTRY, CollectorRegistry, Gauge, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -82,6 +82,3 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
     registry.register(snap)
     body = generate_latest(REGISTRY) + generate_latest(registry)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-__all__ = ["Gauge", "router"]

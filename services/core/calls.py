@@ -134,10 +134,6 @@ class CallSummary:
     sale_cents: int | None = None  # the latest disposition's sale_amount, in cents
 
 
-def summarize(call_id: str, events: Mapping[str, Compact]) -> CallSummary:
-    return _summary(call_id, _sorted(events.values()))
-
-
 def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
     offered = ended = latest_disp = latest_survey = None
     transferred = False

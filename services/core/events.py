@@ -65,10 +65,6 @@ def _validators() -> tuple[Any, dict[str, Any]]:
     return fastjsonschema.compile(envelope), per_type
 
 
-def event_types() -> list[str]:
-    return list(_schema()["properties"]["type"]["enum"])
-
-
 def _explain(exc: fastjsonschema.JsonSchemaValueException, event: Any) -> str:
     msg = str(exc.message)
     if exc.name == "data.occurred_at" and "pattern" in msg:
@@ -95,10 +91,6 @@ def parse_timestamp_us(value: str) -> int:
         raise EventError(f"occurred_at: timestamp has no UTC offset: {value!r}")
     delta = dt - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def us_to_datetime(us: int) -> datetime:
-    return datetime.fromtimestamp(us // 1_000_000, tz=UTC).replace(microsecond=us % 1_000_000)
 
 
 def hash_customer(customer_id: str, key: bytes) -> str:

@@ -48,8 +48,6 @@ COUNTERS: tuple[str, ...] = (
     "sales_amount_cents",
 )
 
-KINDS = ("center", "team", "queue", "agent")
-
 
 def ratio(numerator: int | float, denominator: int | float) -> float | None:
     return None if not denominator else numerator / denominator

@@ -12,7 +12,7 @@ import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
@@ -245,10 +245,3 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
             lines.append(f"  {key}: {msg}")
         source = os.environ.get("CALLKPI_CONFIG") or "environment/defaults"
         raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines)) from exc
-
-
-def default_definitions() -> KpiDefinitions:
-    return KpiDefinitions()
-
-
-Direction = Literal["inbound", "outbound"]

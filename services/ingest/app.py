@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -19,17 +20,17 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from prometheus_client import Counter
+from prometheus_client import Counter as PromCounter
 
 from services.core.events import EventError, normalize, partition_for, routing_key
 from services.core.settings import Settings
 
 log = logging.getLogger("callkpi.ingest")
 
-EVENTS_INGESTED = Counter(
+EVENTS_INGESTED = PromCounter(
     "callkpi_events_ingested_total", "Events accepted by ingest and produced to Kafka", ["type"]
 )
-EVENTS_REJECTED = Counter(
+EVENTS_REJECTED = PromCounter(
     "callkpi_events_rejected_total", "Events rejected by ingest, by reason", ["reason"]
 )
 PRODUCE_TIMEOUT_S = 15.0
@@ -165,9 +166,11 @@ def create_ingest_router(settings: Settings) -> APIRouter:
                 exc.status,
             )
         if len(items) > settings.max_batch_events:
-            EVENTS_REJECTED.labels("batch_too_large").inc(len(items))
             return _too_large(
-                f"batch of {len(items)} events exceeds max_batch_events={settings.max_batch_events}"
+                f"batch of {len(items)} events exceeds "
+                f"max_batch_events={settings.max_batch_events}",
+                "batch_too_large",
+                len(items),
             )
         if rejected:
             EVENTS_REJECTED.labels("malformed_json").inc(len(rejected))
@@ -198,15 +201,15 @@ def create_ingest_router(settings: Settings) -> APIRouter:
                 503,
                 headers={"Retry-After": "1"},
             )
-        for ev in valid:
-            EVENTS_INGESTED.labels(ev["type"]).inc()
+        for typ, n in Counter(ev["type"] for ev in valid).items():
+            EVENTS_INGESTED.labels(typ).inc(n)
         return json_response({"accepted": len(valid), "rejected": rejected}, 202)
 
     return router
 
 
-def _too_large(message: str) -> Response:
-    EVENTS_REJECTED.labels("too_large").inc()
+def _too_large(message: str, reason: str = "too_large", count: int = 1) -> Response:
+    EVENTS_REJECTED.labels(reason).inc(count)
     return json_response({"accepted": 0, "rejected": [{"index": None, "error": message}]}, 413)
 
 

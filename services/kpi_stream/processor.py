@@ -23,7 +23,7 @@ import asyncpg
 import orjson
 
 from services.core.calls import Contribution, Counters, DeltaKey
-from services.core.events import partition_for
+from services.core.events import EventError, normalize, partition_for
 from services.core.kpi import COUNTERS
 from services.core.settings import Settings
 from services.kpi_stream.core import (
@@ -155,8 +155,6 @@ def decode_events_record(partition: int, raw: bytes | None, hash_key: bytes) -> 
     """Our ingest writes envelopes of normalised events. Other producers may write
     plain canonical events (one per record, keyed by call_id); those are validated
     and normalised here exactly as ingest would. Anything else is a BadRecord."""
-    from services.core.events import EventError, normalize
-
     try:
         data = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
@@ -274,9 +272,7 @@ class Processor:
             {
                 "c": cid,
                 "p": part_of[cid],
-                "o": st.contrib.bucket_us // 1_000_000
-                if st.contrib and st.contrib.entities
-                else None,
+                "o": _offered_s(st),
                 "e": list(st.events.values()),
                 "r": st.contrib.to_json() if st.contrib is not None else None,
                 "f": st.fact,
@@ -396,12 +392,12 @@ async def current_watermark(conn: asyncpg.Connection) -> int:
 
 
 async def write_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters]) -> None:
-    """One set-based upsert for the whole batch, rows in key order so concurrent
-    transactions lock bucket rows in the same order and cannot deadlock."""
+    """One set-based upsert for the whole batch. The statement's ORDER BY makes
+    concurrent transactions lock bucket rows in the same order: no deadlocks."""
     if not deltas:
         return
     rows = [
         {"k": kind, "i": ident, "b": bucket_us // 1_000_000, **deltas[(kind, ident, bucket_us)]}
-        for kind, ident, bucket_us in sorted(deltas)
+        for kind, ident, bucket_us in deltas
     ]
     await conn.execute(_BUCKET_UPSERT, orjson.dumps(rows).decode())

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from services.core.events import EventError, normalize, parse_timestamp_us, partition_for
+from services.core.events import (
+    EventError,
+    murmur2_fast,
+    normalize,
+    parse_timestamp_us,
+    partition_for,
+)
 
 
 def test_same_instant_in_different_offsets_gives_the_same_microseconds() -> None:
@@ -37,3 +45,10 @@ def test_partitioning_matches_kafkas_default_murmur2() -> None:
 
     assert partition_for("call-1", 4) == (murmur2(b"call-1") & 0x7FFFFFFF) % 4
     assert len({partition_for(f"c{i}", 8) for i in range(200)}) == 8
+
+
+@given(st.binary(max_size=64))
+def test_fast_murmur2_equals_aiokafkas_on_any_bytes(data: bytes) -> None:
+    from aiokafka.partitioner import murmur2
+
+    assert murmur2_fast(data) == murmur2(data)
