@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from services.api import queries
 from services.api.deps import ConnDep, SettingsDep
-from services.core.kpi import call_metrics, zero_counters
+from services.core.kpi import metrics_for, zero_counters
 from services.core.timewin import window_bounds
 
 router = APIRouter(tags=["operations"])
@@ -58,11 +58,11 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
         for kind in kinds:
             data = await queries.window_counters_by_entity(conn, kind, start, end)
             for ident in sorted(set(roster[kind]) | set(data)):
-                if kind == "agent":
-                    continue  # agent figures differ in shape; only answer rate below
-                figures = call_metrics(data.get(ident) or zero_counters())
+                # agents have their own shape (no service level, ASA or queue):
+                # export the gauges whose field they have
+                figures = metrics_for(kind, data.get(ident) or zero_counters())
                 for name, (field, _) in GAUGES.items():
-                    value = figures[field]
+                    value = figures.get(field)
                     if value is not None:
                         gauges[name].add_metric([kind, ident, window], float(value))
     stats = await queries.pipeline_stats(conn)
