@@ -126,6 +126,7 @@ class Simulation:
         for agent in self.agents.values():
             self._emit(self.t0, "agent.state", agent_id=agent.id, state="available")
         self._schedule_arrival(self.t0)
+        t = self.t0
         while self._heap:
             t, _, kind, payload = heapq.heappop(self._heap)
             if t > end and kind == "arrival":
@@ -141,6 +142,12 @@ class Simulation:
                 self._agent_free(t, payload)
             elif kind == "ring_done":
                 self._ring_done(t, *payload)
+        # The shift ends once the last call is done: everyone logs out, so no state
+        # is left open (an open state keeps counting up to "now" in live windows).
+        for agent in self.agents.values():
+            yield self._event(
+                t, {"type": "agent.state", "agent_id": agent.id, "state": "logged_out"}
+            )
         _ = rng
 
     def _schedule_arrival(self, t: float) -> None:

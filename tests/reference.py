@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 UNASSIGNED = "unassigned"
@@ -71,9 +72,11 @@ def reference(
     short_abandon_seconds: int = 5,
     fcr_window_hours: int = 72,
     satisfied_min_score: int = 4,
+    team_of_agent: dict[str, str] | None = None,
     by_bucket: bool = False,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
+    team_of_agent = team_of_agent or {}
     unique: dict[str, dict[str, Any]] = {}
     for e in raw_events:
         unique.setdefault(
@@ -166,17 +169,106 @@ def reference(
         for a in agents:
             agent_groups[(("agent", a, b) if by_bucket else ("agent", a))].append(cid)
 
+    times = _agent_times(unique.values(), team_of_agent, by_bucket)
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for key, cids in groups.items():
+    for key in set(groups) | {k for k in times if k[0] in ("center", "team")}:
+        cids = groups.get(key, [])
         out[key] = _call_figures(
             [info[c] for c in cids], [fcr.get(c) for c in cids], calls, cids, sl
         )
         out[key] |= _outcome_figures([info[c] for c in cids], satisfied_min_score)
-    for key, cids in agent_groups.items():
+        if key[0] != "queue":  # queues have no agents
+            out[key] |= _time_figures(times.get(key, {}), out[key]["answered"])
+    for key in set(agent_groups) | {k for k in times if k[0] == "agent"}:
+        cids = agent_groups.get(key, [])
         out[key] = _agent_figures(key[1], cids, calls, info, fcr)
         mine = [info[c] for c in cids if info[c]["last_agent"] == key[1]]
         out[key] |= _outcome_figures(mine, satisfied_min_score, answered=out[key]["answered"])
+        out[key] |= _time_figures(times.get(key, {}), out[key]["answered"])
     return out
+
+
+STATES = ("available", "on_call", "wrap_up", "not_ready")
+MINUTE = 60 * US
+
+
+def _agent_times(
+    events: Any, team_of_agent: dict[str, str], by_bucket: bool
+) -> dict[tuple[Any, ...], dict[str, int]]:
+    """Microseconds per state (and per not-ready reason), per entity: each state
+    lasts from its event to the agent's next one; the last one is still open and
+    not counted. Split by wall time, one microsecond at a time in spirit: here
+    one minute at a time."""
+    per_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for e in events:
+        if e["type"] == "agent.state":
+            per_agent[e["agent_id"]].append(e)
+    out: dict[tuple[Any, ...], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for agent, evs in per_agent.items():
+        evs.sort(key=lambda e: (e["_t"], e["event_id"]))
+        for cur, nxt in pairwise(evs):
+            if cur["state"] == "logged_out":
+                continue
+            start, end = cur["_t"], nxt["_t"]
+            minute = start - start % MINUTE
+            while minute < end:
+                part = min(end, minute + MINUTE) - max(start, minute)
+                for ent in (
+                    ("agent", agent),
+                    ("team", team_of_agent.get(agent, UNASSIGNED)),
+                    ("center", "all"),
+                ):
+                    slot = out[(*ent, minute) if by_bucket else ent]
+                    slot["logged_in"] += part
+                    slot[cur["state"]] += part
+                    if cur["state"] == "not_ready":
+                        slot["reason:" + (cur.get("reason") or "unspecified")] += part
+                minute += MINUTE
+    return {k: dict(v) for k, v in out.items() if v["logged_in"]}
+
+
+def _time_figures(t: dict[str, int], answered: int) -> dict[str, Any]:
+    busy = t.get("on_call", 0) + t.get("wrap_up", 0)
+    logged_in = t.get("logged_in", 0)
+    return {
+        "logged_in_seconds": float(Fraction(logged_in, US)),
+        **{f"{s}_seconds": float(Fraction(t.get(s, 0), US)) for s in STATES},
+        "not_ready_by_reason": {
+            k.removeprefix("reason:"): float(Fraction(v, US))
+            for k, v in sorted(t.items())
+            if k.startswith("reason:") and v
+        },
+        "occupancy": _rate(busy, busy + t.get("available", 0)),
+        "utilization": _rate(busy, logged_in),
+        "calls_per_hour": None
+        if not logged_in
+        else float(Fraction(answered * 3600 * US, logged_in)),
+    }
+
+
+EDGES = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
+
+
+def _bin_edge(wait_us: int) -> int | None:
+    """Upper edge of the bin a wait falls in (None: beyond the last edge)."""
+    for edge in EDGES:
+        if wait_us <= edge * US:
+            return edge
+    return None
+
+
+def _histogram(waits: list[int]) -> list[int]:
+    edges = [_bin_edge(w) for w in waits]
+    return [sum(1 for e in edges if e == edge) for edge in EDGES] + [edges.count(None)]
+
+
+def _percentile(waits: list[int], percent: int) -> float | None:
+    """The bin edge of the k-th shortest wait, k = ceil(percent% of n)."""
+    if not waits:
+        return None
+    k = int(Fraction(len(waits) * percent, 100).__ceil__())
+    edge = _bin_edge(sorted(waits)[k - 1])
+    return float(edge if edge is not None else EDGES[-1])
 
 
 def _outcome_figures(
@@ -266,6 +358,13 @@ def _call_figures(
             len(answered) + len(abandoned) + len(timed_out),
         ),
         "asa_seconds": _mean_s(sum(f["wait"] for f in answered), len(answered)),
+        "wait_p50_seconds": _percentile([f["wait"] for f in answered], 50),
+        "wait_p90_seconds": _percentile([f["wait"] for f in answered], 90),
+        "wait_histogram": {
+            "edges_seconds": list(EDGES),
+            "answered": _histogram([f["wait"] for f in answered]),
+            "abandoned": _histogram([f["wait"] for f in abandoned]),
+        },
         "handled": n,
         "aht_seconds": _mean_s(talk + hold + acw, n),
         "avg_talk_seconds": _mean_s(talk, n),

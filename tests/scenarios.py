@@ -108,12 +108,53 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
     ]
 
 
+STATES = ["logged_out", "available", "on_call", "wrap_up", "not_ready"]
+REASONS = [None, None, "break", "lunch", "training"]
+# a4 is in no team of the roster; a1, a2 are billing's and a3 tech's
+TEAM_OF_AGENT = {"a1": "billing", "a2": "billing", "a3": "tech"}
+STATE_AGENTS = [*AGENTS, "a4"]
+
+
+@st.composite
+def agent_states(draw: Any, agent: str) -> list[dict[str, Any]]:
+    """An agent's state changes: some minutes apart, some at the same instant, some
+    on minute boundaries, spanning hours (bucket and hour edges)."""
+    tz = draw(st.sampled_from(OFFSETS))
+    t = draw(st.integers(0, 3600)) * US
+    out = []
+    for n in range(draw(st.integers(0, 8))):
+        step = draw(
+            st.one_of(
+                st.just(0),
+                st.sampled_from([60 * US, 3600 * US]),
+                st.integers(0, 40 * 60).map(lambda s: s * US),
+                durations(600),
+            )
+        )
+        t += step
+        ev: dict[str, Any] = {
+            "event_id": f"{agent}-s{n}",
+            "type": "agent.state",
+            "occurred_at": stamp(t, tz),
+            "agent_id": agent,
+            "state": draw(st.sampled_from(STATES)),
+        }
+        reason = draw(st.sampled_from(REASONS))
+        if reason is not None:
+            ev["reason"] = reason
+        out.append(ev)
+    return out
+
+
 @st.composite
 def scenarios(draw: Any, max_calls: int = 12) -> list[dict[str, Any]]:
     n = draw(st.integers(1, max_calls))
     events: list[dict[str, Any]] = []
     for i in range(n):
         events.extend(draw(call(i)))
+    for agent in STATE_AGENTS:
+        if draw(st.booleans()):
+            events.extend(draw(agent_states(agent)))
     return events
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import orjson
 
+from tests.api.test_end_to_end import expected
 from tests.conftest import EXAMPLE_CONFIG
-from tests.reference import reference
 from tests.stack import ROOT, Stack, wait_until
 
 START = "2025-06-02T01:00:00+00:00"  # a stretch no other test uses
@@ -35,9 +35,7 @@ def test_simulated_file_replayed_twice_gives_the_reference_figures_once(
         assert run.returncode == 1  # one line could not be sent, and it says which
         assert f"{out}:{len(events) + 1}: malformed JSON" in run.stderr
         assert f"replayed {len(events)} events, {len(events)} accepted, 1 malformed" in run.stderr
-    from tests.api.test_end_to_end import TEAM_OF_QUEUE
-
-    want = reference(events, team_of_queue=TEAM_OF_QUEUE)[("center", "all")]
+    want = expected(events)[("center", "all")]
     span = {"from": "2025-06-02T00:59:00Z", "to": "2025-06-02T02:00:00Z"}
     got = wait_until(
         lambda: (

@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from services.api import queries
+from services.api import live, queries
 from services.api.deps import ConnDep, SettingsDep
-from services.core.kpi import metrics_for, zero_counters
+from services.core.kpi import WAIT_BIN_EDGES, metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import (
     WINDOWS,
@@ -39,6 +39,24 @@ FromQ = Annotated[
     Query(alias="from", description="RFC 3339 with offset, minute-aligned; use with `to`"),
 ]
 ToQ = Annotated[str | None, Query(description="RFC 3339 with offset, minute-aligned, exclusive")]
+SlQ = Annotated[
+    int | None,
+    Query(
+        description="Service-level threshold in seconds for this request; one of the "
+        f"wait-histogram bin edges ({', '.join(map(str, WAIT_BIN_EDGES))}). "
+        "Default: the configured service_level_seconds."
+    ),
+]
+
+
+def _sl(settings: Settings, sl: int | None) -> dict[str, Any]:
+    if sl is not None and sl not in WAIT_BIN_EDGES:
+        raise HTTPException(
+            status_code=422,
+            detail=f"sl: {sl} is not a wait-histogram bin edge; use one of "
+            f"{', '.join(map(str, WAIT_BIN_EDGES))}",
+        )
+    return {"sl_seconds": sl if sl is not None else settings.kpi.service_level_seconds}
 
 
 def _bounds(
@@ -100,11 +118,19 @@ async def get_kpis(
     window: WindowQ = None,
     from_: FromQ = None,
     to: ToQ = None,
+    sl: SlQ = None,
 ) -> dict[str, Any]:
-    """Figures of one entity over a live window or an explicit minute-aligned range."""
+    """Figures of one entity over a live window or an explicit minute-aligned range,
+    with what is true now (`live`: calls waiting, agents by state)."""
     start, end, w = _bounds(settings, window, from_, to)
+    sl_block = _sl(settings, sl)
     await _require_entity(conn, settings, kind, entity_id)
     counters = await queries.window_counters(conn, kind.value, entity_id, start, end)
+    reasons = (
+        await queries.reason_counters_by_entity(conn, kind.value, start, end, entity_id)
+    ).get(entity_id, {})
+    now = await live.load(conn, settings, datetime.now(UTC))
+    now.add_open_time(kind.value, entity_id, counters, reasons, start, end)
     return {
         "kind": kind.value,
         "id": entity_id,
@@ -113,7 +139,9 @@ async def get_kpis(
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
         "definitions": settings.kpi.stamp(),
-        **metrics_for(kind.value, counters),
+        **sl_block,
+        **metrics_for(kind.value, counters, reasons, sl),
+        "live": now.block(kind.value, entity_id),
     }
 
 
@@ -126,6 +154,7 @@ async def get_intervals(
     from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
     to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
     granularity: Annotated[str, Query(description="15m, 30m, 1h or 1d")] = "1h",
+    sl: SlQ = None,
 ) -> dict[str, Any]:
     """Figures per interval, aligned in the configured time zone (days are local
     midnight to midnight: 23 or 25 hours on daylight-saving days)."""
@@ -134,18 +163,24 @@ async def get_intervals(
         edges = interval_edges(start, end, granularity, settings.tz)
     except WindowError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
+    sl_block = _sl(settings, sl)
     await _require_entity(conn, settings, kind, entity_id)
     rows = await queries.interval_counters(conn, kind.value, entity_id, edges)
+    reasons = await queries.interval_reasons(conn, kind.value, entity_id, edges)
+    now = await live.load(conn, settings, datetime.now(UTC))
+    for i, row in enumerate(rows):
+        now.add_open_time(kind.value, entity_id, row, reasons[i], edges[i], edges[i + 1])
     return {
         "kind": kind.value,
         "id": entity_id,
         "granularity": granularity,
         "definitions": settings.kpi.stamp(),
+        **sl_block,
         "intervals": [
             {
                 "from": iso(edges[i], settings.tz),
                 "to": iso(edges[i + 1], settings.tz),
-                **metrics_for(kind.value, rows[i]),
+                **metrics_for(kind.value, rows[i], reasons[i], sl),
             }
             for i in range(len(rows))
         ],
@@ -160,12 +195,31 @@ async def list_kpis(
     window: WindowQ = None,
     from_: FromQ = None,
     to: ToQ = None,
+    sl: SlQ = None,
 ) -> dict[str, Any]:
     """Every entity of a kind (roster entities included even with no calls), for
     wallboards and leaderboards."""
     start, end, w = _bounds(settings, window, from_, to)
+    sl_block = _sl(settings, sl)
     by_entity = await queries.window_counters_by_entity(conn, kind.value, start, end)
+    reasons = await queries.reason_counters_by_entity(conn, kind.value, start, end)
+    now = await live.load(conn, settings, datetime.now(UTC))
     ids = sorted(set(_roster(settings, kind)) | set(by_entity))
+    if kind is Kind.AGENT:
+        ids = sorted(set(ids) | {a[0] for a in now.agents})
+    items = []
+    for i in ids:
+        counters = dict(by_entity.get(i) or zero_counters())
+        mine = dict(reasons.get(i, {}))
+        now.add_open_time(kind.value, i, counters, mine, start, end)
+        items.append(
+            {
+                "id": i,
+                **_entity_extra(settings, kind, i),
+                **metrics_for(kind.value, counters, mine, sl),
+                "live": now.block(kind.value, i),
+            }
+        )
 
     return {
         "kind": kind.value,
@@ -173,12 +227,6 @@ async def list_kpis(
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
         "definitions": settings.kpi.stamp(),
-        "items": [
-            {
-                "id": i,
-                **_entity_extra(settings, kind, i),
-                **metrics_for(kind.value, by_entity.get(i) or zero_counters()),
-            }
-            for i in ids
-        ],
+        **sl_block,
+        "items": items,
     }

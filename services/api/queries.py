@@ -92,3 +92,60 @@ async def pipeline_stats(conn: AsyncConnection) -> dict[str, Any]:
         "lag_us": int(row.lag_us),
         "updated_at": row.updated_at,
     }
+
+
+async def reason_counters_by_entity(
+    conn: AsyncConnection, kind: str, start: datetime, end: datetime, entity_id: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Not-ready microseconds per reason, per entity of a kind (or one entity)."""
+    one = "AND entity_id = :i " if entity_id is not None else ""
+    result = await conn.execute(
+        sa.text(
+            "SELECT entity_id, reason, sum(not_ready_us)::bigint AS us FROM kpi_reason_buckets "
+            f"WHERE kind = :k {one}AND bucket >= :s AND bucket < :e GROUP BY entity_id, reason"
+        ),
+        {"k": kind, "i": entity_id, "s": start, "e": end},
+    )
+    out: dict[str, dict[str, int]] = {}
+    for row in result:
+        out.setdefault(row.entity_id, {})[row.reason] = int(row.us)
+    return out
+
+
+async def interval_reasons(
+    conn: AsyncConnection, kind: str, entity_id: str, edges: list[datetime]
+) -> list[dict[str, int]]:
+    result = await conn.execute(
+        sa.text(
+            "SELECT width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, reason, "
+            "sum(not_ready_us)::bigint AS us FROM kpi_reason_buckets "
+            "WHERE kind = :k AND entity_id = :i AND bucket >= :s AND bucket < :e "
+            "GROUP BY slot, reason"
+        ),
+        {"k": kind, "i": entity_id, "s": edges[0], "e": edges[-1], "edges": edges},
+    )
+    out: list[dict[str, int]] = [{} for _ in range(len(edges) - 1)]
+    for row in result:
+        out[int(row.slot) - 1][row.reason] = int(row.us)
+    return out
+
+
+async def agent_states(conn: AsyncConnection) -> list[tuple[str, str, str | None, int]]:
+    """(agent, state, reason, since µs): each agent's latest state change."""
+    result = await conn.execute(
+        sa.text("SELECT agent_id, state, reason, since_us FROM agent_timelines")
+    )
+    return [(r.agent_id, r.state, r.reason, int(r.since_us)) for r in result]
+
+
+async def waiting_calls(conn: AsyncConnection, max_age_s: int) -> list[tuple[str, int, datetime]]:
+    """(queue, calls waiting, earliest arrival) for calls waiting now."""
+    result = await conn.execute(
+        sa.text(
+            "SELECT queue_id, count(*) AS n, min(offered_at) AS oldest FROM calls "
+            "WHERE waiting AND offered_at > now() - make_interval(secs => :age) "
+            "GROUP BY queue_id"
+        ),
+        {"age": max_age_s},
+    )
+    return [(r.queue_id, int(r.n), r.oldest) for r in result]

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from services.core.kpi import ABANDONED_WAIT_BINS, ANSWERED_WAIT_BINS, wait_bin
 from services.core.settings import KpiDefinitions
 
 MINUTE_US = 60_000_000
@@ -225,6 +226,7 @@ def assess(
         wait = max(0, s.answered_at - offered_at)
         c["answered"] = 1
         c["wait_answered_us"] = wait
+        c[ANSWERED_WAIT_BINS[wait_bin(wait)]] = 1
         if wait <= sl_us:
             c["answered_within_sl"] = 1
     elif s.outcome in ("abandoned", "timed_out"):
@@ -232,6 +234,7 @@ def assess(
         wait = max(0, s.ended_at - offered_at)
         if s.outcome == "abandoned":
             c["abandoned"] = 1
+            c[ABANDONED_WAIT_BINS[wait_bin(wait)]] = 1
             if short_us > 0 and wait < short_us:
                 c["short_abandoned"] = 1
             if wait <= sl_us:

@@ -1,7 +1,7 @@
 """Postgres schema (as SQLAlchemy Core tables) and connection helpers.
 
 The read side goes through SQLAlchemy's async engine. The worker's hot path talks
-to asyncpg directly (bulk upserts through `unnest`), because it moves tens of
+to asyncpg directly (bulk upserts through `json_to_recordset`), because it moves tens of
 thousands of rows a second and SQLAlchemy's per-row parameter handling would cost
 more than the database work itself.
 """
@@ -38,8 +38,33 @@ calls = sa.Table(
     sa.Column("events", sa.JSON, nullable=False),
     sa.Column("contrib", sa.JSON),
     sa.Column("fact", sa.JSON),
+    sa.Column("queue_id", sa.Text),
+    sa.Column("waiting", sa.Boolean, nullable=False, server_default="f"),
 )
 sa.Index("ix_calls_updated_at", calls.c.updated_at)
+sa.Index("ix_calls_waiting", calls.c.queue_id, calls.c.offered_at, postgresql_where=calls.c.waiting)
+
+kpi_reason_buckets = sa.Table(
+    "kpi_reason_buckets",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("reason", sa.Text, primary_key=True),
+    sa.Column("not_ready_us", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+agent_timelines = sa.Table(
+    "agent_timelines",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("since_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 fcr_calls = sa.Table(
     "fcr_calls",

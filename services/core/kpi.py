@@ -9,8 +9,19 @@ Definitions: docs/metrics.md.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
+
+# Upper edges (seconds) of the queue-wait bins. A bin holds lo < wait <= hi (the
+# first 0 <= wait <= 5), so "within T" for any edge T is a sum of whole bins and
+# agrees with answered_within_sl, which counts wait <= threshold.
+WAIT_BIN_EDGES: tuple[int, ...] = (5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
+_BIN_LABELS = (*(str(e) for e in WAIT_BIN_EDGES), "inf")
+ANSWERED_WAIT_BINS: tuple[str, ...] = tuple(f"answered_wait_{x}" for x in _BIN_LABELS)
+ABANDONED_WAIT_BINS: tuple[str, ...] = tuple(f"abandoned_wait_{x}" for x in _BIN_LABELS)
+AGENT_STATES: tuple[str, ...] = ("available", "on_call", "wrap_up", "not_ready")
+AGENT_TIME_COUNTERS: tuple[str, ...] = ("logged_in_us", *(f"{s}_us" for s in AGENT_STATES))
 
 # Additive counters kept per (entity kind, entity id, minute bucket).
 # Durations are integer microseconds so sums are exact in any order.
@@ -46,7 +57,20 @@ COUNTERS: tuple[str, ...] = (
     "complaints",
     "sales",
     "sales_amount_cents",
+    # agent time, split across minute buckets by wall time (services/core/agents.py)
+    *AGENT_TIME_COUNTERS,
+    # queue wait distribution: one count per call in the bin its wait falls in
+    *ANSWERED_WAIT_BINS,
+    *ABANDONED_WAIT_BINS,
 )
+
+
+_EDGES_US = tuple(e * 1_000_000 for e in WAIT_BIN_EDGES)
+
+
+def wait_bin(wait_us: int) -> int:
+    """Index of the bin a wait of `wait_us` falls in (the last one is 300+ s)."""
+    return bisect_left(_EDGES_US, wait_us)
 
 
 def ratio(numerator: int | float, denominator: int | float) -> float | None:
@@ -103,10 +127,76 @@ def _outcomes(c: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def call_metrics(c: Mapping[str, int]) -> dict[str, Any]:
+def _within(c: Mapping[str, int], bins: tuple[str, ...], threshold_s: int) -> int:
+    return sum(c[b] for b, edge in zip(bins, WAIT_BIN_EDGES, strict=False) if edge <= threshold_s)
+
+
+def wait_percentile(c: Mapping[str, int], percent: int) -> float | None:
+    """The upper edge of the bin holding the ceil(percent% · n)-th shortest answered
+    wait: "percent% of answered calls waited at most this long". A percentile in
+    the open 300+ s bin reports 300 (as Prometheus' histogram_quantile does)."""
+    n = sum(c[b] for b in ANSWERED_WAIT_BINS)
+    if not n:
+        return None
+    rank = -(-n * percent // 100)  # ceil, in integers
+    seen = 0
+    for i, b in enumerate(ANSWERED_WAIT_BINS):
+        seen += c[b]
+        if seen >= rank:
+            return float(WAIT_BIN_EDGES[min(i, len(WAIT_BIN_EDGES) - 1)])
+    raise AssertionError("unreachable: the bins sum to n")
+
+
+def _service_levels(c: Mapping[str, int], sl_seconds: int | None) -> dict[str, Any]:
+    """The four service-level variants side by side (docs/metrics.md). With
+    `sl_seconds` (a bin edge), "within" comes from the wait histograms instead of
+    the counters kept at the configured threshold."""
+    if sl_seconds is None:
+        within, abandoned_within = c["answered_within_sl"], c["abandoned_within_sl"]
+    else:
+        within = _within(c, ANSWERED_WAIT_BINS, sl_seconds)
+        abandoned_within = _within(c, ABANDONED_WAIT_BINS, sl_seconds)
+    with_outcome = c["answered"] + c["abandoned"] + c["timed_out"]
+    return {
+        "answered_within_sl": within,
+        "abandoned_within_sl": abandoned_within,
+        "service_level": ratio(within, counted_outcomes(c)),
+        "service_level_answered": ratio(within, c["answered"]),
+        "service_level_offered": ratio(within, with_outcome),
+        "service_level_abandons_positive": ratio(within + abandoned_within, with_outcome),
+    }
+
+
+def _waits(c: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "wait_p50_seconds": wait_percentile(c, 50),
+        "wait_p90_seconds": wait_percentile(c, 90),
+        "wait_histogram": {
+            "edges_seconds": list(WAIT_BIN_EDGES),
+            "answered": [c[b] for b in ANSWERED_WAIT_BINS],
+            "abandoned": [c[b] for b in ABANDONED_WAIT_BINS],
+        },
+    }
+
+
+def agent_time(c: Mapping[str, int], reasons: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """Time in each agent state (出勤, 在线繁忙度, 人工利用率, 小时接听量)."""
+    busy = c["on_call_us"] + c["wrap_up_us"]
+    logged_in = c["logged_in_us"]
+    out: dict[str, Any] = {f"{n[:-3]}_seconds": c[n] / 1_000_000 for n in AGENT_TIME_COUNTERS}
+    out["not_ready_by_reason"] = {
+        r: us / 1_000_000 for r, us in sorted((reasons or {}).items()) if us
+    }
+    out["occupancy"] = ratio(busy, busy + c["available_us"])
+    out["utilization"] = ratio(busy, logged_in)
+    # answered / (logged_in_us / 3.6e9 µs per hour), as one division of integers
+    out["calls_per_hour"] = ratio(c["answered"] * 3_600_000_000, logged_in)
+    return out
+
+
+def call_metrics(c: Mapping[str, int], sl_seconds: int | None = None) -> dict[str, Any]:
     """Figures for a center, team or queue."""
     base = counted_outcomes(c)
-    with_outcome = c["answered"] + c["abandoned"] + c["timed_out"]
     return {
         "offered": c["offered"],
         "answered": c["answered"],
@@ -114,17 +204,10 @@ def call_metrics(c: Mapping[str, int]) -> dict[str, Any]:
         "short_abandoned": c["short_abandoned"],
         "timed_out": c["timed_out"],
         "in_queue": c["in_queue"],
-        "answered_within_sl": c["answered_within_sl"],
-        "abandoned_within_sl": c["abandoned_within_sl"],
         "answer_rate": ratio(c["answered"], base),
-        "service_level": ratio(c["answered_within_sl"], base),
-        # the same threshold, as peers define service level (docs/metrics.md)
-        "service_level_answered": ratio(c["answered_within_sl"], c["answered"]),
-        "service_level_offered": ratio(c["answered_within_sl"], with_outcome),
-        "service_level_abandons_positive": ratio(
-            c["answered_within_sl"] + c["abandoned_within_sl"], with_outcome
-        ),
+        **_service_levels(c, sl_seconds),
         "asa_seconds": mean_seconds(c["wait_answered_us"], c["answered"]),
+        **_waits(c),
         **_handling(c),
         **_fcr(c),
         **_outcomes(c),
@@ -145,8 +228,18 @@ def agent_metrics(c: Mapping[str, int]) -> dict[str, Any]:
     }
 
 
-def metrics_for(kind: str, c: Mapping[str, int]) -> dict[str, Any]:
-    return agent_metrics(c) if kind == "agent" else call_metrics(c)
+def metrics_for(
+    kind: str,
+    c: Mapping[str, int],
+    reasons: Mapping[str, int] | None = None,
+    sl_seconds: int | None = None,
+) -> dict[str, Any]:
+    """Every figure of an entity. Queues have no agents, so no agent time."""
+    if kind == "agent":
+        return agent_metrics(c) | agent_time(c, reasons)
+    if kind == "queue":
+        return call_metrics(c, sl_seconds)
+    return call_metrics(c, sl_seconds) | agent_time(c, reasons)
 
 
 def zero_counters() -> dict[str, int]:

@@ -121,6 +121,10 @@ class Settings(BaseSettings):
 
     # --- API -----------------------------------------------------------------
     metrics_include_agents: bool = False
+    # A call whose end event never arrives (a lost CTI event, a PBX restart) would
+    # otherwise wait in the live queue forever and pin longest_wait; no real caller
+    # waits four hours.
+    waiting_call_max_age_seconds: int = Field(4 * 3600, ge=60)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

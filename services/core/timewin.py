@@ -63,6 +63,9 @@ def interval_edges(
         raise WindowError(
             f"granularity: must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
         )
+    # Step in UTC: arithmetic on datetimes in a ZoneInfo zone is wall-clock
+    # arithmetic, which would invent the hour a spring-forward day skips.
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
     edges = [start]
     if granularity == "1d":
         d: date = start.astimezone(tz).date() + timedelta(days=1)

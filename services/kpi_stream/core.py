@@ -21,6 +21,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.core.agents import (
+    ReasonKey,
+    StateEvent,
+    add_segment,
+    agent_entities,
+    compact_state,
+    merge_states,
+)
 from services.core.calls import (
     Compact,
     Contribution,
@@ -56,12 +64,54 @@ class AssemblyResult:
     max_ts: int | None = None
 
 
-def group_call_events(events: Iterable[Mapping[str, Any]]) -> dict[str, list[Compact]]:
+def group_events(
+    events: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, list[Compact]], dict[str, list[StateEvent]]]:
+    """(call events by call, state events by agent)."""
     by_call: dict[str, list[Compact]] = {}
+    by_agent: dict[str, list[StateEvent]] = {}
     for ev in events:
-        if ev["type"] in CALL_EVENT_TYPES:
+        typ = ev["type"]
+        if typ in CALL_EVENT_TYPES:
             by_call.setdefault(ev["call_id"], []).append(compact(ev))
-    return by_call
+        elif typ == "agent.state":
+            by_agent.setdefault(ev["agent_id"], []).append(compact_state(ev))
+    return by_call, by_agent
+
+
+@dataclass(slots=True)
+class AgentResult:
+    changed: dict[str, list[StateEvent]] = field(default_factory=dict)
+    deltas: dict[DeltaKey, Counters] = field(default_factory=dict)
+    reasons: dict[ReasonKey, int] = field(default_factory=dict)
+    max_ts: int | None = None
+
+
+def track_agents(
+    by_agent: Mapping[str, list[StateEvent]],
+    timelines: Mapping[str, list[StateEvent] | None],
+    settings: Settings,
+) -> AgentResult:
+    """Merge state events into the agents' timelines (`timelines` holds every agent
+    of `by_agent`, None for one not seen before) and return the time deltas."""
+    out = AgentResult()
+    team_of = settings.team_of_agent
+    for agent, new in by_agent.items():
+        for ev in new:
+            if out.max_ts is None or ev[1] > out.max_ts:
+                out.max_ts = ev[1]
+        change = merge_states(timelines.get(agent) or [], new)
+        if change is None:
+            continue
+        ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))
+        for seg in change.removed:
+            add_segment(out.deltas, out.reasons, seg, ents, -1)
+        for seg in change.added:
+            add_segment(out.deltas, out.reasons, seg, ents, 1)
+        out.changed[agent] = change.timeline
+    out.deltas = prune(out.deltas)
+    out.reasons = {k: v for k, v in out.reasons.items() if v}
+    return out
 
 
 def assemble(

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from services.core.agents import ReasonKey, StateEvent, trim
 from services.core.calls import Contribution, Counters, DeltaKey
 from services.core.events import EventError, normalize, partition_for
 from services.core.kpi import COUNTERS
@@ -31,7 +32,9 @@ from services.kpi_stream.core import (
     FcrRow,
     apply_facts,
     assemble,
-    group_call_events,
+    group_events,
+    merge_into,
+    track_agents,
 )
 
 log = logging.getLogger("callkpi.worker")
@@ -67,12 +70,32 @@ ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
 # Call states and FCR rows travel the same way as bucket deltas: one JSON document,
 # `json` columns (stored as text, no jsonb conversion), no per-element encoding.
 _CALLS_UPSERT = """
-INSERT INTO calls (call_id, part, offered_at, updated_at, events, contrib, fact)
-SELECT c, p, to_timestamp(o), now(), e, r, f
-FROM json_to_recordset($1::json) AS x(c text, p int, o bigint, e json, r json, f json)
+INSERT INTO calls (call_id, part, offered_at, updated_at, events, contrib, fact, queue_id, waiting)
+SELECT c, p, timestamptz 'epoch' + o * interval '1 microsecond', now(), e, r, f, q, w
+FROM json_to_recordset($1::json)
+  AS x(c text, p int, o bigint, e json, r json, f json, q text, w bool)
 ON CONFLICT (call_id) DO UPDATE SET
   part = EXCLUDED.part, offered_at = EXCLUDED.offered_at, updated_at = EXCLUDED.updated_at,
-  events = EXCLUDED.events, contrib = EXCLUDED.contrib, fact = EXCLUDED.fact
+  events = EXCLUDED.events, contrib = EXCLUDED.contrib, fact = EXCLUDED.fact,
+  queue_id = EXCLUDED.queue_id, waiting = EXCLUDED.waiting
+"""
+
+_TIMELINES_UPSERT = """
+INSERT INTO agent_timelines (agent_id, part, events, state, reason, since_us, updated_at)
+SELECT a, p, e, s, r, t, now()
+FROM json_to_recordset($1::json) AS x(a text, p int, e json, s text, r text, t bigint)
+ON CONFLICT (agent_id) DO UPDATE SET
+  part = EXCLUDED.part, events = EXCLUDED.events, state = EXCLUDED.state,
+  reason = EXCLUDED.reason, since_us = EXCLUDED.since_us, updated_at = EXCLUDED.updated_at
+"""
+
+_REASONS_UPSERT = """
+INSERT INTO kpi_reason_buckets (kind, entity_id, bucket, reason, not_ready_us)
+SELECT k, i, to_timestamp(b), r, u
+FROM json_to_recordset($1::json) AS x(k text, i text, b bigint, r text, u bigint)
+ORDER BY k, i, b, r
+ON CONFLICT (kind, entity_id, bucket, reason) DO UPDATE SET
+  not_ready_us = kpi_reason_buckets.not_ready_us + EXCLUDED.not_ready_us
 """
 
 _FCR_UPSERT = """
@@ -121,9 +144,21 @@ def _split_cached(cache: _Lru, keys: Iterable[str]) -> tuple[dict[str, Any], lis
     return found, missing
 
 
-def _offered_s(state: CallState) -> int | None:
+def _offered_us(state: CallState) -> int | None:
+    """When the call arrived (exact: live longest_wait is measured from it)."""
     c = state.contrib
-    return c.bucket_us // 1_000_000 if c is not None and c.entities else None
+    if c is None or not c.entities:
+        return None
+    return min(int(e[2]) for e in state.events.values() if e[1] == "call.offered")
+
+
+def _queue_and_waiting(state: CallState) -> tuple[str | None, bool]:
+    """The call's queue, and whether it is waiting there now (for live in_queue)."""
+    c = state.contrib
+    if c is None:
+        return None, False
+    queue = next((ident for kind, ident in c.entities if kind == "queue"), None)
+    return queue, bool(c.entities.get(("center", "all"), {}).get("in_queue"))
 
 
 def _loads(text: str | None) -> Any:
@@ -189,33 +224,38 @@ class Processor:
         self.worker_id = worker_id
         self._calls = _Lru(settings.call_cache_size)
         self._customers = _Lru(settings.call_cache_size // 4)
+        self._agents = _Lru(settings.call_cache_size // 20)
         self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
 
     def forget(self) -> None:
         """Drop cached state: after a rebalance another worker may have written it."""
         self._calls.clear()
         self._customers.clear()
+        self._agents.clear()
 
     # --- stage 1 ---------------------------------------------------------------
     async def process_events(self, envelopes: Sequence[Envelope]) -> int:
         events = [ev for env in envelopes for ev in env.items]
-        by_call = group_call_events(events)
+        by_call, by_agent = group_events(events)
         parts = sorted({env.partition for env in envelopes})
         async with self.pool.acquire() as conn, conn.transaction():
             for p in parts:
                 await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
             states = await self._load_calls(conn, list(by_call))
             result = assemble(by_call, states, self.settings)
-            if result.changed:
-                part_of = {
-                    ev["call_id"]: env.partition
-                    for env in envelopes
-                    for ev in env.items
-                    if "call_id" in ev
-                }
-                await self._write_calls(conn, result.changed, part_of)
+            timelines = await self._load_timelines(conn, list(by_agent)) if by_agent else {}
+            agents = track_agents(by_agent, timelines, self.settings)
+            if result.changed or agents.changed:
+                part_of = _partitions(envelopes)
+                if result.changed:
+                    await self._write_calls(conn, result.changed, part_of)
+                if agents.changed:
+                    await self._write_timelines(conn, agents.changed, part_of)
+            merge_into(result.deltas, agents.deltas)
             await write_deltas(conn, result.deltas)
-            if result.max_ts is not None:
+            await write_reasons(conn, agents.reasons)
+            max_ts = max((t for t in (result.max_ts, agents.max_ts) if t is not None), default=None)
+            if max_ts is not None:
                 # One row per partition we hold the lock of, so workers never
                 # contend on it; the watermark is the max over all rows.
                 await conn.execute(
@@ -223,7 +263,7 @@ class Processor:
                     "ON CONFLICT (id) DO UPDATE SET "
                     "event_us = GREATEST(stream_watermark.event_us, EXCLUDED.event_us)",
                     parts[0],
-                    result.max_ts,
+                    max_ts,
                 )
             if result.facts:
                 # Facts go out before the commit: if we die after sending, the
@@ -234,7 +274,49 @@ class Processor:
             await conn.execute(_STATS_UPSERT, self.worker_id, len(events), lag)
         for call_id, state in result.changed.items():
             self._calls.put(call_id, state)
+        for agent, timeline in agents.changed.items():
+            self._agents.put(agent, timeline)
         return len(events)
+
+    async def _load_timelines(
+        self, conn: asyncpg.Connection, agents: list[str]
+    ) -> dict[str, list[StateEvent] | None]:
+        found: dict[str, list[StateEvent] | None]
+        found, missing = _split_cached(self._agents, agents)
+        if missing:
+            rows = await conn.fetch(
+                "SELECT agent_id, events FROM agent_timelines WHERE agent_id = ANY($1::text[])",
+                missing,
+            )
+            for r in rows:
+                found[r["agent_id"]] = orjson.loads(r["events"])
+        return found
+
+    async def _write_timelines(
+        self,
+        conn: asyncpg.Connection,
+        changed: dict[str, list[StateEvent]],
+        part_of: Mapping[str, int],
+    ) -> None:
+        # Measured from the agent's own latest event, not the wall clock, so a replay
+        # of old data keeps what it needs and the result never depends on when it ran.
+        keep_us = self.settings.call_state_retention_days * 86_400 * 1_000_000
+        rows = []
+        for agent, timeline in changed.items():
+            kept = trim(timeline, timeline[-1][1] - keep_us)
+            changed[agent] = kept
+            _eid, since, state, reason = kept[-1]
+            rows.append(
+                {
+                    "a": agent,
+                    "p": part_of["agent:" + agent],
+                    "e": kept,
+                    "s": state,
+                    "r": reason,
+                    "t": since,
+                }
+            )
+        await conn.execute(_TIMELINES_UPSERT, orjson.dumps(rows).decode())
 
     def _by_fcr_partition(self, facts: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}
@@ -268,17 +350,21 @@ class Processor:
         changed: Mapping[str, CallState],
         part_of: Mapping[str, int],
     ) -> None:
-        rows = [
-            {
-                "c": cid,
-                "p": part_of[cid],
-                "o": _offered_s(st),
-                "e": list(st.events.values()),
-                "r": st.contrib.to_json() if st.contrib is not None else None,
-                "f": st.fact,
-            }
-            for cid, st in changed.items()
-        ]
+        rows = []
+        for cid, st in changed.items():
+            queue, waiting = _queue_and_waiting(st)
+            rows.append(
+                {
+                    "c": cid,
+                    "p": part_of[cid],
+                    "o": _offered_us(st),
+                    "e": list(st.events.values()),
+                    "r": st.contrib.to_json() if st.contrib is not None else None,
+                    "f": st.fact,
+                    "q": queue,
+                    "w": waiting,
+                }
+            )
         await conn.execute(_CALLS_UPSERT, orjson.dumps(rows).decode())
 
     # --- stage 2 ---------------------------------------------------------------
@@ -384,6 +470,28 @@ class Processor:
                 "DELETE FROM fcr_calls WHERE NOT pending AND offered_us < $1",
                 _now_us() - s.call_state_retention_days * 86_400 * 1_000_000 - self.window_us,
             )
+
+
+def _partitions(envelopes: Sequence[Envelope]) -> dict[str, int]:
+    """The partition each call (by call_id) and agent ("agent:" + id) came from."""
+    out: dict[str, int] = {}
+    for env in envelopes:
+        for ev in env.items:
+            if ev["type"] == "agent.state":
+                out["agent:" + ev["agent_id"]] = env.partition
+            elif "call_id" in ev:
+                out[ev["call_id"]] = env.partition
+    return out
+
+
+async def write_reasons(conn: asyncpg.Connection, reasons: Mapping[ReasonKey, int]) -> None:
+    if not reasons:
+        return
+    rows = [
+        {"k": kind, "i": ident, "b": bucket_us // 1_000_000, "r": reason, "u": us}
+        for (kind, ident, bucket_us, reason), us in reasons.items()
+    ]
+    await conn.execute(_REASONS_UPSERT, orjson.dumps(rows).decode())
 
 
 async def current_watermark(conn: asyncpg.Connection) -> int:

@@ -19,6 +19,13 @@ SETTINGS = load_settings(EXAMPLE_CONFIG)
 TEAM_OF_QUEUE = dict(SETTINGS.team_of_queue)
 
 
+def expected(events: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """The reference figures under the example config's roster and definitions."""
+    return reference(
+        events, team_of_queue=TEAM_OF_QUEUE, team_of_agent=dict(SETTINGS.team_of_agent)
+    )
+
+
 def simulated(seed: int, minutes: int, start: datetime) -> list[dict[str, Any]]:
     cfg = SimConfig(
         seed=seed,
@@ -62,19 +69,22 @@ def mismatches(got: dict[Any, Any], want: dict[Any, Any]) -> list[str]:
 @pytest.fixture(scope="module")
 def simulated_hour(stack: Stack) -> dict[str, Any]:
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    start = now - timedelta(minutes=50)
-    events = simulated(11, 40, start)
+    # 35 minutes of arrivals ending 20 minutes ago: every call, and the shift's
+    # final logouts, are over before now, so no agent state is still open; and it
+    # all lies inside the live 1h window.
+    start = now - timedelta(minutes=55)
+    events = simulated(11, 35, start)
+    assert max(datetime.fromisoformat(e["occurred_at"]) for e in events) < now
     post_all(stack, events, seed=1)
-    want = reference(events, team_of_queue=TEAM_OF_QUEUE)
+    want = expected(events)
     lo = (start - timedelta(minutes=1)).isoformat()
     hi = (now + timedelta(minutes=1)).isoformat()
 
-    def converged() -> list[str] | None:
-        bad = mismatches(api_figures(stack, list(want), lo, hi), want)
-        return None if bad else bad
+    def converged() -> bool:
+        return not mismatches(api_figures(stack, list(want), lo, hi), want)
 
-    # Poll until the worker has caught up; on timeout the assertion shows the diff.
-    wait_until(lambda: converged() is None, timeout=60)
+    # Poll until the worker has caught up; on timeout the test's assertion shows the diff.
+    wait_until(converged, timeout=60)
     return {"events": events, "want": want, "from": lo, "to": hi}
 
 

@@ -70,6 +70,7 @@ def test_abandon_after_4_seconds_is_short_and_leaves_the_answer_rate_base() -> N
         "abandoned": 1,
         "short_abandoned": 1,
         "abandoned_within_sl": 1,
+        "abandoned_wait_5": 1,
     }
     assert ("team", "unassigned") in e
 

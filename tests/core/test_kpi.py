@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from services.core.kpi import agent_metrics, call_metrics, ratio, zero_counters
+from services.core.kpi import (
+    agent_metrics,
+    agent_time,
+    call_metrics,
+    ratio,
+    wait_bin,
+    wait_percentile,
+    zero_counters,
+)
 
 
 def test_empty_denominators_give_none_not_zero() -> None:
@@ -62,3 +70,46 @@ def test_csat_survey_complaint_and_conversion_rates_are_per_answered_call() -> N
         0.1,
     )
     assert m["sales_amount"] == 1234.56
+
+
+def test_a_wait_on_a_bin_edge_falls_in_the_bin_below_like_the_service_level_count() -> None:
+    s = 1_000_000
+    assert [wait_bin(w) for w in (0, 5 * s, 5 * s + 1, 20 * s, 300 * s, 300 * s + 1)] == [
+        0, 0, 1, 3, 10, 11,
+    ]  # fmt: skip
+
+
+def test_wait_percentiles_report_the_upper_edge_of_the_bin_holding_the_rank() -> None:
+    # 10 answered calls: 4 within 5 s, 5 within 10-15 s, 1 beyond 300 s
+    c = zero_counters() | {"answered_wait_5": 4, "answered_wait_15": 5, "answered_wait_inf": 1}
+    assert wait_percentile(c, 50) == 15.0  # the 5th shortest is in (10, 15]
+    assert wait_percentile(c, 40) == 5.0  # the 4th is in [0, 5]
+    assert wait_percentile(c, 90) == 15.0
+    assert wait_percentile(c, 100) == 300.0  # the open bin reports its lower edge
+    assert wait_percentile(zero_counters(), 50) is None
+
+
+def test_service_level_at_another_edge_comes_from_the_histograms() -> None:
+    c = zero_counters() | {"answered": 10, "abandoned": 2, "answered_within_sl": 4,
+                           "answered_wait_5": 4, "answered_wait_30": 5, "answered_wait_60": 1,
+                           "abandoned_wait_10": 1, "abandoned_wait_90": 1}  # fmt: skip
+    at_default = call_metrics(c)
+    at_30 = call_metrics(c, sl_seconds=30)
+    assert at_default["answered_within_sl"] == 4 and at_30["answered_within_sl"] == 9
+    assert at_30["abandoned_within_sl"] == 1
+    assert at_30["service_level"] == 9 / 12
+    assert at_30["service_level_answered"] == 9 / 10
+    assert at_30["service_level_abandons_positive"] == 10 / 12
+
+
+def test_agent_time_rates_use_busy_time_over_the_right_base() -> None:
+    m = 60_000_000
+    c = zero_counters() | {"answered": 6, "logged_in_us": 120 * m, "on_call_us": 60 * m,
+                           "wrap_up_us": 15 * m, "available_us": 25 * m,
+                           "not_ready_us": 20 * m}  # fmt: skip
+    t = agent_time(c, {"lunch": 20 * m, "break": 0})
+    assert t["occupancy"] == 75 / 100  # (on call + wrap-up) / (those + available)
+    assert t["utilization"] == 75 / 120  # over all logged-in time, not-ready included
+    assert t["calls_per_hour"] == 3.0  # 6 answered in 2 logged-in hours
+    assert t["not_ready_by_reason"] == {"lunch": 1200.0}  # zero reasons are left out
+    assert agent_time(zero_counters())["occupancy"] is None

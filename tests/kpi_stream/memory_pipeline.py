@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from services.core.agents import ReasonKey, StateEvent
 from services.core.calls import Counters, DeltaKey
 from services.core.events import normalize
 from services.core.kpi import metrics_for, sum_counters
@@ -16,8 +17,9 @@ from services.kpi_stream.core import (
     FcrRow,
     apply_facts,
     assemble,
-    group_call_events,
+    group_events,
     merge_into,
+    track_agents,
 )
 
 KEY = b"test-key"
@@ -30,6 +32,8 @@ class MemoryPipeline:
         self.calls: dict[str, CallState] = {}
         self.customers: dict[str, dict[str, FcrRow]] = {}
         self.buckets: dict[DeltaKey, Counters] = {}
+        self.timelines: dict[str, list[StateEvent]] = {}
+        self.reasons: dict[ReasonKey, int] = {}
         self.watermark = 0
         self.facts: list[dict[str, Any]] = []  # the fcr topic
         self.fact_offset = 0
@@ -37,12 +41,18 @@ class MemoryPipeline:
 
     def feed(self, raw_events: list[dict[str, Any]]) -> None:
         events = [normalize(e, KEY) for e in raw_events]
-        by_call = group_call_events(events)
+        by_call, by_agent = group_events(events)
         result = assemble(by_call, {c: self.calls.get(c) for c in by_call}, self.settings)
         self.calls.update(result.changed)
         merge_into(self.buckets, result.deltas)
-        if result.max_ts is not None:
-            self.watermark = max(self.watermark, result.max_ts)
+        agents = track_agents(by_agent, {a: self.timelines.get(a) for a in by_agent}, self.settings)
+        self.timelines.update(agents.changed)
+        merge_into(self.buckets, agents.deltas)
+        for key, us in agents.reasons.items():
+            self.reasons[key] = self.reasons.get(key, 0) + us
+        for ts in (result.max_ts, agents.max_ts):
+            if ts is not None:
+                self.watermark = max(self.watermark, ts)
         self.facts.extend(result.facts)
         if self.rnd.random() < 0.5:
             self.consume_facts()
@@ -70,14 +80,21 @@ class MemoryPipeline:
         self.consume_facts()
         self.sweep()
 
-    def figures(self, by_bucket: bool = False) -> dict[tuple[Any, ...], dict[str, Any]]:
+    def figures(
+        self, by_bucket: bool = False, sl_seconds: int | None = None
+    ) -> dict[tuple[Any, ...], dict[str, Any]]:
         grouped: dict[tuple[Any, ...], list[Counters]] = {}
         for (kind, ident, bucket), counters in self.buckets.items():
             key = (kind, ident, bucket) if by_bucket else (kind, ident)
             grouped.setdefault(key, []).append(counters)
+        reasons: dict[tuple[Any, ...], dict[str, int]] = {}
+        for (kind, ident, bucket, reason), us in self.reasons.items():
+            key = (kind, ident, bucket) if by_bucket else (kind, ident)
+            slot = reasons.setdefault(key, {})
+            slot[reason] = slot.get(reason, 0) + us
         out = {}
         for key, rows in grouped.items():
             totals = sum_counters(rows)
             if any(totals.values()):
-                out[key] = metrics_for(key[0], totals)
+                out[key] = metrics_for(key[0], totals, reasons.get(key), sl_seconds)
         return out

@@ -10,13 +10,17 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from services.core.calls import prune
+from services.core.kpi import WAIT_BIN_EDGES
 from services.core.settings import Settings, Team
 from tests.kpi_stream.memory_pipeline import MemoryPipeline
 from tests.reference import reference
-from tests.scenarios import TEAM_OF_QUEUE, deliveries, scenarios
+from tests.scenarios import TEAM_OF_AGENT, TEAM_OF_QUEUE, deliveries, scenarios
 
 SETTINGS = Settings(
-    teams=[Team(id="billing", queues=["billing"]), Team(id="tech", queues=["tech"])],
+    teams=[
+        Team(id="billing", queues=["billing"], agents=["a1", "a2"]),
+        Team(id="tech", queues=["tech"], agents=["a3"]),
+    ],
     kpi={"service_level_seconds": 20, "short_abandon_seconds": 5, "fcr_window_hours": 1},
 )
 
@@ -49,11 +53,14 @@ def run(
     return pipe
 
 
-def expected(events: list[dict[str, Any]], by_bucket: bool = False) -> dict[Any, dict[str, Any]]:
+def expected(
+    events: list[dict[str, Any]], by_bucket: bool = False, sl: int = 20
+) -> dict[Any, dict[str, Any]]:
     return reference(
         events,
         team_of_queue=TEAM_OF_QUEUE,
-        service_level_seconds=20,
+        team_of_agent=TEAM_OF_AGENT,
+        service_level_seconds=sl,
         short_abandon_seconds=5,
         fcr_window_hours=1,
         by_bucket=by_bucket,
@@ -96,3 +103,30 @@ def test_replaying_everything_again_changes_nothing(data: st.DataObject) -> None
         pipe.feed(batch)
     pipe.finish()
     assert nonzero(pipe.buckets) == nonzero(before)
+
+
+SL_FIELDS = (
+    "answered_within_sl",
+    "abandoned_within_sl",
+    "service_level",
+    "service_level_answered",
+    "service_level_offered",
+    "service_level_abandons_positive",
+)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_service_level_at_any_bin_edge_equals_reference_computed_at_that_threshold(
+    data: st.DataObject,
+) -> None:
+    events = data.draw(scenarios())
+    sl = data.draw(st.sampled_from(WAIT_BIN_EDGES))
+    pipe = run(events, data.draw(deliveries(events)), 4)
+    got = pipe.figures(sl_seconds=sl)
+    want = expected(events, sl=sl)
+    for key, exp in want.items():
+        if key[0] == "agent":
+            continue
+        for name in SL_FIELDS:
+            assert got[key][name] == exp[name], (key, name, sl)

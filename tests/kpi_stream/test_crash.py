@@ -12,9 +12,8 @@ import asyncpg
 
 from services.core.db import asyncpg_dsn
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.api.test_end_to_end import TEAM_OF_QUEUE, api_figures, mismatches, post_all, simulated
+from tests.api.test_end_to_end import api_figures, expected, mismatches, post_all, simulated
 from tests.conftest import new_database, stack_env
-from tests.reference import reference
 from tests.stack import Stack, wait_until
 
 
@@ -59,7 +58,7 @@ def test_worker_sigkilled_twice_mid_stream_then_restarted_gives_reference_figure
             assert seen, "worker made no progress before the kill"
         assert 0 < kills[0] < kills[1] < delivered, f"kills not mid-stream: {kills} of {delivered}"
         stack.restart_worker()
-        want = reference(events, team_of_queue=TEAM_OF_QUEUE)
+        want = expected(events)
         lo = (start - timedelta(minutes=1)).isoformat()
         hi = (start + timedelta(hours=3)).isoformat()
         deadline = time.monotonic() + 120

@@ -33,11 +33,18 @@ class Crash(Exception):
 async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[str, Any]]:
     sums = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTERS)
     rows = await conn.fetch(f"SELECT kind, entity_id, {sums} FROM kpi_buckets GROUP BY 1, 2")
+    reasons: dict[tuple[str, str], dict[str, int]] = {}
+    for r in await conn.fetch(
+        "SELECT kind, entity_id, reason, sum(not_ready_us)::bigint AS us "
+        "FROM kpi_reason_buckets GROUP BY 1, 2, 3"
+    ):
+        reasons.setdefault((r["kind"], r["entity_id"]), {})[r["reason"]] = int(r["us"])
     out = {}
     for r in rows:
         counters = {c: int(r[c]) for c in COUNTERS}
         if any(counters.values()):
-            out[(r["kind"], r["entity_id"])] = metrics_for(r["kind"], counters)
+            key = (r["kind"], r["entity_id"])
+            out[key] = metrics_for(r["kind"], counters, reasons.get(key))
     return out
 
 

@@ -1,0 +1,134 @@
+"""Agent time: from an agent's `agent.state` events to seconds per state.
+
+An agent's states form a timeline: each event starts a *segment* that lasts until
+the agent's next event (by time, then event id), and the last one stays open. A
+closed segment adds its length to every minute bucket it overlaps, by wall time
+(a state held 09:50–10:10 puts ten minutes in each hour), so any window or
+interval sums whole buckets. The open segment is added at read time up to "now"
+(services/api/queries.py), never stored.
+
+Like call assembly, the figures are a function of the *set* of events, not of
+their arrival order: a late event splits the segment it falls in, and the delta
+is the difference between the segments before and after, over the stretch of the
+timeline the change touches. Times are integer microseconds.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from services.core.calls import MINUTE_US, Counters, DeltaKey, bucket_of
+
+# A compact stored state change: [event_id, ts_us, state, reason | None]
+StateEvent = list[Any]
+# (start event id, start, end, state, reason): identifies a closed segment
+Segment = tuple[str, int, int, str, str | None]
+ReasonKey = tuple[str, str, int, str]  # (kind, id, bucket_us, reason)
+
+NO_REASON = "unspecified"
+
+
+def compact_state(event: Mapping[str, Any]) -> StateEvent:
+    return [event["event_id"], int(event["ts"]), event["state"], event.get("reason") or None]
+
+
+def _key(ev: StateEvent) -> tuple[int, str]:
+    return (ev[1], ev[0])
+
+
+def _segments(timeline: list[StateEvent], lo: int, hi: int) -> set[Segment]:
+    """Closed segments starting at indices lo..hi-1."""
+    out: set[Segment] = set()
+    for i in range(max(lo, 0), min(hi, len(timeline) - 1)):
+        eid, start, state, reason = timeline[i]
+        out.add((eid, start, timeline[i + 1][1], state, reason))
+    return out
+
+
+@dataclass(slots=True)
+class TimelineChange:
+    timeline: list[StateEvent]
+    removed: set[Segment] = field(default_factory=set)
+    added: set[Segment] = field(default_factory=set)
+
+
+def merge_states(timeline: list[StateEvent], new: Iterable[StateEvent]) -> TimelineChange | None:
+    """Merge state events into a sorted timeline. None when nothing changed.
+
+    As with call events, a repeated id with different content keeps the copy
+    whose serialisation sorts first, so the result never depends on arrival order.
+    """
+    by_id = {ev[0]: ev for ev in timeline}
+    changed_keys: list[tuple[int, str]] = []
+    for ev in new:
+        old = by_id.get(ev[0])
+        if old == ev:
+            continue
+        if old is not None:
+            if orjson.dumps(ev) >= orjson.dumps(old):
+                continue
+            changed_keys.append(_key(old))
+        by_id[ev[0]] = ev
+        changed_keys.append(_key(ev))
+    if not changed_keys:
+        return None
+    merged = sorted(by_id.values(), key=_key)
+    lo_key, hi_key = min(changed_keys), max(changed_keys)
+    # Segments outside [predecessor of lo_key, hi_key] have the same start event and
+    # the same next event before and after the merge; only the stretch between can
+    # differ, and the set difference cancels whatever did not.
+    old_keys = [_key(e) for e in timeline]
+    new_keys = [_key(e) for e in merged]
+    before = _segments(
+        timeline, bisect_left(old_keys, lo_key) - 1, bisect_right(old_keys, hi_key) + 1
+    )
+    after = _segments(merged, bisect_left(new_keys, lo_key) - 1, bisect_right(new_keys, hi_key) + 1)
+    return TimelineChange(merged, before - after, after - before)
+
+
+def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:
+    """Drop events before `horizon_us` but the last of them (it starts the segment
+    in force at the horizon). Their segments were counted already; an event later
+    than the retention horizon is counted from itself on (docs/metrics.md)."""
+    i = bisect_left([e[1] for e in timeline], horizon_us)
+    return timeline[i - 1 :] if i > 1 else timeline
+
+
+def add_segment(
+    deltas: dict[DeltaKey, Counters],
+    reasons: dict[ReasonKey, int],
+    seg: Segment,
+    entities: Iterable[tuple[str, str]],
+    sign: int,
+) -> None:
+    """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
+    _eid, start, end, state, reason = seg
+    if state == "logged_out" or end <= start:
+        return
+    column = f"{state}_us"
+    ents = list(entities)
+    b = bucket_of(start)
+    while b < end:
+        overlap = (min(end, b + MINUTE_US) - max(start, b)) * sign
+        for kind, ident in ents:
+            slot = deltas.setdefault((kind, ident, b), {})
+            slot["logged_in_us"] = slot.get("logged_in_us", 0) + overlap
+            slot[column] = slot.get(column, 0) + overlap
+            if state == "not_ready":
+                rk = (kind, ident, b, reason or NO_REASON)
+                reasons[rk] = reasons.get(rk, 0) + overlap
+        b += MINUTE_US
+
+
+def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int) -> int:
+    """Microseconds of an open state (since → now) inside [start, end)."""
+    return max(0, min(now_us, end_us) - max(since_us, start_us))
+
+
+def agent_entities(agent: str, team: str) -> tuple[tuple[str, str], ...]:
+    return (("agent", agent), ("team", team), ("center", "all"))
