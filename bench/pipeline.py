@@ -271,7 +271,10 @@ def main(args: argparse.Namespace) -> None:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(20)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
         pg.destroy()
         broker.stop()
 

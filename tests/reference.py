@@ -72,6 +72,7 @@ def reference(
     short_abandon_seconds: int = 5,
     fcr_window_hours: int = 72,
     satisfied_min_score: int = 4,
+    max_state_hours: int = 12,
     team_of_agent: dict[str, str] | None = None,
     by_bucket: bool = False,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -169,7 +170,7 @@ def reference(
         for a in agents:
             agent_groups[(("agent", a, b) if by_bucket else ("agent", a))].append(cid)
 
-    times = _agent_times(unique.values(), team_of_agent, by_bucket)
+    times = _agent_times(unique.values(), team_of_agent, by_bucket, max_state_hours * 3600 * US)
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for key in set(groups) | {k for k in times if k[0] in ("center", "team")}:
         cids = groups.get(key, [])
@@ -193,11 +194,11 @@ MINUTE = 60 * US
 
 
 def _agent_times(
-    events: Any, team_of_agent: dict[str, str], by_bucket: bool
+    events: Any, team_of_agent: dict[str, str], by_bucket: bool, cap: int
 ) -> dict[tuple[Any, ...], dict[str, int]]:
     """Microseconds per state (and per not-ready reason), per entity: each state
-    lasts from its event to the agent's next one; the last one is still open and
-    not counted. Split by wall time, one microsecond at a time in spirit: here
+    lasts from its event to the agent's next one, but no longer than `cap`; the
+    last one is still open and not counted. Split by wall time, one microsecond at a time in spirit: here
     one minute at a time."""
     per_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
@@ -209,7 +210,7 @@ def _agent_times(
         for cur, nxt in pairwise(evs):
             if cur["state"] == "logged_out":
                 continue
-            start, end = cur["_t"], nxt["_t"]
+            start, end = cur["_t"], min(nxt["_t"], cur["_t"] + cap)
             minute = start - start % MINUTE
             while minute < end:
                 part = min(end, minute + MINUTE) - max(start, minute)

@@ -126,7 +126,9 @@ def agent_states(draw: Any, agent: str) -> list[dict[str, Any]]:
         step = draw(
             st.one_of(
                 st.just(0),
-                st.sampled_from([60 * US, 3600 * US]),
+                # 3600 s is exactly the property tests' one-hour state cap, 3601 s
+                # and two hours are beyond it
+                st.sampled_from([60 * US, 3600 * US, 3601 * US, 7200 * US]),
                 st.integers(0, 40 * 60).map(lambda s: s * US),
                 durations(600),
             )

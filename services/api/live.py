@@ -32,6 +32,10 @@ class Live:
     team_of_agent: dict[str, str]
     team_of_queue: dict[str, str]
     tz: ZoneInfo
+    cap_us: int  # max_state_hours: an older open state is a lost event, not work
+
+    def _stale(self, since: int) -> bool:
+        return _us(self.now) - since > self.cap_us
 
     def _agents_of(self, kind: str, ident: str) -> list[tuple[str, str, str | None, int]]:
         if kind == "center":
@@ -59,7 +63,7 @@ class Live:
         for _agent, state, reason, since in self._agents_of(kind, ident):
             if state == "logged_out":
                 continue
-            us = open_overlap(since, now_us, s_us, e_us)
+            us = open_overlap(since, now_us, s_us, e_us, self.cap_us)
             if not us:
                 continue
             counters["logged_in_us"] += us
@@ -73,13 +77,20 @@ class Live:
         if kind == "agent":
             mine = self._agents_of(kind, ident)
             if not mine:
-                return {"state": None, "reason": None, "since": None}
+                return {
+                    "state": None,
+                    "reason": None,
+                    "since": None,
+                    "seconds_in_state": None,
+                    "stale": False,
+                }
             _a, state, reason, since = mine[0]
             return {
                 "state": state,
                 "reason": reason,
                 "since": iso(datetime.fromtimestamp(since / 1_000_000, self.tz), self.tz),
                 "seconds_in_state": max(0, _us(self.now) - since) / 1_000_000,
+                "stale": state != "logged_out" and self._stale(since),
             }
         if kind == "center":
             queues = self.waiting
@@ -98,8 +109,8 @@ class Live:
         }
         if kind != "queue":
             counts = dict.fromkeys(LIVE_STATES, 0)
-            for _a, state, _r, _s in self._agents_of(kind, ident):
-                counts[state] += 1
+            for _a, state, _r, since in self._agents_of(kind, ident):
+                counts["logged_out" if self._stale(since) else state] += 1
             out["agents"] = counts
         return out
 
@@ -112,4 +123,5 @@ async def load(conn: AsyncConnection, settings: Settings, now: datetime) -> Live
         team_of_agent=settings.team_of_agent,
         team_of_queue=settings.team_of_queue,
         tz=settings.tz,
+        cap_us=settings.kpi.max_state_hours * 3_600_000_000,
     )

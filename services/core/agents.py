@@ -1,7 +1,8 @@
 """Agent time: from an agent's `agent.state` events to seconds per state.
 
 An agent's states form a timeline: each event starts a *segment* that lasts until
-the agent's next event (by time, then event id), and the last one stays open. A
+the agent's next event (by time, then event id) but at most `max_state_hours`
+(after that the agent counts as logged out), and the last one stays open. A
 closed segment adds its length to every minute bucket it overlaps, by wall time
 (a state held 09:50–10:10 puts ten minutes in each hour), so any window or
 interval sums whole buckets. The open segment is added at read time up to "now"
@@ -41,12 +42,12 @@ def _key(ev: StateEvent) -> tuple[int, str]:
     return (ev[1], ev[0])
 
 
-def _segments(timeline: list[StateEvent], lo: int, hi: int) -> set[Segment]:
-    """Closed segments starting at indices lo..hi-1."""
+def _segments(timeline: list[StateEvent], lo: int, hi: int, cap_us: int) -> set[Segment]:
+    """Closed segments starting at indices lo..hi-1, none longer than cap_us."""
     out: set[Segment] = set()
     for i in range(max(lo, 0), min(hi, len(timeline) - 1)):
         eid, start, state, reason = timeline[i]
-        out.add((eid, start, timeline[i + 1][1], state, reason))
+        out.add((eid, start, min(timeline[i + 1][1], start + cap_us), state, reason))
     return out
 
 
@@ -57,7 +58,9 @@ class TimelineChange:
     added: set[Segment] = field(default_factory=set)
 
 
-def merge_states(timeline: list[StateEvent], new: Iterable[StateEvent]) -> TimelineChange | None:
+def merge_states(
+    timeline: list[StateEvent], new: Iterable[StateEvent], cap_us: int
+) -> TimelineChange | None:
     """Merge state events into a sorted timeline. None when nothing changed.
 
     As with call events, a repeated id with different content keeps the copy
@@ -85,16 +88,18 @@ def merge_states(timeline: list[StateEvent], new: Iterable[StateEvent]) -> Timel
     old_keys = [_key(e) for e in timeline]
     new_keys = [_key(e) for e in merged]
     before = _segments(
-        timeline, bisect_left(old_keys, lo_key) - 1, bisect_right(old_keys, hi_key) + 1
+        timeline, bisect_left(old_keys, lo_key) - 1, bisect_right(old_keys, hi_key) + 1, cap_us
     )
-    after = _segments(merged, bisect_left(new_keys, lo_key) - 1, bisect_right(new_keys, hi_key) + 1)
+    after = _segments(
+        merged, bisect_left(new_keys, lo_key) - 1, bisect_right(new_keys, hi_key) + 1, cap_us
+    )
     return TimelineChange(merged, before - after, after - before)
 
 
 def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:
     """Drop events before `horizon_us` but the last of them (it starts the segment
-    in force at the horizon). Their segments were counted already; an event later
-    than the retention horizon is counted from itself on (docs/metrics.md)."""
+    in force at the horizon). Their segments were counted already; a state event
+    before the horizon is refused by track_agents (docs/metrics.md)."""
     i = bisect_left([e[1] for e in timeline], horizon_us)
     return timeline[i - 1 :] if i > 1 else timeline
 
@@ -125,9 +130,9 @@ def add_segment(
         b += MINUTE_US
 
 
-def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int) -> int:
-    """Microseconds of an open state (since → now) inside [start, end)."""
-    return max(0, min(now_us, end_us) - max(since_us, start_us))
+def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int, cap_us: int) -> int:
+    """Microseconds of an open state (since → now, at most cap_us) inside [start, end)."""
+    return max(0, min(now_us, since_us + cap_us, end_us) - max(since_us, start_us))
 
 
 def agent_entities(agent: str, team: str) -> tuple[tuple[str, str], ...]:

@@ -44,6 +44,10 @@ class KpiDefinitions(BaseModel):
     short_abandon_seconds: int = Field(5, ge=0, le=600)
     fcr_window_hours: int = Field(72, ge=1, le=24 * 31)
     satisfied_min_score: int = Field(4, ge=1, le=5)
+    # A state held longer than this is a lost event (a logout that never came, a
+    # softphone that crashed), not work: it counts this long and no longer, so one
+    # lost event cannot credit days of logged-in time to a pay period.
+    max_state_hours: int = Field(12, ge=1, le=24 * 7)
 
     def stamp(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump()

@@ -85,6 +85,7 @@ class AgentResult:
     deltas: dict[DeltaKey, Counters] = field(default_factory=dict)
     reasons: dict[ReasonKey, int] = field(default_factory=dict)
     max_ts: int | None = None
+    too_old: int = 0  # state events beyond retention, not counted
 
 
 def track_agents(
@@ -96,11 +97,20 @@ def track_agents(
     of `by_agent`, None for one not seen before) and return the time deltas."""
     out = AgentResult()
     team_of = settings.team_of_agent
+    keep_us = settings.call_state_retention_days * 86_400 * 1_000_000
+    cap_us = settings.kpi.max_state_hours * 3_600_000_000
     for agent, new in by_agent.items():
-        for ev in new:
-            if out.max_ts is None or ev[1] > out.max_ts:
-                out.max_ts = ev[1]
-        change = merge_states(timelines.get(agent) or [], new)
+        known = timelines.get(agent) or []
+        latest = max(ev[1] for ev in new)
+        if out.max_ts is None or latest > out.max_ts:
+            out.max_ts = latest
+        # The timeline is trimmed to this horizon when written (processor), so an
+        # event before it could not be placed between its true neighbours: it would
+        # run up to the oldest kept event and count time already counted.
+        horizon = max(latest, known[-1][1] if known else latest) - keep_us
+        placeable = [ev for ev in new if ev[1] >= horizon]
+        out.too_old += len(new) - len(placeable)
+        change = merge_states(known, placeable, cap_us)
         if change is None:
             continue
         ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))

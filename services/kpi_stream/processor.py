@@ -245,6 +245,12 @@ class Processor:
             result = assemble(by_call, states, self.settings)
             timelines = await self._load_timelines(conn, list(by_agent)) if by_agent else {}
             agents = track_agents(by_agent, timelines, self.settings)
+            if agents.too_old:
+                log.warning(
+                    "%d agent.state event(s) older than call_state_retention_days before "
+                    "their agent's latest event: not counted (docs/metrics.md)",
+                    agents.too_old,
+                )
             if result.changed or agents.changed:
                 part_of = _partitions(envelopes)
                 if result.changed:
@@ -299,7 +305,8 @@ class Processor:
         part_of: Mapping[str, int],
     ) -> None:
         # Measured from the agent's own latest event, not the wall clock, so a replay
-        # of old data keeps what it needs and the result never depends on when it ran.
+        # of old data keeps what it needs and the result never depends on when it ran;
+        # track_agents refuses events before the same horizon.
         keep_us = self.settings.call_state_retention_days * 86_400 * 1_000_000
         rows = []
         for agent, timeline in changed.items():

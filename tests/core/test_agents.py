@@ -12,6 +12,7 @@ from services.core.calls import Counters, DeltaKey
 from services.core.timewin import interval_edges
 
 MIN = 60_000_000
+CAP = 48 * 60 * MIN  # longer than any state below but the capped one
 
 
 def us(t: datetime) -> int:
@@ -28,7 +29,7 @@ def apply(*batches: list[StateEvent]) -> tuple[dict[DeltaKey, Counters], dict[An
     reasons: dict[Any, int] = {}
     ents = agent_entities("a1", "billing")
     for batch in batches:
-        change = merge_states(timeline, batch)
+        change = merge_states(timeline, batch, CAP)
         if change is None:
             continue
         for seg in change.removed:
@@ -125,7 +126,9 @@ def test_logged_out_time_is_not_logged_in_time_and_the_open_state_is_not_stored(
 def test_the_same_event_delivered_again_changes_nothing() -> None:
     t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
     evs = [st("1", t0, "available"), st("2", t0 + timedelta(minutes=3), "on_call")]
-    assert merge_states(merge_states([], evs).timeline, evs) is None  # type: ignore[union-attr]
+    first = merge_states([], evs, CAP)
+    assert first is not None
+    assert merge_states(first.timeline, evs, CAP) is None
 
 
 def test_trimming_keeps_the_state_in_force_at_the_horizon() -> None:
@@ -133,3 +136,21 @@ def test_trimming_keeps_the_state_in_force_at_the_horizon() -> None:
     tl = [st(str(i), t0 + timedelta(hours=i), "available") for i in range(5)]
     kept = trim(tl, us(t0 + timedelta(hours=2, minutes=30)))
     assert [e[0] for e in kept] == ["2", "3", "4"]
+
+
+def test_a_state_longer_than_the_cap_counts_only_up_to_the_cap() -> None:
+    # a logout that never came: available at 08:00 Monday, next event Wednesday
+    t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    cap = 12 * 60 * MIN
+    timeline: list[StateEvent] = []
+    deltas: dict[DeltaKey, Counters] = {}
+    reasons: dict[Any, int] = {}
+    for batch in ([st("1", t0, "available")], [st("2", t0 + timedelta(days=2), "on_call")]):
+        change = merge_states(timeline, batch, cap)
+        assert change is not None
+        for seg in change.added:
+            add_segment(deltas, reasons, seg, agent_entities("a1", "billing"), 1)
+        timeline = change.timeline
+    agent = [(b, c) for (k, _i, b), c in deltas.items() if k == "agent"]
+    assert sum(c["logged_in_us"] for _b, c in agent) == cap
+    assert max(b for b, _c in agent) == us(t0) + cap - MIN

@@ -21,7 +21,13 @@ SETTINGS = Settings(
         Team(id="billing", queues=["billing"], agents=["a1", "a2"]),
         Team(id="tech", queues=["tech"], agents=["a3"]),
     ],
-    kpi={"service_level_seconds": 20, "short_abandon_seconds": 5, "fcr_window_hours": 1},
+    # one hour, so the scenarios' multi-hour gaps between state changes hit the cap
+    kpi={
+        "service_level_seconds": 20,
+        "short_abandon_seconds": 5,
+        "fcr_window_hours": 1,
+        "max_state_hours": 1,
+    },
 )
 
 
@@ -63,6 +69,7 @@ def expected(
         service_level_seconds=sl,
         short_abandon_seconds=5,
         fcr_window_hours=1,
+        max_state_hours=1,
         by_bucket=by_bucket,
     )
 
