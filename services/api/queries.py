@@ -8,19 +8,30 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.kpi import COUNTERS, zero_counters
+from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, zero_counters
 
-_SUMS = ", ".join(f"coalesce(sum({c}), 0)::bigint AS {c}" for c in COUNTERS)
+# Call counters and agent time are kept in two tables (services/core/kpi.py says
+# why); every read sums both over the same buckets and merges the two halves.
+_TABLES = (("kpi_buckets", CALL_COUNTERS), ("kpi_time_buckets", AGENT_TIME_COUNTERS))
 
 
-def _counters(row: Any) -> dict[str, int]:
+def _sums(columns: tuple[str, ...]) -> str:
+    return ", ".join(f"coalesce(sum({c}), 0)::bigint AS {c}" for c in columns)
+
+
+def _take(row: Any, columns: tuple[str, ...], into: dict[str, int]) -> dict[str, int]:
     m = row._mapping
-    return {c: int(m[c]) for c in COUNTERS}
+    for c in columns:
+        into[c] = int(m[c])
+    return into
 
 
 async def entity_exists(conn: AsyncConnection, kind: str, entity_id: str) -> bool:
     row = await conn.execute(
-        sa.text("SELECT 1 FROM kpi_buckets WHERE kind = :k AND entity_id = :i LIMIT 1"),
+        sa.text(
+            "SELECT 1 FROM kpi_buckets WHERE kind = :k AND entity_id = :i "
+            "UNION ALL SELECT 1 FROM kpi_time_buckets WHERE kind = :k AND entity_id = :i LIMIT 1"
+        ),
         {"k": kind, "i": entity_id},
     )
     return row.first() is not None
@@ -29,51 +40,64 @@ async def entity_exists(conn: AsyncConnection, kind: str, entity_id: str) -> boo
 async def window_counters(
     conn: AsyncConnection, kind: str, entity_id: str, start: datetime, end: datetime
 ) -> dict[str, int]:
-    result = await conn.execute(
-        sa.text(
-            f"SELECT {_SUMS} FROM kpi_buckets WHERE kind = :k AND entity_id = :i "
-            "AND bucket >= :s AND bucket < :e"
-        ),
-        {"k": kind, "i": entity_id, "s": start, "e": end},
-    )
-    row = result.first()
-    return _counters(row) if row is not None else zero_counters()
+    out = zero_counters()
+    for table, columns in _TABLES:
+        result = await conn.execute(
+            sa.text(
+                f"SELECT {_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = :i "
+                "AND bucket >= :s AND bucket < :e"
+            ),
+            {"k": kind, "i": entity_id, "s": start, "e": end},
+        )
+        row = result.first()
+        if row is not None:
+            _take(row, columns, out)
+    return out
 
 
 async def window_counters_by_entity(
     conn: AsyncConnection, kind: str, start: datetime, end: datetime
 ) -> dict[str, dict[str, int]]:
-    result = await conn.execute(
-        sa.text(
-            f"SELECT entity_id, {_SUMS} FROM kpi_buckets WHERE kind = :k "
-            "AND bucket >= :s AND bucket < :e GROUP BY entity_id"
-        ),
-        {"k": kind, "s": start, "e": end},
-    )
-    return {row.entity_id: _counters(row) for row in result}
+    out: dict[str, dict[str, int]] = {}
+    for table, columns in _TABLES:
+        result = await conn.execute(
+            sa.text(
+                f"SELECT entity_id, {_sums(columns)} FROM {table} WHERE kind = :k "
+                "AND bucket >= :s AND bucket < :e GROUP BY entity_id"
+            ),
+            {"k": kind, "s": start, "e": end},
+        )
+        for row in result:
+            _take(row, columns, out.setdefault(row.entity_id, zero_counters()))
+    return out
 
 
 async def interval_counters(
     conn: AsyncConnection, kind: str, entity_id: str, edges: list[datetime]
 ) -> list[dict[str, int]]:
     """Counters per interval [edges[i], edges[i+1]); grouped in SQL with width_bucket."""
-    result = await conn.execute(
-        sa.text(
-            f"SELECT width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, {_SUMS} "
-            "FROM kpi_buckets WHERE kind = :k AND entity_id = :i "
-            "AND bucket >= :s AND bucket < :e GROUP BY slot"
-        ),
-        {"k": kind, "i": entity_id, "s": edges[0], "e": edges[-1], "edges": edges},
-    )
     out = [zero_counters() for _ in range(len(edges) - 1)]
-    for row in result:
-        out[int(row.slot) - 1] = _counters(row)
+    for table, columns in _TABLES:
+        result = await conn.execute(
+            sa.text(
+                "SELECT width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
+                f"{_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = :i "
+                "AND bucket >= :s AND bucket < :e GROUP BY slot"
+            ),
+            {"k": kind, "i": entity_id, "s": edges[0], "e": edges[-1], "edges": edges},
+        )
+        for row in result:
+            _take(row, columns, out[int(row.slot) - 1])
     return out
 
 
 async def known_entities(conn: AsyncConnection, kind: str) -> list[str]:
     result = await conn.execute(
-        sa.text("SELECT DISTINCT entity_id FROM kpi_buckets WHERE kind = :k"), {"k": kind}
+        sa.text(
+            "SELECT entity_id FROM kpi_buckets WHERE kind = :k "
+            "UNION SELECT entity_id FROM kpi_time_buckets WHERE kind = :k"
+        ),
+        {"k": kind},
     )
     return [r.entity_id for r in result]
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.core.kpi import COUNTERS
+from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
 from services.core.settings import Settings
 
 metadata = sa.MetaData()
@@ -24,9 +24,18 @@ kpi_buckets = sa.Table(
     sa.Column("kind", sa.Text, primary_key=True),
     sa.Column("entity_id", sa.Text, primary_key=True),
     sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
-    *(sa.Column(name, sa.BigInteger, nullable=False, server_default="0") for name in COUNTERS),
+    *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in CALL_COUNTERS),
 )
 sa.Index("ix_kpi_buckets_kind_bucket", kpi_buckets.c.kind, kpi_buckets.c.bucket)
+
+kpi_time_buckets = sa.Table(
+    "kpi_time_buckets",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in AGENT_TIME_COUNTERS),
+)
 
 calls = sa.Table(
     "calls",

@@ -63,6 +63,10 @@ COUNTERS: tuple[str, ...] = (
     *ANSWERED_WAIT_BINS,
     *ABANDONED_WAIT_BINS,
 )
+# Agent time lives in its own narrow table (kpi_time_buckets): an agent has a time
+# row for every minute it is logged in, and writing those as full-width call rows
+# halved worker throughput (make bench: 19.6k → 10.3k events/s).
+CALL_COUNTERS: tuple[str, ...] = tuple(c for c in COUNTERS if c not in AGENT_TIME_COUNTERS)
 
 
 _EDGES_US = tuple(e * 1_000_000 for e in WAIT_BIN_EDGES)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from services.core.db import asyncpg_dsn
 from services.core.events import normalize, partition_for, routing_key
-from services.core.kpi import COUNTERS, metrics_for
+from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, COUNTERS, metrics_for
 from services.devstack import EmbeddedPostgres
 from services.kpi_stream.processor import Envelope, Processor
 from tests.conftest import new_database
@@ -31,8 +31,15 @@ class Crash(Exception):
 
 
 async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[str, Any]]:
-    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in COUNTERS)
-    rows = await conn.fetch(f"SELECT kind, entity_id, {sums} FROM kpi_buckets GROUP BY 1, 2")
+    per_entity: dict[tuple[str, str], dict[str, int]] = {}
+    for table, columns in (
+        ("kpi_buckets", CALL_COUNTERS),
+        ("kpi_time_buckets", AGENT_TIME_COUNTERS),
+    ):
+        sums = ", ".join(f"sum({c})::bigint AS {c}" for c in columns)
+        for r in await conn.fetch(f"SELECT kind, entity_id, {sums} FROM {table} GROUP BY 1, 2"):
+            slot = per_entity.setdefault((r["kind"], r["entity_id"]), dict.fromkeys(COUNTERS, 0))
+            slot.update({c: int(r[c]) for c in columns})
     reasons: dict[tuple[str, str], dict[str, int]] = {}
     for r in await conn.fetch(
         "SELECT kind, entity_id, reason, sum(not_ready_us)::bigint AS us "
@@ -40,11 +47,9 @@ async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[s
     ):
         reasons.setdefault((r["kind"], r["entity_id"]), {})[r["reason"]] = int(r["us"])
     out = {}
-    for r in rows:
-        counters = {c: int(r[c]) for c in COUNTERS}
+    for key, counters in per_entity.items():
         if any(counters.values()):
-            key = (r["kind"], r["entity_id"])
-            out[key] = metrics_for(r["kind"], counters, reasons.get(key))
+            out[key] = metrics_for(key[0], counters, reasons.get(key))
     return out
 
 

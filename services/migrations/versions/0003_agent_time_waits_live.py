@@ -1,6 +1,7 @@
 """Agent time, queue-wait histograms, live queue state.
 
-- kpi_buckets: agent time per state (µs) and the answered / abandoned wait bins;
+- kpi_buckets: the answered / abandoned wait bins;
+- kpi_time_buckets: agent time per state (µs);
 - kpi_reason_buckets: not-ready time per reason;
 - agent_timelines: each agent's state events, and the state in force now;
 - calls.queue_id / calls.waiting: which calls are waiting in which queue now.
@@ -22,8 +23,8 @@ depends_on = None
 
 # Frozen copies (this file must not follow services.core.kpi).
 _BINS = ("5", "10", "15", "20", "30", "45", "60", "90", "120", "180", "300", "inf")
+TIME = ("logged_in_us", "available_us", "on_call_us", "wrap_up_us", "not_ready_us")
 NEW = (
-    "logged_in_us", "available_us", "on_call_us", "wrap_up_us", "not_ready_us",
     *(f"answered_wait_{b}" for b in _BINS),
     *(f"abandoned_wait_{b}" for b in _BINS),
 )  # fmt: skip
@@ -34,6 +35,14 @@ def upgrade() -> None:
         op.add_column(
             "kpi_buckets", sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
         )
+    # Narrow on purpose: every logged-in agent has a row per minute here.
+    op.create_table(
+        "kpi_time_buckets",
+        sa.Column("kind", sa.Text, primary_key=True),
+        sa.Column("entity_id", sa.Text, primary_key=True),
+        sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+        *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in TIME),
+    )
     op.create_table(
         "kpi_reason_buckets",
         sa.Column("kind", sa.Text, primary_key=True),
@@ -65,5 +74,6 @@ def downgrade() -> None:
     op.drop_column("calls", "queue_id")
     op.drop_table("agent_timelines")
     op.drop_table("kpi_reason_buckets")
+    op.drop_table("kpi_time_buckets")
     for name in NEW:
         op.drop_column("kpi_buckets", name)
