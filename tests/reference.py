@@ -198,8 +198,8 @@ def _agent_times(
 ) -> dict[tuple[Any, ...], dict[str, int]]:
     """Microseconds per state (and per not-ready reason), per entity: each state
     lasts from its event to the agent's next one, but no longer than `cap`; the
-    last one is still open and not counted. Split by wall time, one microsecond at a time in spirit: here
-    one minute at a time."""
+    last one is still open and not counted. Split by wall time, one microsecond
+    at a time in spirit: here one minute at a time."""
     per_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
         if e["type"] == "agent.state":

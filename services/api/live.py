@@ -123,5 +123,5 @@ async def load(conn: AsyncConnection, settings: Settings, now: datetime) -> Live
         team_of_agent=settings.team_of_agent,
         team_of_queue=settings.team_of_queue,
         tz=settings.tz,
-        cap_us=settings.kpi.max_state_hours * 3_600_000_000,
+        cap_us=settings.kpi.max_state_us,
     )

@@ -19,11 +19,10 @@ def _sums(columns: tuple[str, ...]) -> str:
     return ", ".join(f"coalesce(sum({c}), 0)::bigint AS {c}" for c in columns)
 
 
-def _take(row: Any, columns: tuple[str, ...], into: dict[str, int]) -> dict[str, int]:
+def _take(row: Any, columns: tuple[str, ...], into: dict[str, int]) -> None:
     m = row._mapping
     for c in columns:
         into[c] = int(m[c])
-    return into
 
 
 async def entity_exists(conn: AsyncConnection, kind: str, entity_id: str) -> bool:

@@ -49,6 +49,10 @@ class KpiDefinitions(BaseModel):
     # lost event cannot credit days of logged-in time to a pay period.
     max_state_hours: int = Field(12, ge=1, le=24 * 7)
 
+    @property
+    def max_state_us(self) -> int:
+        return self.max_state_hours * 3_600_000_000
+
     def stamp(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump()
         digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -192,6 +196,10 @@ class Settings(BaseSettings):
 
     def queue_team(self, queue_id: str) -> str:
         return self.team_of_queue.get(queue_id, UNASSIGNED_TEAM)
+
+    @property
+    def call_state_retention_us(self) -> int:
+        return self.call_state_retention_days * 86_400_000_000
 
     @property
     def events_topic(self) -> str:

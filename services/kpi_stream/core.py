@@ -28,6 +28,7 @@ from services.core.agents import (
     agent_entities,
     compact_state,
     merge_states,
+    trim,
 )
 from services.core.calls import (
     Compact,
@@ -97,17 +98,18 @@ def track_agents(
     of `by_agent`, None for one not seen before) and return the time deltas."""
     out = AgentResult()
     team_of = settings.team_of_agent
-    keep_us = settings.call_state_retention_days * 86_400 * 1_000_000
-    cap_us = settings.kpi.max_state_hours * 3_600_000_000
+    cap_us = settings.kpi.max_state_us
     for agent, new in by_agent.items():
         known = timelines.get(agent) or []
         latest = max(ev[1] for ev in new)
         if out.max_ts is None or latest > out.max_ts:
             out.max_ts = latest
-        # The timeline is trimmed to this horizon when written (processor), so an
-        # event before it could not be placed between its true neighbours: it would
-        # run up to the oldest kept event and count time already counted.
-        horizon = max(latest, known[-1][1] if known else latest) - keep_us
+        # Retention is measured from the agent's own latest event, not the wall
+        # clock, so a replay of old data keeps what it needs and the result never
+        # depends on when it ran. The timeline is trimmed to this horizon below, so
+        # an event before it could not be placed between its true neighbours: it
+        # would run up to the oldest kept event and count time already counted.
+        horizon = max(latest, known[-1][1] if known else latest) - settings.call_state_retention_us
         placeable = [ev for ev in new if ev[1] >= horizon]
         out.too_old += len(new) - len(placeable)
         change = merge_states(known, placeable, cap_us)
@@ -118,7 +120,7 @@ def track_agents(
             add_segment(out.deltas, out.reasons, seg, ents, -1)
         for seg in change.added:
             add_segment(out.deltas, out.reasons, seg, ents, 1)
-        out.changed[agent] = change.timeline
+        out.changed[agent] = trim(change.timeline, horizon)
     out.deltas = prune(out.deltas)
     out.reasons = {k: v for k, v in out.reasons.items() if v}
     return out

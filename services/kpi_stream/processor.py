@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.core.agents import ReasonKey, StateEvent, trim
+from services.core.agents import ReasonKey, StateEvent
 from services.core.calls import Contribution, Counters, DeltaKey
 from services.core.events import EventError, normalize, partition_for
 from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
@@ -245,10 +245,6 @@ class Processor:
     async def process_events(self, envelopes: Sequence[Envelope]) -> int:
         events = [ev for env in envelopes for ev in env.items]
         by_call, by_agent = group_events(events)
-        import os
-
-        if os.environ.get("XX_NOAGENTS"):
-            by_agent = {}
         parts = sorted({env.partition for env in envelopes})
         async with self.pool.acquire() as conn, conn.transaction():
             for p in parts:
@@ -316,20 +312,14 @@ class Processor:
         changed: dict[str, list[StateEvent]],
         part_of: Mapping[str, int],
     ) -> None:
-        # Measured from the agent's own latest event, not the wall clock, so a replay
-        # of old data keeps what it needs and the result never depends on when it ran;
-        # track_agents refuses events before the same horizon.
-        keep_us = self.settings.call_state_retention_days * 86_400 * 1_000_000
         rows = []
         for agent, timeline in changed.items():
-            kept = trim(timeline, timeline[-1][1] - keep_us)
-            changed[agent] = kept
-            _eid, since, state, reason = kept[-1]
+            _eid, since, state, reason = timeline[-1]
             rows.append(
                 {
                     "a": agent,
                     "p": part_of["agent:" + agent],
-                    "e": kept,
+                    "e": timeline,
                     "s": state,
                     "r": reason,
                     "t": since,
@@ -488,7 +478,7 @@ class Processor:
             )
             await conn.execute(
                 "DELETE FROM fcr_calls WHERE NOT pending AND offered_us < $1",
-                _now_us() - s.call_state_retention_days * 86_400 * 1_000_000 - self.window_us,
+                _now_us() - s.call_state_retention_us - self.window_us,
             )
 
 

@@ -4,6 +4,7 @@ miscounted."""
 from __future__ import annotations
 
 from services.core.agents import StateEvent, trim
+from services.core.calls import Counters, DeltaKey
 from services.core.settings import Settings
 from services.kpi_stream.core import track_agents
 
@@ -11,14 +12,14 @@ DAY = 86_400 * 1_000_000
 SETTINGS = Settings(call_state_retention_days=1, hash_key="test")
 
 
-def logged_in(deltas: dict, agent: str) -> int:  # type: ignore[type-arg]
+def logged_in(deltas: dict[DeltaKey, Counters], agent: str) -> int:
     return sum(
         c.get("logged_in_us", 0) for (k, i, _b), c in deltas.items() if (k, i) == ("agent", agent)
     )
 
 
 def test_a_state_event_older_than_retention_is_refused_and_counts_nothing() -> None:
-    # three days of alternating states, trimmed to one day as the processor does
+    # three days of alternating states, trimmed to one day as track_agents does
     timeline: list[StateEvent] = [
         [f"e{h}", h * 3_600_000_000, "available" if h % 2 else "on_call", None] for h in range(72)
     ]
