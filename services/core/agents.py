@@ -104,6 +104,50 @@ def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:
     return timeline[i - 1 :] if i > 1 else timeline
 
 
+# One agent's time deltas by minute bucket, before they are spread to the agent,
+# team and center rows: {bucket_us: {column: us}}, {(bucket_us, reason): us}.
+BucketTime = dict[int, Counters]
+BucketReasons = dict[tuple[int, str], int]
+
+
+def segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: int) -> None:
+    """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
+    _eid, start, end, state, reason = seg
+    if state == "logged_out" or end <= start:
+        return
+    column = f"{state}_us"
+    b = bucket_of(start)
+    while b < end:
+        overlap = (min(end, b + MINUTE_US) - max(start, b)) * sign
+        slot = time.setdefault(b, {})
+        slot["logged_in_us"] = slot.get("logged_in_us", 0) + overlap
+        slot[column] = slot.get(column, 0) + overlap
+        if state == "not_ready":
+            rk = (b, reason or NO_REASON)
+            reasons[rk] = reasons.get(rk, 0) + overlap
+        b += MINUTE_US
+
+
+def spread(
+    deltas: dict[DeltaKey, Counters],
+    reasons: dict[ReasonKey, int],
+    time: BucketTime,
+    time_reasons: BucketReasons,
+    entities: Iterable[tuple[str, str]],
+) -> None:
+    """Add one agent's bucket time to each of its entities (agent, team, center).
+    Summed per agent first: an agent changes state several times a minute, so this
+    touches each team and center row once per minute instead of once per segment."""
+    for kind, ident in entities:
+        for b, counters in time.items():
+            slot = deltas.setdefault((kind, ident, b), {})
+            for name, us in counters.items():
+                slot[name] = slot.get(name, 0) + us
+        for (b, reason), us in time_reasons.items():
+            rk = (kind, ident, b, reason)
+            reasons[rk] = reasons.get(rk, 0) + us
+
+
 def add_segment(
     deltas: dict[DeltaKey, Counters],
     reasons: dict[ReasonKey, int],
@@ -111,23 +155,11 @@ def add_segment(
     entities: Iterable[tuple[str, str]],
     sign: int,
 ) -> None:
-    """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
-    _eid, start, end, state, reason = seg
-    if state == "logged_out" or end <= start:
-        return
-    column = f"{state}_us"
-    ents = list(entities)
-    b = bucket_of(start)
-    while b < end:
-        overlap = (min(end, b + MINUTE_US) - max(start, b)) * sign
-        for kind, ident in ents:
-            slot = deltas.setdefault((kind, ident, b), {})
-            slot["logged_in_us"] = slot.get("logged_in_us", 0) + overlap
-            slot[column] = slot.get(column, 0) + overlap
-            if state == "not_ready":
-                rk = (kind, ident, b, reason or NO_REASON)
-                reasons[rk] = reasons.get(rk, 0) + overlap
-        b += MINUTE_US
+    """One segment's time, added to (sign=1) or removed from (-1) every entity."""
+    time: BucketTime = {}
+    time_reasons: BucketReasons = {}
+    segment_time(time, time_reasons, seg, sign)
+    spread(deltas, reasons, time, time_reasons, entities)
 
 
 def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int, cap_us: int) -> int:

@@ -101,6 +101,15 @@ stream_watermark = sa.Table(
     sa.Column("event_us", sa.BigInteger, nullable=False),
 )
 
+# The worker that last committed a batch of each events partition: a worker may
+# commit a batch computed ahead from its cache only if it still is (processor.py).
+stream_owners = sa.Table(
+    "stream_owners",
+    metadata,
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+)
+
 worker_stats = sa.Table(
     "worker_stats",
     metadata,

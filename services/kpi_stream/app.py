@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import asyncpg
 import faust
@@ -20,6 +22,7 @@ from services.kpi_stream.processor import (
     SWEEP_CHUNK,
     BadRecord,
     Envelope,
+    PreparedEvents,
     Processor,
     decode_envelope,
     decode_events_record,
@@ -27,6 +30,8 @@ from services.kpi_stream.processor import (
 )
 
 log = logging.getLogger("callkpi.worker")
+
+T = TypeVar("T")
 
 BAD_RECORDS = Counter(
     "callkpi_worker_bad_records_total", "Records on the events topic skipped as unreadable"
@@ -38,6 +43,36 @@ BAD_RECORDS = Counter(
 SESSION_TIMEOUT_S = 6.0
 HEARTBEAT_S = 1.0
 REBALANCE_TIMEOUT_S = 10.0
+
+# A failed batch is retried after 0.5 s, then 1, 2, 4 … at most 30 s apart: quick
+# enough for a connection blip, gentle on a Postgres that is restarting.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+# On shutdown, how long the last batch may take to commit before it is abandoned
+# (it is then replayed: its records were never acknowledged).
+STOP_GRACE_S = 10.0
+
+BATCH_RETRIES = Counter(
+    "callkpi_worker_batch_retries_total",
+    "Worker batch transactions that failed and were retried",
+    ["stage"],
+)
+
+
+async def retrying(stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run `attempt` until it succeeds. A batch that fails (Postgres restarting, a
+    dropped connection) is retried, never skipped: its records are not
+    acknowledged, and skipping would lose them or stall offset commits behind them."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            return await attempt()
+        except Exception:
+            BATCH_RETRIES.labels(stage).inc()
+            log.exception("%s batch failed; retrying in %.1f s", stage, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 def assigned(app: faust.App) -> set[Any]:
@@ -95,40 +130,73 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
 
     processor = Processor(settings, pool, send_facts, worker_id)
 
+    def decode(batch: Sequence[Any]) -> list[Envelope]:
+        envelopes = []
+        for ev in batch:
+            try:
+                envelopes.append(decode_events_record(ev.message.partition, ev.value, key))
+            except BadRecord as exc:
+                # Skip it (the good records around it still count), say where it is.
+                BAD_RECORDS.inc()
+                log.error(
+                    "skipping bad record %s[%d]@%d: %s",
+                    settings.events_topic,
+                    ev.message.partition,
+                    ev.message.offset,
+                    exc,
+                )
+        return envelopes
+
+    async def commit_then_ack(stream: Any, prepared: PreparedEvents | None, batch: Any) -> None:
+        if prepared is not None:
+            await retrying("events", partial(processor.commit_events, prepared))
+        for ev in batch:
+            await stream.ack(ev)
+
+    # Records are acknowledged only once their batch has committed (take_events
+    # would ack them even when the batch raised, losing it). Batch N+1 is computed
+    # while batch N is written: the worker spends about as long waiting on
+    # Postgres as computing.
     @app.agent(events_topic, name="assemble_calls")
     async def assemble_calls(stream: Any) -> None:
-        async for batch in stream.take_events(
-            settings.worker_take_max, within=settings.worker_take_within_seconds
-        ):
-            envelopes = []
-            for ev in batch:
-                try:
-                    envelopes.append(decode_events_record(ev.message.partition, ev.value, key))
-                except BadRecord as exc:
-                    # Skip it (the good records around it still count), say where it is.
-                    BAD_RECORDS.inc()
-                    log.error(
-                        "skipping bad record %s[%d]@%d: %s",
-                        settings.events_topic,
-                        ev.message.partition,
-                        ev.message.offset,
-                        exc,
-                    )
-            if envelopes:
-                await processor.process_events(envelopes)
+        writing: asyncio.Task[None] | None = None
+        try:
+            async for batch in stream.noack_take(
+                settings.worker_take_max, within=settings.worker_take_within_seconds
+            ):
+                envelopes = decode(batch)
+                prepared = (
+                    await retrying("events", partial(processor.prepare_events, envelopes))
+                    if envelopes
+                    else None
+                )
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(commit_then_ack(stream, prepared, batch))
+        finally:
+            if writing is not None and not writing.done():
+                # Let the last batch commit; if it cannot, its records stay
+                # unacknowledged and are replayed by whoever reads them next.
+                done, _ = await asyncio.wait([writing], timeout=STOP_GRACE_S)
+                if not done:
+                    writing.cancel()
+
+    async def store_facts(envelopes: list[Envelope]) -> None:
+        async with lock:
+            await processor.process_facts(envelopes)
 
     @app.agent(fcr_topic, name="track_fcr")
     async def track_fcr(stream: Any) -> None:
-        async for batch in stream.take_events(
+        async for batch in stream.noack_take(
             settings.worker_take_max, within=settings.worker_take_within_seconds
         ):
             envelopes: list[Envelope] = [
                 decode_envelope(ev.message.partition, ev.value, "facts") for ev in batch
             ]
-            if not envelopes:
-                continue
-            async with lock:
-                await processor.process_facts(envelopes)
+            if envelopes:
+                await retrying("facts", partial(store_facts, envelopes))
+            for ev in batch:
+                await stream.ack(ev)
 
     async def sweep_fcr() -> None:
         parts = [tp.partition for tp in assigned(app) if tp.topic == settings.fcr_topic]

@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.agents import (
+    BucketReasons,
+    BucketTime,
     ReasonKey,
     StateEvent,
-    add_segment,
     agent_entities,
     compact_state,
     merge_states,
+    segment_time,
+    spread,
     trim,
 )
 from services.core.calls import (
@@ -115,11 +118,14 @@ def track_agents(
         change = merge_states(known, placeable, cap_us)
         if change is None:
             continue
-        ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))
+        time: BucketTime = {}
+        time_reasons: BucketReasons = {}
         for seg in change.removed:
-            add_segment(out.deltas, out.reasons, seg, ents, -1)
+            segment_time(time, time_reasons, seg, -1)
         for seg in change.added:
-            add_segment(out.deltas, out.reasons, seg, ents, 1)
+            segment_time(time, time_reasons, seg, 1)
+        ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))
+        spread(out.deltas, out.reasons, time, time_reasons, ents)
         out.changed[agent] = trim(change.timeline, horizon)
     out.deltas = prune(out.deltas)
     out.reasons = {k: v for k, v in out.reasons.items() if v}

@@ -12,18 +12,21 @@ effects.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
 import orjson
+from prometheus_client import Counter
 
 from services.core.agents import ReasonKey, StateEvent
-from services.core.calls import Contribution, Counters, DeltaKey
+from services.core.calls import Compact, Contribution, Counters, DeltaKey
 from services.core.events import EventError, normalize, partition_for
 from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
 from services.core.settings import Settings
@@ -37,6 +40,12 @@ from services.kpi_stream.core import (
 )
 
 log = logging.getLogger("callkpi.worker")
+
+RECOMPUTED = Counter(
+    "callkpi_worker_batches_recomputed_total",
+    "Event batches recomputed from Postgres under their lock because what they were "
+    "computed from ahead of it could have changed (rebalances, restarts, retries)",
+)
 
 # Customers finalised per sweep transaction. The sweep is CPU work on the event
 # loop: after a long gap in event time (an import, a replay) tens of thousands of
@@ -115,6 +124,19 @@ ON CONFLICT (call_id) DO UPDATE SET
   pending = EXCLUDED.pending, fact = EXCLUDED.fact, contrib = EXCLUDED.contrib
 """
 
+# Records us as the last writer of the partitions and counts those we already were
+# (every statement of a WITH sees the same snapshot: `prev` is the state before).
+# Called under the partitions' advisory locks, so it cannot race with itself.
+_OWNERS_SWAP = """
+WITH prev AS (
+  SELECT part, owner FROM stream_owners WHERE part = ANY($1::int[])
+), swap AS (
+  INSERT INTO stream_owners (part, owner) SELECT unnest($1::int[]), $2
+  ON CONFLICT (part) DO UPDATE SET owner = EXCLUDED.owner
+)
+SELECT count(*) FROM prev WHERE owner = $2
+"""
+
 _STATS_UPSERT = """
 INSERT INTO worker_stats (worker_id, events_processed, batches, last_lag_us, updated_at)
 VALUES ($1, $2, 1, $3, now())
@@ -139,16 +161,20 @@ class _Lru(OrderedDict[str, Any]):
             self.popitem(last=False)
 
 
-def _split_cached(cache: _Lru, keys: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
-    """(cached values by key, keys to fetch from Postgres)."""
+def _split_cached(
+    keys: Iterable[str], *caches: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """(values found in the first cache that has them, keys to fetch from Postgres)."""
     found: dict[str, Any] = {}
     missing: list[str] = []
     for key in keys:
-        value = cache.get(key)
-        if value is None:
-            missing.append(key)
+        for cache in caches:
+            value = cache.get(key)
+            if value is not None:
+                found[key] = value
+                break
         else:
-            found[key] = value
+            missing.append(key)
     return found, missing
 
 
@@ -218,6 +244,28 @@ def encode_envelope(field: str, items: Sequence[Mapping[str, Any]], at_us: int) 
     return orjson.dumps({"v": 1, "at": at_us, field: list(items)})
 
 
+@dataclass(slots=True)
+class _Work:
+    """Everything one events batch will write, computed before its transaction."""
+
+    calls: dict[str, CallState]
+    agents: dict[str, list[StateEvent]]
+    writes: list[tuple[str, str]]  # (upsert, JSON rows), in this order
+    facts: list[dict[str, Any]]
+    max_ts: int | None
+    too_old: int
+
+
+@dataclass(slots=True)
+class PreparedEvents:
+    """An events batch computed ahead (prepare_events), waiting for commit_events."""
+
+    envelopes: Sequence[Envelope]
+    n_events: int
+    epoch: int  # the processor's epoch when the computation started
+    work: _Work
+
+
 class Processor:
     def __init__(
         self,
@@ -230,102 +278,208 @@ class Processor:
         self.pool = pool
         self.send_facts = send_facts
         self.worker_id = worker_id
+        # Unique per process: a restarted worker with the same id must not take
+        # the previous process's writes for its own (see _still_owner).
+        self.owner = f"{worker_id}/{uuid.uuid4().hex[:12]}"
         self._calls = _Lru(settings.call_cache_size)
         self._customers = _Lru(settings.call_cache_size // 4)
         self._agents = _Lru(settings.call_cache_size // 20)
+        # States computed by batches not yet committed. The next batch is computed
+        # while the previous one is still being written, and must see its result.
+        # An entry leaves when its batch commits (into the LRU) or is replaced by
+        # a recomputed one; a failed batch keeps its entries, as it is retried.
+        self._pending_calls: dict[str, CallState] = {}
+        self._pending_agents: dict[str, list[StateEvent]] = {}
+        # Bumped whenever what a batch was computed from may differ from what it
+        # will be committed on top of: a rebalance, a failed commit, a batch whose
+        # recomputation under its lock came out different. A batch prepared in an
+        # older epoch is recomputed from Postgres under its lock.
+        self._epoch = 0
+        self._commit_lock = asyncio.Lock()
         self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
 
     def forget(self) -> None:
-        """Drop cached state: after a rebalance another worker may have written it."""
+        """Drop cached state: after a rebalance another worker may have written it.
+        Uncommitted results of our own batches stay: they are still being written."""
         self._calls.clear()
         self._customers.clear()
         self._agents.clear()
+        self._epoch += 1
 
     # --- stage 1 ---------------------------------------------------------------
+    # A batch is computed (prepare_events: cache and Postgres reads, call assembly,
+    # agent timelines, JSON encoding) before the transaction that writes it
+    # (commit_events), so the worker can compute batch N+1 while Postgres writes
+    # batch N. The computation is only trusted if, under the partitions' locks,
+    # nothing it read can have changed: same epoch, and no other worker committed
+    # to these partitions since our last commit there. Otherwise it is redone from
+    # Postgres under the lock, which is exactly the unpipelined algorithm.
     async def process_events(self, envelopes: Sequence[Envelope]) -> int:
+        """Compute and commit one batch."""
+        return await self.commit_events(await self.prepare_events(envelopes))
+
+    async def prepare_events(self, envelopes: Sequence[Envelope]) -> PreparedEvents:
+        epoch = self._epoch
         events = [ev for env in envelopes for ev in env.items]
-        by_call, by_agent = group_events(events)
+        work = await self._compute(None, envelopes, events)
+        # Registered even if the epoch moved meanwhile (this batch will then be
+        # recomputed): the next batch must see this one's states, or a
+        # recomputation that comes out the same would leave it computed without.
+        self._pending_calls.update(work.calls)
+        self._pending_agents.update(work.agents)
+        return PreparedEvents(envelopes, len(events), epoch, work)
+
+    async def commit_events(self, prepared: PreparedEvents) -> int:
+        envelopes = prepared.envelopes
         parts = sorted({env.partition for env in envelopes})
-        async with self.pool.acquire() as conn, conn.transaction():
-            for p in parts:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
-            states = await self._load_calls(conn, list(by_call))
-            result = assemble(by_call, states, self.settings)
-            timelines = await self._load_timelines(conn, list(by_agent)) if by_agent else {}
-            agents = track_agents(by_agent, timelines, self.settings)
-            if agents.too_old:
-                log.warning(
-                    "%d agent.state event(s) older than call_state_retention_days before "
-                    "their agent's latest event: not counted (docs/metrics.md)",
-                    agents.too_old,
-                )
-            if result.changed or agents.changed:
-                part_of = _partitions(envelopes)
-                if result.changed:
-                    await self._write_calls(conn, result.changed, part_of)
-                if agents.changed:
-                    await self._write_timelines(conn, agents.changed, part_of)
-            await write_deltas(conn, result.deltas)
-            await write_deltas(conn, agents.deltas, _TIME_UPSERT)
-            await write_reasons(conn, agents.reasons)
-            max_ts = max((t for t in (result.max_ts, agents.max_ts) if t is not None), default=None)
-            if max_ts is not None:
-                # One row per partition we hold the lock of, so workers never
-                # contend on it; the watermark is the max over all rows.
-                await conn.execute(
-                    "INSERT INTO stream_watermark (id, event_us) VALUES ($1, $2) "
-                    "ON CONFLICT (id) DO UPDATE SET "
-                    "event_us = GREATEST(stream_watermark.event_us, EXCLUDED.event_us)",
-                    parts[0],
-                    max_ts,
-                )
-            if result.facts:
-                # Facts go out before the commit: if we die after sending, the
-                # replay re-sends them and stage 2 stores the same fact again.
-                await self.send_facts(self._by_fcr_partition(result.facts))
-            oldest = min((env.ingested_us for env in envelopes if env.ingested_us), default=0)
-            lag = max(0, _now_us() - oldest) if oldest else 0
-            await conn.execute(_STATS_UPSERT, self.worker_id, len(events), lag)
-        for call_id, state in result.changed.items():
+        work = prepared.work
+        try:
+            async with self._commit_lock, self.pool.acquire() as conn, conn.transaction():
+                for p in parts:
+                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
+                owned = await self._still_owner(conn, parts)
+                if not owned:
+                    # Another worker wrote here since we last did (or we just
+                    # started): any cached state may be stale.
+                    self.forget()
+                if prepared.epoch != self._epoch:
+                    work = await self._recompute(conn, prepared)
+                if work.too_old:
+                    log.warning(
+                        "%d agent.state event(s) older than call_state_retention_days "
+                        "before their agent's latest event: not counted (docs/metrics.md)",
+                        work.too_old,
+                    )
+                for sql, payload in work.writes:
+                    await conn.execute(sql, payload)
+                if work.max_ts is not None:
+                    # One row per partition we hold the lock of, so workers never
+                    # contend on it; the watermark is the max over all rows.
+                    await conn.execute(
+                        "INSERT INTO stream_watermark (id, event_us) VALUES ($1, $2) "
+                        "ON CONFLICT (id) DO UPDATE SET "
+                        "event_us = GREATEST(stream_watermark.event_us, EXCLUDED.event_us)",
+                        parts[0],
+                        work.max_ts,
+                    )
+                if work.facts:
+                    # Facts go out before the commit: if we die after sending, the
+                    # replay re-sends them and stage 2 stores the same fact again.
+                    await self.send_facts(self._by_fcr_partition(work.facts))
+                oldest = min((env.ingested_us for env in envelopes if env.ingested_us), default=0)
+                lag = max(0, _now_us() - oldest) if oldest else 0
+                await conn.execute(_STATS_UPSERT, self.worker_id, prepared.n_events, lag)
+        except BaseException:
+            # The batch may or may not have committed (a connection lost during
+            # COMMIT does not say): the cache may be stale, and batches computed
+            # since must be recomputed. Its pending states stay: it is retried.
+            self.forget()
+            raise
+        for call_id, state in work.calls.items():
             self._calls.put(call_id, state)
-        for agent, timeline in agents.changed.items():
+        for agent, timeline in work.agents.items():
             self._agents.put(agent, timeline)
-        return len(events)
+        self._discard(work)
+        return prepared.n_events
 
-    async def _load_timelines(
-        self, conn: asyncpg.Connection, agents: list[str]
-    ) -> dict[str, list[StateEvent] | None]:
-        found: dict[str, list[StateEvent] | None]
-        found, missing = _split_cached(self._agents, agents)
-        if missing:
-            rows = await conn.fetch(
-                "SELECT agent_id, events FROM agent_timelines WHERE agent_id = ANY($1::text[])",
-                missing,
-            )
-            for r in rows:
-                found[r["agent_id"]] = orjson.loads(r["events"])
-        return found
+    async def _recompute(self, conn: asyncpg.Connection, prepared: PreparedEvents) -> _Work:
+        """Redo a batch from Postgres under its lock. If the result differs from the
+        one computed ahead, later batches may have been computed from the latter:
+        replace it in the pending maps and make them recompute too. (Replacing only
+        then keeps one recomputation from forcing the next, forever.)"""
+        RECOMPUTED.inc()
+        log.info(
+            "batch of partitions %s recomputed under its lock (cache not trusted)",
+            sorted({env.partition for env in prepared.envelopes}),
+        )
+        events = [ev for env in prepared.envelopes for ev in env.items]
+        fresh = await self._compute(conn, prepared.envelopes, events)
+        ahead = prepared.work
+        if fresh.calls == ahead.calls and fresh.agents == ahead.agents:
+            # Same states, so later batches saw the right ones; the deltas may still
+            # differ (they depend on the state before), and fresh's are the truth.
+            # The ahead objects stay, as the pending maps hold them by identity.
+            return replace(fresh, calls=ahead.calls, agents=ahead.agents)
+        self._discard(ahead)
+        # where a later batch already replaced a state, its own recomputation
+        # (forced by the epoch) will replace it again
+        for key, state in fresh.calls.items():
+            self._pending_calls.setdefault(key, state)
+        for key, timeline in fresh.agents.items():
+            self._pending_agents.setdefault(key, timeline)
+        self._epoch += 1
+        return fresh
 
-    async def _write_timelines(
+    def _discard(self, work: _Work) -> None:
+        """Take a batch's states out of the pending maps (unless a later batch
+        has already replaced them)."""
+        for call_id, state in work.calls.items():
+            if self._pending_calls.get(call_id) is state:
+                del self._pending_calls[call_id]
+        for agent, timeline in work.agents.items():
+            if self._pending_agents.get(agent) is timeline:
+                del self._pending_agents[agent]
+
+    async def _still_owner(self, conn: asyncpg.Connection, parts: list[int]) -> bool:
+        """Record us as the last writer of `parts`; True if we already were for all
+        of them, i.e. nobody else committed there since our last commit."""
+        mine = await conn.fetchval(_OWNERS_SWAP, parts, self.owner)
+        return int(mine) == len(parts)
+
+    async def _compute(
         self,
-        conn: asyncpg.Connection,
-        changed: dict[str, list[StateEvent]],
-        part_of: Mapping[str, int],
-    ) -> None:
-        rows = []
-        for agent, timeline in changed.items():
-            _eid, since, state, reason = timeline[-1]
-            rows.append(
-                {
-                    "a": agent,
-                    "p": part_of["agent:" + agent],
-                    "e": timeline,
-                    "s": state,
-                    "r": reason,
-                    "t": since,
-                }
-            )
-        await conn.execute(_TIMELINES_UPSERT, orjson.dumps(rows).decode())
+        conn: asyncpg.Connection | None,
+        envelopes: Sequence[Envelope],
+        events: list[dict[str, Any]],
+    ) -> _Work:
+        """The batch's effects. With conn=None (ahead of the lock), states come from
+        pending batches, the cache, then Postgres; with a locked conn, from Postgres."""
+        # The CPU-heavy steps run in a thread: the event loop stays free to drive
+        # the previous batch's statements (each needs the loop to send the next),
+        # Kafka fetches and heartbeats. Only this task touches what they read.
+        by_call, by_agent = await asyncio.to_thread(group_events, events)
+        if conn is None:
+            calls, missing_calls = _split_cached(by_call, self._pending_calls, self._calls)
+            agents, missing_agents = _split_cached(by_agent, self._pending_agents, self._agents)
+        else:
+            calls, missing_calls = {}, list(by_call)
+            agents, missing_agents = {}, list(by_agent)
+        if missing_calls or missing_agents:
+            if conn is None:
+                async with self.pool.acquire() as own:
+                    calls.update(await _fetch_calls(own, missing_calls))
+                    agents.update(await _fetch_timelines(own, missing_agents))
+            else:
+                calls.update(await _fetch_calls(conn, missing_calls))
+                agents.update(await _fetch_timelines(conn, missing_agents))
+        return await asyncio.to_thread(self._effects, envelopes, by_call, calls, by_agent, agents)
+
+    def _effects(
+        self,
+        envelopes: Sequence[Envelope],
+        by_call: dict[str, list[Compact]],
+        calls: dict[str, CallState],
+        by_agent: dict[str, list[StateEvent]],
+        agents: dict[str, list[StateEvent]],
+    ) -> _Work:
+        """The batch's new states and deltas, encoded for the upserts (pure CPU)."""
+        result = assemble(by_call, calls, self.settings)
+        tracked = track_agents(by_agent, agents, self.settings)
+        writes: list[tuple[str, str]] = []
+        if result.changed or tracked.changed:
+            part_of = _partitions(envelopes)
+            if result.changed:
+                writes.append((_CALLS_UPSERT, _calls_rows(result.changed, part_of)))
+            if tracked.changed:
+                writes.append((_TIMELINES_UPSERT, _timeline_rows(tracked.changed, part_of)))
+        if result.deltas:
+            writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
+        if tracked.deltas:
+            writes.append((_TIME_UPSERT, _delta_rows(tracked.deltas)))
+        if tracked.reasons:
+            writes.append((_REASONS_UPSERT, _reason_rows(tracked.reasons)))
+        max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
+        return _Work(result.changed, tracked.changed, writes, result.facts, max_ts, tracked.too_old)
 
     def _by_fcr_partition(self, facts: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}
@@ -334,47 +488,6 @@ class Processor:
                 fact
             )
         return out
-
-    async def _load_calls(
-        self, conn: asyncpg.Connection, call_ids: list[str]
-    ) -> dict[str, CallState | None]:
-        states: dict[str, CallState | None]
-        states, missing = _split_cached(self._calls, call_ids)
-        if missing:
-            rows = await conn.fetch(
-                "SELECT call_id, events, contrib, fact FROM calls WHERE call_id = ANY($1::text[])",
-                missing,
-            )
-            for r in rows:
-                states[r["call_id"]] = CallState(
-                    {e[0]: e for e in orjson.loads(r["events"])},
-                    Contribution.from_json(_loads(r["contrib"])),
-                    _loads(r["fact"]),
-                )
-        return states
-
-    async def _write_calls(
-        self,
-        conn: asyncpg.Connection,
-        changed: Mapping[str, CallState],
-        part_of: Mapping[str, int],
-    ) -> None:
-        rows = []
-        for cid, st in changed.items():
-            queue, waiting = _queue_and_waiting(st)
-            rows.append(
-                {
-                    "c": cid,
-                    "p": part_of[cid],
-                    "o": _offered_us(st),
-                    "e": list(st.events.values()),
-                    "r": st.contrib.to_json() if st.contrib is not None else None,
-                    "f": st.fact,
-                    "q": queue,
-                    "w": waiting,
-                }
-            )
-        await conn.execute(_CALLS_UPSERT, orjson.dumps(rows).decode())
 
     # --- stage 2 ---------------------------------------------------------------
     async def process_facts(self, envelopes: Sequence[Envelope]) -> int:
@@ -422,7 +535,7 @@ class Processor:
         self, conn: asyncpg.Connection, names: set[str]
     ) -> dict[str, dict[str, FcrRow]]:
         out: dict[str, dict[str, FcrRow]]
-        out, missing = _split_cached(self._customers, names)
+        out, missing = _split_cached(names, self._customers)
         if missing:
             rows = await conn.fetch(
                 "SELECT call_id, customer, fact, contrib FROM fcr_calls "
@@ -494,30 +607,94 @@ def _partitions(envelopes: Sequence[Envelope]) -> dict[str, int]:
     return out
 
 
-async def write_reasons(conn: asyncpg.Connection, reasons: Mapping[ReasonKey, int]) -> None:
-    if not reasons:
-        return
-    rows = [
-        {"k": kind, "i": ident, "b": bucket_us // 1_000_000, "r": reason, "u": us}
-        for (kind, ident, bucket_us, reason), us in reasons.items()
-    ]
-    await conn.execute(_REASONS_UPSERT, orjson.dumps(rows).decode())
-
-
 async def current_watermark(conn: asyncpg.Connection) -> int:
     value = await conn.fetchval("SELECT max(event_us) FROM stream_watermark")
     return int(value) if value is not None else 0
 
 
-async def write_deltas(
-    conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters], upsert: str = _BUCKET_UPSERT
-) -> None:
-    """One upsert for the whole batch: call counters (kpi_buckets), or agent time
-    with upsert=_TIME_UPSERT (kpi_time_buckets)."""
-    if not deltas:
-        return
-    rows = [
-        {"k": kind, "i": ident, "b": bucket_us // 1_000_000, **deltas[(kind, ident, bucket_us)]}
-        for kind, ident, bucket_us in deltas
-    ]
-    await conn.execute(upsert, orjson.dumps(rows).decode())
+async def write_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters]) -> None:
+    """One upsert of call-counter deltas for a whole batch (stage 2, the sweep)."""
+    if deltas:
+        await conn.execute(_BUCKET_UPSERT, _delta_rows(deltas))
+
+
+def _delta_rows(deltas: Mapping[DeltaKey, Counters]) -> str:
+    return orjson.dumps(
+        [
+            {"k": kind, "i": ident, "b": bucket_us // 1_000_000, **counters}
+            for (kind, ident, bucket_us), counters in deltas.items()
+        ]
+    ).decode()
+
+
+def _reason_rows(reasons: Mapping[ReasonKey, int]) -> str:
+    return orjson.dumps(
+        [
+            {"k": kind, "i": ident, "b": bucket_us // 1_000_000, "r": reason, "u": us}
+            for (kind, ident, bucket_us, reason), us in reasons.items()
+        ]
+    ).decode()
+
+
+def _calls_rows(changed: Mapping[str, CallState], part_of: Mapping[str, int]) -> str:
+    rows = []
+    for cid, st in changed.items():
+        queue, waiting = _queue_and_waiting(st)
+        rows.append(
+            {
+                "c": cid,
+                "p": part_of[cid],
+                "o": _offered_us(st),
+                "e": list(st.events.values()),
+                "r": st.contrib.to_json() if st.contrib is not None else None,
+                "f": st.fact,
+                "q": queue,
+                "w": waiting,
+            }
+        )
+    return orjson.dumps(rows).decode()
+
+
+def _timeline_rows(changed: Mapping[str, list[StateEvent]], part_of: Mapping[str, int]) -> str:
+    rows = []
+    for agent, timeline in changed.items():
+        _eid, since, state, reason = timeline[-1]
+        rows.append(
+            {
+                "a": agent,
+                "p": part_of["agent:" + agent],
+                "e": timeline,
+                "s": state,
+                "r": reason,
+                "t": since,
+            }
+        )
+    return orjson.dumps(rows).decode()
+
+
+async def _fetch_calls(conn: asyncpg.Connection, call_ids: list[str]) -> dict[str, CallState]:
+    if not call_ids:
+        return {}
+    rows = await conn.fetch(
+        "SELECT call_id, events, contrib, fact FROM calls WHERE call_id = ANY($1::text[])",
+        call_ids,
+    )
+    return {
+        r["call_id"]: CallState(
+            {e[0]: e for e in orjson.loads(r["events"])},
+            Contribution.from_json(_loads(r["contrib"])),
+            _loads(r["fact"]),
+        )
+        for r in rows
+    }
+
+
+async def _fetch_timelines(
+    conn: asyncpg.Connection, agents: list[str]
+) -> dict[str, list[StateEvent]]:
+    if not agents:
+        return {}
+    rows = await conn.fetch(
+        "SELECT agent_id, events FROM agent_timelines WHERE agent_id = ANY($1::text[])", agents
+    )
+    return {r["agent_id"]: orjson.loads(r["events"]) for r in rows}

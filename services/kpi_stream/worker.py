@@ -7,6 +7,7 @@ importing this module starts nothing. The service itself answers /healthz and
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -22,6 +23,14 @@ from services.core.settings import Settings
 from services.kpi_stream.app import assigned, create_faust_app, wire
 
 log = logging.getLogger("callkpi.worker")
+
+# The worker keeps hundreds of thousands of call states in its cache and allocates
+# millions of short-lived objects per batch; at Python's default thresholds
+# (700, 10, 10) the cyclic collector keeps re-scanning that cache, and took ~30% of
+# the stage-1 CPU (measured: 26k → 37k events/s of pure computation). Its data is
+# acyclic, so reference counting frees nearly everything; a young collection every
+# 100,000 allocations and rare full ones bound the garbage cycles can hold.
+GC_THRESHOLDS = (100_000, 50, 1_000)
 
 
 def require_bootstrap(settings: Settings) -> str:
@@ -46,7 +55,10 @@ def create_worker_app(settings: Settings) -> FastAPI:
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
         wire(faust_app, settings, pool, worker_id)
         faust_app.finalize()
+        previous_gc = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
         await faust_app.start()
+        gc.freeze()  # what start-up allocated lives as long as the process
         state["faust"] = faust_app
         log.info("worker %s started (broker %s)", worker_id, bootstrap)
         try:
@@ -54,6 +66,8 @@ def create_worker_app(settings: Settings) -> FastAPI:
         finally:
             await faust_app.stop()
             await pool.close()
+            gc.unfreeze()
+            gc.set_threshold(*previous_gc)
 
     app = FastAPI(title="callkpi worker", lifespan=lifespan)
 

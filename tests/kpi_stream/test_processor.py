@@ -18,7 +18,7 @@ from services.core.db import asyncpg_dsn
 from services.core.events import normalize, partition_for, routing_key
 from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, COUNTERS, metrics_for
 from services.devstack import EmbeddedPostgres
-from services.kpi_stream.processor import Envelope, Processor
+from services.kpi_stream.processor import Envelope, PreparedEvents, Processor
 from tests.conftest import new_database
 from tests.kpi_stream.test_core_properties import SETTINGS, assert_same, expected
 from tests.scenarios import deliveries, scenarios
@@ -63,7 +63,11 @@ def envelopes(batch: list[dict[str, Any]]) -> list[Envelope]:
 async def drive(
     url: str, batches: list[list[dict[str, Any]]], rnd: random.Random
 ) -> dict[Any, Any]:
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=2)
+    """Feed `batches` the way the worker does: batch N+1 is computed before batch N
+    commits. Commits fail now and then (retried in place, or the process restarts
+    with an empty cache and both batches are replayed), rebalances drop the cache,
+    and another worker sometimes writes a batch in between, while ours waits."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
     fact_log: list[tuple[int, dict[str, Any]]] = []
     crash_next = False
 
@@ -74,22 +78,55 @@ async def drive(
             raise Crash  # facts were "sent", the transaction never commits
 
     proc = Processor(SETTINGS, pool, send_facts, "test")
+    other = Processor(SETTINGS, pool, send_facts, "other")
+    waiting: tuple[PreparedEvents, list[Envelope]] | None = None  # computed, not committed
     consumed = 0
+
+    async def commit(prepared: PreparedEvents, envs: list[Envelope]) -> bool:
+        """Commit, or fail and recover as the worker would; False if it restarted."""
+        nonlocal crash_next, proc
+        crash_next = rnd.random() < 0.2
+        try:
+            await proc.commit_events(prepared)
+            crash_next = False  # this batch sent no facts: nothing to crash on
+            return True
+        except Crash:
+            crash_next = False
+            if rnd.random() < 0.5:
+                await proc.commit_events(prepared)  # the worker's retry
+                return True
+            proc = Processor(SETTINGS, pool, send_facts, "test")  # a new process
+            await proc.process_events(envs)
+            return False
+
+    async def prepare_later(p: Processor, envs: list[Envelope]) -> PreparedEvents:
+        # the worker reads its next batch from Kafka first: start anywhere in the commit
+        await asyncio.sleep(rnd.choice([0, 0, 0.0005, 0.002, 0.005]))
+        return await p.prepare_events(envs)
+
     try:
         for batch in batches:
-            crash_next = rnd.random() < 0.2
-            try:
-                await proc.process_events(envelopes(batch))
-            except Crash:
-                proc.forget()  # a new process starts with an empty cache
-                crash_next = False
-                await proc.process_events(envelopes(batch))  # the replay
+            envs = envelopes(batch)
+            if rnd.random() < 0.15:
+                await other.process_events(envs)
+                continue
+            if waiting is None:
+                prepared = await proc.prepare_events(envs)
+            else:
+                # as in the worker: the next batch is computed while this one commits
+                before = proc
+                _, prepared = await asyncio.gather(commit(*waiting), prepare_later(proc, envs))
+                if proc is not before:  # restarted: the next batch comes again too
+                    prepared = await proc.prepare_events(envs)
+            waiting = (prepared, envs)
             if rnd.random() < 0.1:
                 proc.forget()
             if rnd.random() < 0.5:
                 new = fact_log[consumed:]
                 consumed = len(fact_log)
                 await proc.process_facts([Envelope(p, 0, [f]) for p, f in new])
+        if waiting is not None:
+            await proc.commit_events(waiting[0])
         await proc.process_facts([Envelope(p, 0, [f]) for p, f in fact_log[consumed:]])
         await proc.sweep(range(SETTINGS.partitions))
         async with pool.acquire() as conn:
@@ -153,3 +190,72 @@ def test_watermark_sweep_finalises_fcr_once_the_window_has_passed(pg: EmbeddedPo
     assert (before["fcr_candidates"], before["fcr_final"], before["fcr_rate"]) == (1, 0, None)
     assert before["fcr_rate_provisional"] == 1.0
     assert (after["fcr_final"], after["fcr_resolved"], after["fcr_rate"]) == (1, 1, 1.0)
+
+
+def test_a_batch_computed_while_the_previous_one_is_recomputed_is_recomputed_too(
+    pg: EmbeddedPostgres,
+) -> None:
+    """The worker computes batch N+1 while batch N commits. If N's ahead-of-lock
+    result is discarded (another worker wrote its partition) and N+1 starts while N
+    is being recomputed, N+1 read the call from Postgres before N's commit: it must
+    not be committed as computed, or the call loses N's event."""
+    base = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+    def ev(eid: str, secs: int, typ: str, **f: Any) -> dict[str, Any]:
+        return {
+            "event_id": eid,
+            "type": typ,
+            "occurred_at": (base + timedelta(seconds=secs)).isoformat(),
+            **f,
+        }
+
+    offered = ev("1", 0, "call.offered", call_id="X", queue_id="billing")
+    answered = ev("2", 10, "call.answered", call_id="X", agent_id="a1")
+    ended = ev("3", 70, "call.ended", call_id="X", ended_by="agent")
+    # a call of another customer that hashes to X's partition, written by another worker
+    part = envelopes([offered])[0].partition
+    foreign = next(
+        ev(f"y{i}", 5, "call.offered", call_id=f"Y{i}", queue_id="tech")
+        for i in range(1000)
+        if envelopes([ev("p", 0, "call.offered", call_id=f"Y{i}", queue_id="tech")])[0].partition
+        == part
+    )
+    url = new_database(pg)
+    reached, release = asyncio.Event(), asyncio.Event()
+
+    class PausesInRecompute(Processor):
+        async def _compute(self, conn: Any, envs: Any, events: Any) -> Any:
+            if conn is not None:  # the recompute under the lock
+                reached.set()
+                await release.wait()
+            return await super()._compute(conn, envs, events)
+
+    async def scenario() -> dict[Any, Any]:
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
+
+        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
+            pass
+
+        try:
+            proc = PausesInRecompute(SETTINGS, pool, send, "test")
+            other = Processor(SETTINGS, pool, send, "other")
+            await other.process_events(envelopes([offered]))
+            release.set()
+            await proc.process_events(envelopes([offered]))  # proc owns the partition
+            release.clear()
+            reached.clear()
+            await other.process_events(envelopes([foreign]))  # now other does
+            batch_n = await proc.prepare_events(envelopes([answered]))
+            writing = asyncio.create_task(proc.commit_events(batch_n))
+            await reached.wait()
+            batch_n1 = await proc.prepare_events(envelopes([ended]))
+            release.set()
+            await writing
+            await proc.commit_events(batch_n1)
+            async with pool.acquire() as conn:
+                return await read_figures(conn)
+        finally:
+            await pool.close()
+
+    got = asyncio.run(scenario())
+    assert_same(got, expected([offered, answered, ended, foreign]))
