@@ -1,0 +1,221 @@
+"""Alert rules and business-hour schedules, as written in the config file.
+
+The first part of alerting (issue 4): what a rule says and which threshold is in
+force at a given instant. Evaluation, state and sinks build on this.
+
+A schedule is a set of weekly time ranges, in the center's time zone, that are
+`peak`; every other instant is `off_peak`; listed holiday dates take their own
+class for the whole day (`closed` means: do not alert). A rule names a field of
+the read API that is a rate or an average, the entities it watches, a threshold
+per schedule class, and the guards that keep it quiet on thin volume and brief
+dips (`min_calls`, `for`) and stop it flapping at the line (`clear_margin`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.core.kpi import metrics_for, zero_counters
+
+ScheduleClass = Literal["peak", "off_peak", "closed"]
+Kind = Literal["center", "team", "queue"]
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# Rates and averages are the fields that are undefined (None) without data; counts
+# are 0. Deriving the list this way keeps it in step with the read API.
+ALERTABLE_FIELDS: frozenset[str] = frozenset(
+    name
+    for kind in ("center", "team", "queue")
+    for name, value in metrics_for(kind, zero_counters()).items()
+    if value is None
+)
+
+_DURATION = re.compile(r"^(\d+)(s|m|h)$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '2m', '1h' (one number, one unit)."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like 90s, 2m or 1h")
+    return timedelta(seconds=int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+
+
+def _clock(text: str) -> time:
+    if text == "24:00":
+        return time.max
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time of day like 09:00") from None
+
+
+class WeeklyRange(BaseModel):
+    """Days of the week and a time range on each, e.g. mon-fri 09:00-12:00."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    days: list[str] = Field(min_length=1)
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, value: list[str]) -> list[str]:
+        out = [d.lower()[:3] for d in value]
+        bad = [d for d, o in zip(value, out, strict=True) if o not in DAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}: use mon, tue, wed, thu, fri, sat, sun")
+        return out
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WeeklyRange:
+        if _clock(self.end) <= _clock(self.start):
+            raise ValueError(
+                f"from {self.start} must be before to {self.end} "
+                "(a range past midnight is two ranges)"
+            )
+        return self
+
+    def contains(self, local: datetime) -> bool:
+        if DAYS[local.weekday()] not in self.days:
+            return False
+        return _clock(self.start) <= local.time() < _clock(self.end)
+
+
+class Holiday(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    day: date = Field(alias="date")
+    schedule_class: ScheduleClass = Field("closed", alias="class")
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    peak: list[WeeklyRange] = Field(default_factory=list)
+    holidays: list[Holiday] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_holidays(self) -> Schedule:
+        seen: set[date] = set()
+        for i, h in enumerate(self.holidays):
+            if h.day in seen:
+                raise ValueError(f"holidays[{i}]: {h.day} is listed twice")
+            seen.add(h.day)
+        return self
+
+    def class_at(self, instant: datetime, tz: ZoneInfo) -> ScheduleClass:
+        """The schedule class in force at `instant` (aware), judged on the wall
+        clock of the center's zone (so a DST change moves nothing)."""
+        local = instant.astimezone(tz)
+        for h in self.holidays:
+            if h.day == local.date():
+                return h.schedule_class
+        return "peak" if any(r.contains(local) for r in self.peak) else "off_peak"
+
+
+class Thresholds(BaseModel):
+    """The line per schedule class. A class left out does not alert."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    peak: float | None = None
+    off_peak: float | None = None
+    closed: None = None  # `closed` never alerts: nothing to set
+
+    def in_force(self, cls: ScheduleClass) -> float | None:
+        return None if cls == "closed" else getattr(self, cls)
+
+
+class AlertRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+    field: str = "answer_rate"
+    kind: Kind
+    # entity ids to watch; empty = every entity of the kind (center: "all")
+    ids: list[str] = Field(default_factory=list)
+    direction: Literal["below", "above"] = "below"
+    thresholds: Thresholds
+    window: str = "15m"
+    min_calls: int = Field(20, ge=0)
+    hold: str = Field("2m", alias="for")
+    clear_margin: float = Field(0.0, ge=0)
+    webhooks: list[str] = Field(default_factory=list)
+
+    @field_validator("field")
+    @classmethod
+    def _alertable(cls, value: str) -> str:
+        if value not in ALERTABLE_FIELDS:
+            raise ValueError(
+                f"{value!r} is not a rate or average of the read API; "
+                f"one of: {', '.join(sorted(ALERTABLE_FIELDS))}"
+            )
+        return value
+
+    @field_validator("window", "hold")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("webhooks")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r}: a webhook is an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _has_a_line(self) -> AlertRule:
+        if self.thresholds.peak is None and self.thresholds.off_peak is None:
+            raise ValueError("thresholds: set peak, off_peak or both")
+        if self.kind == "center" and self.ids not in ([], ["all"]):
+            raise ValueError("ids: the center's only id is 'all'")
+        return self
+
+    @property
+    def window_td(self) -> timedelta:
+        return parse_duration(self.window)
+
+    @property
+    def hold_td(self) -> timedelta:
+        return parse_duration(self.hold)
+
+    def breached(self, value: float, threshold: float) -> bool:
+        return value < threshold if self.direction == "below" else value > threshold
+
+    def cleared(self, value: float, threshold: float) -> bool:
+        """Back past the line by at least the margin (hysteresis)."""
+        if self.direction == "below":
+            return value >= threshold + self.clear_margin
+        return value <= threshold - self.clear_margin
+
+
+class AlertSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schedule: Schedule = Schedule()
+    rules: list[AlertRule] = Field(default_factory=list)
+    # a webhook's body is signed with this key (HMAC-SHA256); required with webhooks
+    webhook_secret: str | None = None
+
+    @model_validator(mode="after")
+    def _unique_and_signed(self) -> AlertSettings:
+        seen: set[str] = set()
+        for i, rule in enumerate(self.rules):
+            if rule.id in seen:
+                raise ValueError(f"rules[{i}].id: duplicate rule id {rule.id!r}")
+            seen.add(rule.id)
+            if rule.webhooks and not self.webhook_secret:
+                raise ValueError(f"rules[{i}].webhooks: set alerts.webhook_secret to sign them")
+        return self
