@@ -110,7 +110,7 @@ BucketTime = dict[int, Counters]
 BucketReasons = dict[tuple[int, str], int]
 
 
-def segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: int) -> None:
+def _segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: int) -> None:
     """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
     _eid, start, end, state, reason = seg
     if state == "logged_out" or end <= start:
@@ -128,16 +128,22 @@ def segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: i
         b += MINUTE_US
 
 
-def spread(
+def add_change(
     deltas: dict[DeltaKey, Counters],
     reasons: dict[ReasonKey, int],
-    time: BucketTime,
-    time_reasons: BucketReasons,
+    change: TimelineChange,
     entities: Iterable[tuple[str, str]],
 ) -> None:
-    """Add one agent's bucket time to each of its entities (agent, team, center).
-    Summed per agent first: an agent changes state several times a minute, so this
-    touches each team and center row once per minute instead of once per segment."""
+    """Add a timeline change's time (added segments minus removed ones) to each of
+    the agent's entities (agent, team, center). Summed per agent first: an agent
+    changes state several times a minute, so each team and center row is touched
+    once per minute instead of once per segment."""
+    time: BucketTime = {}
+    time_reasons: BucketReasons = {}
+    for seg in change.removed:
+        _segment_time(time, time_reasons, seg, -1)
+    for seg in change.added:
+        _segment_time(time, time_reasons, seg, 1)
     for kind, ident in entities:
         for b, counters in time.items():
             slot = deltas.setdefault((kind, ident, b), {})
@@ -146,20 +152,6 @@ def spread(
         for (b, reason), us in time_reasons.items():
             rk = (kind, ident, b, reason)
             reasons[rk] = reasons.get(rk, 0) + us
-
-
-def add_segment(
-    deltas: dict[DeltaKey, Counters],
-    reasons: dict[ReasonKey, int],
-    seg: Segment,
-    entities: Iterable[tuple[str, str]],
-    sign: int,
-) -> None:
-    """One segment's time, added to (sign=1) or removed from (-1) every entity."""
-    time: BucketTime = {}
-    time_reasons: BucketReasons = {}
-    segment_time(time, time_reasons, seg, sign)
-    spread(deltas, reasons, time, time_reasons, entities)
 
 
 def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int, cap_us: int) -> int:

@@ -15,10 +15,17 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from services.core.kpi import metrics_for, zero_counters
 
@@ -48,13 +55,25 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(m.group(1)) * _UNIT_SECONDS[m.group(2)])
 
 
-def _clock(text: str) -> time:
-    if text == "24:00":
+def _duration(value: object) -> object:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _clock(value: object) -> time:
+    # quoted in YAML on purpose: unquoted 09:00 is the base-60 integer 540 there
+    if not isinstance(value, str):
+        raise ValueError(f'{value!r}: write a time of day in quotes, like "09:00"')
+    if value == "24:00":
         return time.max
     try:
-        return time.fromisoformat(text)
+        return time.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{text!r} is not a time of day like 09:00") from None
+        raise ValueError(f"{value!r} is not a time of day like 09:00") from None
+
+
+# Written as 90s / 2m / 1h in the config, held as a timedelta.
+Duration = Annotated[timedelta, BeforeValidator(_duration)]
+ClockTime = Annotated[time, BeforeValidator(_clock)]
 
 
 class WeeklyRange(BaseModel):
@@ -63,8 +82,8 @@ class WeeklyRange(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     days: list[str] = Field(min_length=1)
-    start: str = Field(alias="from")
-    end: str = Field(alias="to")
+    start: ClockTime = Field(alias="from")
+    end: ClockTime = Field(alias="to")
 
     @field_validator("days")
     @classmethod
@@ -77,9 +96,9 @@ class WeeklyRange(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> WeeklyRange:
-        if _clock(self.end) <= _clock(self.start):
+        if self.end <= self.start:
             raise ValueError(
-                f"from {self.start} must be before to {self.end} "
+                f"from {self.start:%H:%M} must be before to {self.end:%H:%M} "
                 "(a range past midnight is two ranges)"
             )
         return self
@@ -87,7 +106,7 @@ class WeeklyRange(BaseModel):
     def contains(self, local: datetime) -> bool:
         if DAYS[local.weekday()] not in self.days:
             return False
-        return _clock(self.start) <= local.time() < _clock(self.end)
+        return self.start <= local.time() < self.end
 
 
 class Holiday(BaseModel):
@@ -145,9 +164,9 @@ class AlertRule(BaseModel):
     ids: list[str] = Field(default_factory=list)
     direction: Literal["below", "above"] = "below"
     thresholds: Thresholds
-    window: str = "15m"
+    window: Duration = timedelta(minutes=15)
     min_calls: int = Field(20, ge=0)
-    hold: str = Field("2m", alias="for")
+    hold: Duration = Field(timedelta(minutes=2), alias="for")
     clear_margin: float = Field(0.0, ge=0)
     webhooks: list[str] = Field(default_factory=list)
 
@@ -159,12 +178,6 @@ class AlertRule(BaseModel):
                 f"{value!r} is not a rate or average of the read API; "
                 f"one of: {', '.join(sorted(ALERTABLE_FIELDS))}"
             )
-        return value
-
-    @field_validator("window", "hold")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
         return value
 
     @field_validator("webhooks")
@@ -182,14 +195,6 @@ class AlertRule(BaseModel):
         if self.kind == "center" and self.ids not in ([], ["all"]):
             raise ValueError("ids: the center's only id is 'all'")
         return self
-
-    @property
-    def window_td(self) -> timedelta:
-        return parse_duration(self.window)
-
-    @property
-    def hold_td(self) -> timedelta:
-        return parse_duration(self.hold)
 
     def breached(self, value: float, threshold: float) -> bool:
         return value < threshold if self.direction == "below" else value > threshold

@@ -22,15 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.agents import (
-    BucketReasons,
-    BucketTime,
     ReasonKey,
     StateEvent,
+    add_change,
     agent_entities,
     compact_state,
     merge_states,
-    segment_time,
-    spread,
     trim,
 )
 from services.core.calls import (
@@ -118,14 +115,8 @@ def track_agents(
         change = merge_states(known, placeable, cap_us)
         if change is None:
             continue
-        time: BucketTime = {}
-        time_reasons: BucketReasons = {}
-        for seg in change.removed:
-            segment_time(time, time_reasons, seg, -1)
-        for seg in change.added:
-            segment_time(time, time_reasons, seg, 1)
         ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))
-        spread(out.deltas, out.reasons, time, time_reasons, ents)
+        add_change(out.deltas, out.reasons, change, ents)
         out.changed[agent] = trim(change.timeline, horizon)
     out.deltas = prune(out.deltas)
     out.reasons = {k: v for k, v in out.reasons.items() if v}

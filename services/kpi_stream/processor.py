@@ -299,10 +299,15 @@ class Processor:
         self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
 
     def forget(self) -> None:
-        """Drop cached state: after a rebalance another worker may have written it.
-        Uncommitted results of our own batches stay: they are still being written."""
-        self._calls.clear()
+        """Drop cached state: after a rebalance another worker may have written it."""
         self._customers.clear()
+        self._distrust()
+
+    def _distrust(self) -> None:
+        """Stop trusting cached call and agent states and whatever batches were
+        computed from them. Uncommitted results of our own batches stay in the
+        pending maps: they are still being written (or retried)."""
+        self._calls.clear()
         self._agents.clear()
         self._epoch += 1
 
@@ -320,14 +325,13 @@ class Processor:
 
     async def prepare_events(self, envelopes: Sequence[Envelope]) -> PreparedEvents:
         epoch = self._epoch
-        events = [ev for env in envelopes for ev in env.items]
-        work = await self._compute(None, envelopes, events)
+        work = await self._compute(None, envelopes)
         # Registered even if the epoch moved meanwhile (this batch will then be
         # recomputed): the next batch must see this one's states, or a
         # recomputation that comes out the same would leave it computed without.
         self._pending_calls.update(work.calls)
         self._pending_agents.update(work.agents)
-        return PreparedEvents(envelopes, len(events), epoch, work)
+        return PreparedEvents(envelopes, sum(len(env.items) for env in envelopes), epoch, work)
 
     async def commit_events(self, prepared: PreparedEvents) -> int:
         envelopes = prepared.envelopes
@@ -341,7 +345,7 @@ class Processor:
                 if not owned:
                     # Another worker wrote here since we last did (or we just
                     # started): any cached state may be stale.
-                    self.forget()
+                    self._distrust()
                 if prepared.epoch != self._epoch:
                     work = await self._recompute(conn, prepared)
                 if work.too_old:
@@ -373,7 +377,7 @@ class Processor:
             # The batch may or may not have committed (a connection lost during
             # COMMIT does not say): the cache may be stale, and batches computed
             # since must be recomputed. Its pending states stay: it is retried.
-            self.forget()
+            self._distrust()
             raise
         for call_id, state in work.calls.items():
             self._calls.put(call_id, state)
@@ -392,8 +396,7 @@ class Processor:
             "batch of partitions %s recomputed under its lock (cache not trusted)",
             sorted({env.partition for env in prepared.envelopes}),
         )
-        events = [ev for env in prepared.envelopes for ev in env.items]
-        fresh = await self._compute(conn, prepared.envelopes, events)
+        fresh = await self._compute(conn, prepared.envelopes)
         ahead = prepared.work
         if fresh.calls == ahead.calls and fresh.agents == ahead.agents:
             # Same states, so later batches saw the right ones; the deltas may still
@@ -427,16 +430,14 @@ class Processor:
         return int(mine) == len(parts)
 
     async def _compute(
-        self,
-        conn: asyncpg.Connection | None,
-        envelopes: Sequence[Envelope],
-        events: list[dict[str, Any]],
+        self, conn: asyncpg.Connection | None, envelopes: Sequence[Envelope]
     ) -> _Work:
         """The batch's effects. With conn=None (ahead of the lock), states come from
         pending batches, the cache, then Postgres; with a locked conn, from Postgres."""
         # The CPU-heavy steps run in a thread: the event loop stays free to drive
         # the previous batch's statements (each needs the loop to send the next),
         # Kafka fetches and heartbeats. Only this task touches what they read.
+        events = [ev for env in envelopes for ev in env.items]
         by_call, by_agent = await asyncio.to_thread(group_events, events)
         if conn is None:
             calls, missing_calls = _split_cached(by_call, self._pending_calls, self._calls)

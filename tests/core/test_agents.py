@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.core.agents import StateEvent, add_segment, agent_entities, merge_states, trim
+from services.core.agents import StateEvent, add_change, agent_entities, merge_states, trim
 from services.core.calls import Counters, DeltaKey
 from services.core.timewin import interval_edges
 
@@ -32,10 +32,7 @@ def apply(*batches: list[StateEvent]) -> tuple[dict[DeltaKey, Counters], dict[An
         change = merge_states(timeline, batch, CAP)
         if change is None:
             continue
-        for seg in change.removed:
-            add_segment(deltas, reasons, seg, ents, -1)
-        for seg in change.added:
-            add_segment(deltas, reasons, seg, ents, 1)
+        add_change(deltas, reasons, change, ents)
         timeline = change.timeline
     return deltas, reasons
 
@@ -148,8 +145,7 @@ def test_a_state_longer_than_the_cap_counts_only_up_to_the_cap() -> None:
     for batch in ([st("1", t0, "available")], [st("2", t0 + timedelta(days=2), "on_call")]):
         change = merge_states(timeline, batch, cap)
         assert change is not None
-        for seg in change.added:
-            add_segment(deltas, reasons, seg, agent_entities("a1", "billing"), 1)
+        add_change(deltas, reasons, change, agent_entities("a1", "billing"))
         timeline = change.timeline
     agent = [(b, c) for (k, _i, b), c in deltas.items() if k == "agent"]
     assert sum(c["logged_in_us"] for _b, c in agent) == cap

@@ -37,7 +37,7 @@ def test_example_config_encodes_the_seeds_85_peak_and_90_off_peak() -> None:
     # 国庆节 is closed all day: no threshold at all
     closed = s.schedule.class_at(at(SHANGHAI, 2026, 10, 1, 10), SHANGHAI)
     assert closed == "closed" and rule.thresholds.in_force(closed) is None
-    assert (rule.min_calls, rule.hold_td.total_seconds(), rule.window_td.total_seconds()) == (
+    assert (rule.min_calls, rule.hold.total_seconds(), rule.window.total_seconds()) == (
         20,
         120,
         900,

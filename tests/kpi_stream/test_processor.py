@@ -224,11 +224,11 @@ def test_a_batch_computed_while_the_previous_one_is_recomputed_is_recomputed_too
     reached, release = asyncio.Event(), asyncio.Event()
 
     class PausesInRecompute(Processor):
-        async def _compute(self, conn: Any, envs: Any, events: Any) -> Any:
+        async def _compute(self, conn: Any, envs: Any) -> Any:
             if conn is not None:  # the recompute under the lock
                 reached.set()
                 await release.wait()
-            return await super()._compute(conn, envs, events)
+            return await super()._compute(conn, envs)
 
     async def scenario() -> dict[Any, Any]:
         pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
