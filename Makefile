@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+# `make run UNDERSTAFF=5m+30m`: the simulated center is short-staffed for 30
+# minutes from 5 minutes in, and the answer-rate alerts fire (docs/alerting.md).
 run: $(STAMP)
-	$(BIN)/callkpi dev --config deploy/config/callkpi.example.yaml --simulate
+	$(BIN)/callkpi dev --config deploy/config/callkpi.example.yaml --simulate \
+		$(if $(UNDERSTAFF),--understaff $(UNDERSTAFF))
 
 lint: $(STAMP)
 	$(BIN)/ruff check services tests bench

@@ -1,9 +1,9 @@
 """`callkpi`: one console script for every role.
 
-callkpi dev [--config F] [--port 8000] [--simulate] [--data-dir .callkpi]
+callkpi dev [--config F] [--port 8000] [--simulate [--understaff 5m+30m]] [--data-dir .callkpi]
 callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
-callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] ...
+callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
 """
 
@@ -132,9 +132,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "simulate", "--url", base,
                      "--duration", "24h", "--wait-ready", "60",
-                     # busy enough that a 15-minute window fills within a minute
-                     # even at night (the daily profile bottoms out at 30%)
-                     "--calls-per-hour", "900"],
+                     # ~90-97% answered at the peak with the example roster's 32
+                     # agents, and 30 calls per 15 minutes center-wide at night
+                     # (the daily profile bottoms out at 30%)
+                     "--calls-per-hour", "400",
+                     *(["--understaff", args.understaff] if args.understaff else [])],
                     stdout=sim_log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
@@ -195,7 +197,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         duration=args.duration,
         timezone=settings.timezone,
         calls_per_hour=args.calls_per_hour,
+        understaff=args.understaff,
     )
+    if args.understaff:
+        off, length = args.understaff
+        log.info(
+            "under-staffing from %s to %s (simulated time): %d%% of each team's agents",
+            (start + off).isoformat(timespec="seconds"),
+            (start + off + length).isoformat(timespec="seconds"),
+            round(cfg.understaff_keep * 100),
+        )
     sim = Simulation(cfg, list(settings.teams))
     if args.out:
         n = 0
@@ -311,6 +322,24 @@ async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
     return 0 if sent == read and not malformed else 1
 
 
+def _understaff(text: str) -> tuple[timedelta, timedelta]:
+    start, plus, length = text.partition("+")
+    if not plus:
+        raise argparse.ArgumentTypeError(f"OFFSET+LENGTH like 5m+30m: {text!r}")
+    return _duration(start), _duration(length)
+
+
+def _understaff_text(text: str) -> str:
+    _understaff(text)  # checked here, passed on to the simulator as written
+    return text
+
+
+UNDERSTAFF_HELP = (
+    "OFFSET+LENGTH (default 5m+30m): from OFFSET after the start, for LENGTH, only 30%% "
+    "of each team's agents take calls, so the answer rate dips below the alert lines"
+)
+
+
 # --- argument parsing -------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="callkpi", description=__doc__,
@@ -325,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--simulate", action="store_true", help="feed a simulated center")
     dev.add_argument("--data-dir", help="default: the data_dir setting (.callkpi)")
+    dev.add_argument(
+        "--understaff",
+        nargs="?",
+        const="5m+30m",
+        type=_understaff_text,
+        metavar="OFFSET+LENGTH",
+        help=UNDERSTAFF_HELP,
+    )
     dev.set_defaults(func=cmd_dev)
 
     for name, helptext, port in (
@@ -362,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--calls-per-hour", type=float, default=500.0, help="center-wide, at peak")
     sim.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for ingest")
+    sim.add_argument(
+        "--understaff",
+        nargs="?",
+        const=_understaff("5m+30m"),
+        type=_understaff,
+        metavar="OFFSET+LENGTH",
+        help=UNDERSTAFF_HELP,
+    )
     sim.set_defaults(func=cmd_simulate)
 
     rep = sub.add_parser("replay", help="post a JSONL file of events to ingest")

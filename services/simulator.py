@@ -55,6 +55,11 @@ class SimConfig:
     complaint_prob: float = 0.01
     break_prob: float = 0.05  # after a call, agent takes a not-ready break
     customers: int = 20_000
+    # (offset from start, length): in that span only `understaff_keep` of each
+    # team's agents take calls; the rest go not ready ("understaffed"), as when a
+    # peak hour is rostered short. For alerting demos and tests.
+    understaff: tuple[timedelta, timedelta] | None = None
+    understaff_keep: float = 0.3
 
 
 @dataclass
@@ -62,6 +67,8 @@ class _Agent:
     id: str
     team: str
     busy: bool = False
+    away: bool = False  # sent off the phones by the understaffing...
+    parked: bool = False  # ...and now off them (not ready)
 
 
 @dataclass
@@ -92,6 +99,9 @@ class Simulation:
         self.tz = ZoneInfo(cfg.timezone)
         teams = [t for t in teams if t.queues and t.agents] or default_roster()
         self.queues = [(q, t.id) for t in teams for q in t.queues]
+        # Calls split across queues in proportion to the staff behind them, so
+        # every team carries the same load per agent (as a rostered center would).
+        self.queue_weights = [len(t.agents) / len(t.queues) for t in teams for _ in t.queues]
         self.agents = {a: _Agent(a, t.id) for t in teams for a in t.agents}
         self.team_agents = {t.id: [self.agents[a] for a in t.agents] for t in teams}
         self.waiting: dict[str, deque[_Call]] = {t.id: deque() for t in teams}
@@ -126,6 +136,10 @@ class Simulation:
         for agent in self.agents.values():
             self._emit(self.t0, "agent.state", agent_id=agent.id, state="available")
         self._schedule_arrival(self.t0)
+        if cfg.understaff is not None:
+            off, length = (d.total_seconds() for d in cfg.understaff)
+            self._at(self.t0 + off, "understaff", True)
+            self._at(self.t0 + off + length, "understaff", False)
         t = self.t0
         while self._heap:
             t, _, kind, payload = heapq.heappop(self._heap)
@@ -142,6 +156,8 @@ class Simulation:
                 self._agent_free(t, payload)
             elif kind == "ring_done":
                 self._ring_done(t, *payload)
+            elif kind == "understaff":
+                self._understaff(t, payload)
         # The shift ends once the last call is done: everyone logs out, so no state
         # is left open (an open state keeps counting up to "now" in live windows).
         for agent in self.agents.values():
@@ -167,7 +183,7 @@ class Simulation:
         return f"+86138{self.rng.randrange(self.cfg.customers):08d}"
 
     def _arrive(self, t: float) -> None:
-        q, team = self.rng.choice(self.queues)
+        q, team = self.rng.choices(self.queues, self.queue_weights)[0]
         call = _Call(f"{self.prefix}-c{next(self._calls)}", q, team, self._customer(t), t)
         self.recent.append((t, call.customer))
         self._emit(t, "call.offered", call_id=call.id, queue_id=q, customer_id=call.customer)
@@ -270,5 +286,29 @@ class Simulation:
         self._at(back, "free", agent)
 
     def _agent_free(self, t: float, agent: _Agent) -> None:
+        if agent.away:  # finishes the call, then leaves the phones
+            self._park(t, agent)
+            return
         agent.busy = False
         self._dispatch(t, agent.team)
+
+    def _park(self, t: float, agent: _Agent) -> None:
+        agent.busy = agent.parked = True  # busy: dispatch passes it over
+        self._emit(t, "agent.state", agent_id=agent.id, state="not_ready", reason="understaffed")
+
+    def _understaff(self, t: float, start: bool) -> None:
+        for team, agents in self.team_agents.items():
+            if start:
+                keep = max(1, math.ceil(len(agents) * self.cfg.understaff_keep))
+                for agent in agents[keep:]:
+                    agent.away = True
+                    if not agent.busy:
+                        self._park(t, agent)
+                continue
+            for agent in agents:
+                # one still on a call comes back through its own free event
+                agent.away = False
+                if agent.parked:
+                    agent.parked = agent.busy = False
+                    self._emit(t, "agent.state", agent_id=agent.id, state="available")
+            self._dispatch(t, team)

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.api import kpis, metrics
+from services.api import alerts, kpis, metrics
 from services.api.deps import ConnDep
 from services.core.db import make_engine
 from services.core.settings import Settings
@@ -31,12 +31,21 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             app.state.settings = settings
             app.state.engine = make_engine(settings)
             stack.push_async_callback(app.state.engine.dispose)
-            if ingest:
+            alerting = read and bool(settings.alerts.rules)
+            if ingest or alerting:
                 from services.kpi_stream.worker import require_bootstrap
 
-                await stack.enter_async_context(
-                    producer_lifespan(app, settings, require_bootstrap(settings))
-                )
+                bootstrap = require_bootstrap(settings)
+            if ingest:
+                await stack.enter_async_context(producer_lifespan(app, settings, bootstrap))
+            if alerting:
+                from services.alerting.service import AlertService
+                from services.core.kafka import ensure_topics
+
+                await ensure_topics(settings, bootstrap)  # the alerts topic
+                service = AlertService(settings, app.state.engine, bootstrap)
+                await service.start()
+                stack.push_async_callback(service.stop)
             yield
 
     app = FastAPI(
@@ -56,6 +65,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
 
     if read:
         app.include_router(kpis.router)
+        app.include_router(alerts.router)
     if ingest:
         app.include_router(create_ingest_router(settings))
     app.include_router(metrics.router)

@@ -10,9 +10,10 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from services.alerting.health import alert_families
 from services.api import queries
 from services.api.deps import ConnDep, SettingsDep
-from services.core.kpi import metrics_for, zero_counters
+from services.core.kpi import counted_outcomes, metrics_for, zero_counters
 from services.core.timewin import window_bounds
 
 router = APIRouter(tags=["operations"])
@@ -46,6 +47,12 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
     gauges = {
         name: GaugeMetricFamily(name, help_, labels=LABELS) for name, (_, help_) in GAUGES.items()
     }
+    calls = GaugeMetricFamily(
+        "callkpi_answer_rate_calls",
+        "Calls the answer rate is computed over (answered + abandoned - short abandons "
+        "+ timed out): the volume behind the rate, for min-volume guards",
+        labels=LABELS,
+    )
     kinds = ["center", "team", "queue"] + (["agent"] if settings.metrics_include_agents else [])
     roster = {
         "center": ["all"],
@@ -65,9 +72,17 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
                     value = figures.get(field)
                     if value is not None:
                         gauges[name].add_metric([kind, ident, window], float(value))
+            if kind != "agent":
+                for ident in sorted(set(roster[kind]) | set(data)):
+                    calls.add_metric(
+                        [kind, ident, window],
+                        float(counted_outcomes(data.get(ident) or zero_counters())),
+                    )
     stats = await queries.pipeline_stats(conn)
     snap = _Snapshot()
     snap.families.extend(gauges.values())
+    snap.families.append(calls)
+    snap.families.extend(await alert_families(conn, settings, now))
     processed = CounterMetricFamily(
         "callkpi_events_processed", "Events processed by the workers (all workers, from Postgres)"
     )

@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     field_validator,
     model_validator,
 )
@@ -170,6 +171,16 @@ class AlertRule(BaseModel):
     clear_margin: float = Field(0.0, ge=0)
     webhooks: list[str] = Field(default_factory=list)
 
+    @field_validator("window")
+    @classmethod
+    def _whole_minutes(cls, value: timedelta) -> timedelta:
+        # the counters are minute buckets: a window is a whole number of them
+        if value < timedelta(minutes=1) or value % timedelta(minutes=1):
+            raise ValueError("must be a whole number of minutes (counters are per minute)")
+        if value > timedelta(days=1):
+            raise ValueError("at most 24h")
+        return value
+
     @field_validator("field")
     @classmethod
     def _alertable(cls, value: str) -> str:
@@ -212,7 +223,20 @@ class AlertSettings(BaseModel):
     schedule: Schedule = Schedule()
     rules: list[AlertRule] = Field(default_factory=list)
     # a webhook's body is signed with this key (HMAC-SHA256); required with webhooks
-    webhook_secret: str | None = None
+    webhook_secret: SecretStr | None = None
+    # Run the evaluator in this `callkpi api` process. Several may run: an advisory
+    # lock lets one evaluate at a time, so this is only a way to keep it off some.
+    evaluate: bool = True
+    # Supervisors must hear within a minute; 10 s keeps a rule with `for: 2m` at
+    # most 10 s late, and new figures (a worker commit) wake it sooner.
+    evaluate_every: Duration = timedelta(seconds=10)
+    # A webhook that takes longer than this is counted as failed and retried.
+    webhook_timeout: Duration = timedelta(seconds=5)
+    # Retries back off from 1 s, doubling, to at most this long between attempts...
+    webhook_max_backoff: Duration = timedelta(minutes=5)
+    # ...and a delivery still failing this long after its transition is given up
+    # (counted as dead in /metrics; the alert itself is in the API and the topic).
+    webhook_give_up_after: Duration = timedelta(hours=24)
 
     @model_validator(mode="after")
     def _unique_and_signed(self) -> AlertSettings:

@@ -121,6 +121,62 @@ worker_stats = sa.Table(
 )
 
 
+_TS = sa.DateTime(timezone=True)
+
+# Alerting (services/alerting/): migration 0005 says why each table is there.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("field", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("entity_id", sa.Text, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("rule", sa.JSON, nullable=False),
+    sa.Column("threshold", sa.Float),
+    sa.Column("schedule_class", sa.Text, nullable=False),
+    sa.Column("observed_value", sa.Float),
+    sa.Column("calls_in_window", sa.BigInteger, nullable=False),
+    sa.Column("pending_since", _TS, nullable=False),
+    sa.Column("fired_at", _TS),
+    sa.Column("resolved_at", _TS),
+    sa.Column("resolution", sa.Text),
+    sa.Column("evaluated_at", _TS, nullable=False),
+)
+
+alert_transitions = sa.Table(
+    "alert_transitions",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("key", sa.Text, nullable=False, unique=True),
+    sa.Column("alert_id", sa.BigInteger, sa.ForeignKey("alerts.id"), nullable=False),
+    sa.Column("from_state", sa.Text, nullable=False),
+    sa.Column("to_state", sa.Text, nullable=False),
+    sa.Column("at", _TS, nullable=False),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("published_at", _TS),
+)
+
+webhook_deliveries = sa.Table(
+    "webhook_deliveries",
+    metadata,
+    sa.Column(
+        "transition_id", sa.BigInteger, sa.ForeignKey("alert_transitions.id"), primary_key=True
+    ),
+    sa.Column("url", sa.Text, primary_key=True),
+    sa.Column("rule_id", sa.Text, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", _TS, nullable=False),
+    sa.Column("last_attempt_at", _TS),
+    sa.Column("last_status", sa.Integer),
+    sa.Column("last_error", sa.Text),
+    sa.Column("delivered_at", _TS),
+    sa.Column("dead", sa.Boolean, nullable=False, server_default="f"),
+)
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+asyncpg:// and use asyncpg."""
     parts = urlsplit(url)

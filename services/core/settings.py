@@ -218,8 +218,12 @@ class Settings(BaseSettings):
         return f"{self.topic_prefix}.fcr"
 
     @property
+    def alerts_topic(self) -> str:
+        return f"{self.topic_prefix}.alerts"
+
+    @property
     def all_topics(self) -> list[str]:
-        return [self.events_topic, self.fcr_topic]
+        return [self.events_topic, self.fcr_topic, self.alerts_topic]
 
 
 class _YamlSource(PydanticBaseSettingsSource):

@@ -147,6 +147,9 @@ ON CONFLICT (worker_id) DO UPDATE SET
 """
 
 
+_NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # alerting/service.py listens
+
+
 class _Lru(OrderedDict[str, Any]):
     def __init__(self, size: int) -> None:
         super().__init__()
@@ -373,6 +376,9 @@ class Processor:
                 oldest = min((env.ingested_us for env in envelopes if env.ingested_us), default=0)
                 lag = max(0, _now_us() - oldest) if oldest else 0
                 await conn.execute(_STATS_UPSERT, self.worker_id, prepared.n_events, lag)
+                # wakes the alert evaluators (delivered at commit, coalesced by
+                # Postgres per transaction); FCR updates wait for their timer
+                await conn.execute(_NOTIFY_FIGURES)
         except BaseException:
             # The batch may or may not have committed (a connection lost during
             # COMMIT does not say): the cache may be stale, and batches computed

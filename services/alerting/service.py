@@ -1,0 +1,139 @@
+"""The alerting loops of a `callkpi api` process: evaluate, publish, deliver.
+
+Started and stopped by the API's lifespan. Evaluation runs every
+`alerts.evaluate_every` and as soon as a worker commits new figures (it sends a
+Postgres NOTIFY on `callkpi_figures`), at most once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.alerting.evaluator import Evaluator
+from services.alerting.sinks import Publisher, WebhookDeliverer
+from services.core.db import asyncpg_dsn, require_database_url
+from services.core.settings import Settings
+
+log = logging.getLogger("callkpi.alerts")
+
+FIGURES_CHANNEL = "callkpi_figures"
+# A busy worker commits several batches a second; evaluating after each would
+# re-read the same windows for nothing. Once a second is within the one-minute
+# promise with room to spare.
+MIN_GAP_S = 1.0
+# The outbox is also polled, in case a wake-up was missed (another process
+# evaluated, or the broker was down).
+PUBLISH_POLL_S = 5.0
+DELIVERY_POLL_S = 1.0
+
+EVALUATIONS = Counter("callkpi_alert_evaluations", "Alert evaluations by this process", ["outcome"])
+SINK_ERRORS = Counter(
+    "callkpi_alert_sink_errors", "Failed attempts to drain the alert outbox", ["sink"]
+)
+
+
+class AlertService:
+    def __init__(self, settings: Settings, engine: AsyncEngine, bootstrap: str) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.evaluator = Evaluator(settings, engine)
+        self.publisher = Publisher(settings, engine, bootstrap)
+        self.deliverer = WebhookDeliverer(settings, engine)
+        self._figures = asyncio.Event()
+        self._wake = {"kafka": asyncio.Event(), "webhook": asyncio.Event()}
+        self._listener: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.publisher.start()
+        if self.settings.alerts.evaluate and self.settings.alerts.rules:
+            self._tasks.append(asyncio.create_task(self._evaluate_loop(), name="alerts-evaluate"))
+        self._tasks.append(asyncio.create_task(self._publish_loop(), name="alerts-publish"))
+        if any(rule.webhooks for rule in self.settings.alerts.rules):
+            self._tasks.append(asyncio.create_task(self._deliver_loop(), name="alerts-webhooks"))
+        log.info(
+            "alerting: %d rule(s), evaluating %s, publishing to %s",
+            len(self.settings.alerts.rules),
+            "here" if self.settings.alerts.evaluate else "elsewhere",
+            self.settings.alerts_topic,
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deliverer.stop()
+        await self.publisher.stop()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+    async def _listen(self) -> None:
+        """(Re)subscribe to the workers' commit notifications; without them the
+        periodic evaluation still runs."""
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        try:
+            conn = await asyncpg.connect(asyncpg_dsn(require_database_url(self.settings)))
+            await conn.add_listener(FIGURES_CHANNEL, lambda *_: self._figures.set())
+            self._listener = conn
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot listen for new figures (%s); evaluating on the timer only", exc)
+
+    async def _evaluate_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        every = self.settings.alerts.evaluate_every.total_seconds()
+        while True:
+            started = loop.time()
+            await self._listen()
+            try:
+                done = await self.evaluator.evaluate()
+            except Exception:
+                EVALUATIONS.labels("error").inc()
+                log.exception("alert evaluation failed; trying again in %.0fs", every)
+            else:
+                EVALUATIONS.labels("done" if done is not None else "skipped_locked").inc()
+                if done is not None and done.transitions:
+                    for event in self._wake.values():
+                        event.set()
+            self._figures.clear()
+            await _wait(self._figures, every - (loop.time() - started))
+            await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))
+
+    async def _publish_loop(self) -> None:
+        await self._drain("kafka", self.publisher.publish_pending, PUBLISH_POLL_S)
+
+    async def _deliver_loop(self) -> None:
+        await self._drain("webhook", self.deliverer.start_due, DELIVERY_POLL_S)
+
+    async def _drain(self, sink: str, step: Callable[[], Awaitable[int]], poll_s: float) -> None:
+        wake = self._wake[sink]
+        backoff = 0.5
+        while True:
+            wake.clear()
+            try:
+                n = await step()
+            except Exception as exc:
+                SINK_ERRORS.labels(sink).inc()
+                log.warning("alert %s sink: %s; retrying in %.1fs", sink, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.5
+            if n and sink == "kafka":
+                continue  # a full batch: more may be waiting
+            await _wait(wake, poll_s)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event.wait()
