@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench clean
+.PHONY: venv run test lint typecheck promtool bench clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,8 +28,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy services
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) lint typecheck promtool
 	$(BIN)/python -m pytest -q
+
+# promtool (in Debian's prometheus package) checks deploy/prometheus/rules.yml and
+# runs its unit tests. Best effort: where it cannot be installed (not root, no
+# apt), the test parses the rules with promql-parser instead, and says so.
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install \
+			-y -qq --no-install-recommends prometheus) >/dev/null 2>&1; } \
+		|| echo "promtool not installed: the rules test will parse deploy/prometheus/rules.yml"
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline

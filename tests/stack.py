@@ -69,6 +69,12 @@ class Stack:
         self.worker = Proc("worker", ["worker", "--port", str(self.worker_port)], self.env).start()
         self.wait_worker_ready()
 
+    def restart_api(self) -> None:
+        """SIGKILL the API process and start a new one on the same port."""
+        self.api.kill()
+        self.api = Proc("api", self.api.args, self.env).start()
+        wait_http(f"{self.url}/readyz", 60)
+
     def stop(self) -> None:
         self.worker.stop()
         self.api.stop()

@@ -29,15 +29,13 @@ from services.alerting.health import configured_entities
 from services.alerting.machine import Observation, Open, Step, steps
 from services.api import live, queries
 from services.core.alert_rules import AlertRule, ScheduleClass
-from services.core.db import alert_transitions, alerts, webhook_deliveries
+from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
 from services.core.kpi import agent_time, counted_outcomes, metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import MINUTE, floor_minute, iso
 
 log = logging.getLogger("callkpi.alerts")
 
-# The worker's partition locks use class 7411 (processor.LOCK_EVENTS).
-LOCK_ALERTS = 7412
 SCHEMA_ID = "callkpi.alert-transition.v1"
 # Fields that include agent time: they need the open state of each agent up to
 # now, as the read API adds it.
@@ -224,17 +222,10 @@ class Evaluator:
         urls = rule.webhooks if rule is not None and step.to in ("firing", "resolved") else []
         if urls:
             await conn.execute(
-                webhook_deliveries.insert(),
-                [
-                    {
-                        "transition_id": tid,
-                        "url": url,
-                        "rule_id": new["rule_id"],
-                        "created_at": sa.func.now(),
-                        "next_attempt_at": sa.func.now(),
-                    }
-                    for url in urls
-                ],
+                webhook_deliveries.insert().values(
+                    created_at=sa.func.now(), next_attempt_at=sa.func.now()
+                ),
+                [{"transition_id": tid, "url": url, "rule_id": new["rule_id"]} for url in urls],
             )
         log.info(
             "alert %s %s %s/%s: %s → %s (%s)",

@@ -41,11 +41,14 @@ SINK_ERRORS = Counter(
 
 
 class AlertService:
-    def __init__(self, settings: Settings, engine: AsyncEngine, bootstrap: str) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine, bootstrap: str | None) -> None:
         self.settings = settings
         self.engine = engine
         self.evaluator = Evaluator(settings, engine)
-        self.publisher = Publisher(settings, engine, bootstrap)
+        # Without a broker (a read-only API run on its own) alerts are still
+        # evaluated, stored and sent to webhooks; the topic's outbox waits, and
+        # callkpi_alert_transitions_unpublished says so.
+        self.publisher = Publisher(settings, engine, bootstrap) if bootstrap else None
         self.deliverer = WebhookDeliverer(settings, engine)
         self._figures = asyncio.Event()
         self._wake = {"kafka": asyncio.Event(), "webhook": asyncio.Event()}
@@ -53,10 +56,19 @@ class AlertService:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        await self.publisher.start()
+        if self.publisher is not None:
+            from services.core.kafka import ensure_topics
+
+            await ensure_topics(self.settings, self.publisher.bootstrap)
+            await self.publisher.start()
+            self._tasks.append(asyncio.create_task(self._publish_loop(), name="alerts-publish"))
+        else:
+            log.warning(
+                "kafka_bootstrap not set: alerts are evaluated and stored, not published to %s",
+                self.settings.alerts_topic,
+            )
         if self.settings.alerts.evaluate and self.settings.alerts.rules:
             self._tasks.append(asyncio.create_task(self._evaluate_loop(), name="alerts-evaluate"))
-        self._tasks.append(asyncio.create_task(self._publish_loop(), name="alerts-publish"))
         if any(rule.webhooks for rule in self.settings.alerts.rules):
             self._tasks.append(asyncio.create_task(self._deliver_loop(), name="alerts-webhooks"))
         log.info(
@@ -71,7 +83,8 @@ class AlertService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.deliverer.stop()
-        await self.publisher.stop()
+        if self.publisher is not None:
+            await self.publisher.stop()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -109,6 +122,7 @@ class AlertService:
             await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))
 
     async def _publish_loop(self) -> None:
+        assert self.publisher is not None
         await self._drain("kafka", self.publisher.publish_pending, PUBLISH_POLL_S)
 
     async def _deliver_loop(self) -> None:

@@ -59,6 +59,7 @@ class Publisher:
     def __init__(self, settings: Settings, engine: AsyncEngine, bootstrap: str) -> None:
         self.settings = settings
         self.engine = engine
+        self.bootstrap = bootstrap
         # at least once: a re-send after a crash carries the same `key`
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000

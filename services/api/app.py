@@ -31,19 +31,15 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             app.state.settings = settings
             app.state.engine = make_engine(settings)
             stack.push_async_callback(app.state.engine.dispose)
-            alerting = read and bool(settings.alerts.rules)
-            if ingest or alerting:
+            if ingest:
                 from services.kpi_stream.worker import require_bootstrap
 
                 bootstrap = require_bootstrap(settings)
-            if ingest:
                 await stack.enter_async_context(producer_lifespan(app, settings, bootstrap))
-            if alerting:
+            if read and settings.alerts.rules:
                 from services.alerting.service import AlertService
-                from services.core.kafka import ensure_topics
 
-                await ensure_topics(settings, bootstrap)  # the alerts topic
-                service = AlertService(settings, app.state.engine, bootstrap)
+                service = AlertService(settings, app.state.engine, settings.kafka_bootstrap)
                 await service.start()
                 stack.push_async_callback(service.stop)
             yield

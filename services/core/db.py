@@ -18,6 +18,12 @@ from services.core.settings import Settings
 
 metadata = sa.MetaData()
 
+# Advisory lock classes: the first key of pg_advisory_xact_lock(int, int), the
+# second being a partition (or 0). One list, so no two uses collide.
+LOCK_EVENTS = 7411  # a worker committing a batch of an events partition
+LOCK_FCR = 7412  # a worker committing FCR facts or a sweep of an fcr partition
+LOCK_ALERTS = 7413  # an alert evaluation (second key 0)
+
 kpi_buckets = sa.Table(
     "kpi_buckets",
     metadata,

@@ -27,6 +27,7 @@ from prometheus_client import Counter
 
 from services.core.agents import ReasonKey, StateEvent
 from services.core.calls import Compact, Contribution, Counters, DeltaKey
+from services.core.db import LOCK_EVENTS, LOCK_FCR
 from services.core.events import EventError, normalize, partition_for
 from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
 from services.core.settings import Settings
@@ -52,10 +53,6 @@ RECOMPUTED = Counter(
 # candidates become final at once, and one big chunk stalled call assembly for
 # ~5 s (freshness p99 5.3 s in the bench); chunks of 500 take ~0.1 s each.
 SWEEP_CHUNK = 500
-
-# Advisory lock namespaces (first key of pg_advisory_xact_lock(int, int)).
-LOCK_EVENTS = 7411
-LOCK_FCR = 7412
 
 SendFacts = Callable[[dict[int, list[dict[str, Any]]]], Awaitable[None]]
 
