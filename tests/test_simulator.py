@@ -44,3 +44,27 @@ def test_an_overloaded_center_abandons_and_times_out_calls() -> None:
     answered = sum(1 for e in events if e["type"] == "call.answered")
     assert ended_by["system"] > 0
     assert answered < 0.8 * offered
+
+
+def answered_share(events: list[dict], start: datetime, end: datetime) -> float:
+    offered = {e["call_id"] for e in events if e["type"] == "call.offered"
+               and start <= datetime.fromisoformat(e["occurred_at"]) < end}  # fmt: skip
+    answered = {e["call_id"] for e in events if e["type"] == "call.answered"} & offered
+    return len(answered) / len(offered)
+
+
+def test_understaffing_takes_agents_off_the_phones_for_its_span_only() -> None:
+    span = (timedelta(minutes=20), timedelta(minutes=20))
+    normal = run(6, calls_per_hour=400)
+    short = run(6, calls_per_hour=400, understaff=span)  # type: ignore[arg-type]
+    dip = (START + span[0], START + span[0] + span[1])
+    assert answered_share(short, *dip) < answered_share(normal, *dip) - 0.2
+    # before the dip nothing changes
+    assert answered_share(short, START, dip[0] - timedelta(minutes=3)) == answered_share(
+        normal, START, dip[0] - timedelta(minutes=3)
+    )
+    away = [e for e in short if e.get("reason") == "understaffed"]
+    # 70% of 32 agents, each parked once (the rest keep taking calls)
+    assert len({e["agent_id"] for e in away}) == 32 - (4 + 5 + 2)
+    for ev in short:
+        normalize(ev, b"k")
