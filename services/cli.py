@@ -202,7 +202,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.understaff:
         off, length = args.understaff
         log.info(
-            "under-staffing from %s to %s (simulated time): %d%% of each team's agents",
+            "under-staffing from %s to %s (simulated time): %d%% of the agents the load needs",
             (start + off).isoformat(timespec="seconds"),
             (start + off + length).isoformat(timespec="seconds"),
             round(cfg.understaff_keep * 100),
@@ -335,8 +335,9 @@ def _understaff_text(text: str) -> str:
 
 
 UNDERSTAFF_HELP = (
-    "OFFSET+LENGTH (default 5m+30m): from OFFSET after the start, for LENGTH, only 30%% "
-    "of each team's agents take calls, so the answer rate dips below the alert lines"
+    "OFFSET+LENGTH (default 5m+30m): from OFFSET after the start, for LENGTH, each team "
+    "keeps on the phones half the agents its load needs, so the answer rate dips below "
+    "the alert lines"
 )
 
 

@@ -55,11 +55,13 @@ class SimConfig:
     complaint_prob: float = 0.01
     break_prob: float = 0.05  # after a call, agent takes a not-ready break
     customers: int = 20_000
-    # (offset from start, length): in that span only `understaff_keep` of each
-    # team's agents take calls; the rest go not ready ("understaffed"), as when a
-    # peak hour is rostered short. For alerting demos and tests.
+    # (offset from start, length): in that span each team keeps on the phones only
+    # `understaff_keep` of the agents its offered load needs (in Erlangs, at the
+    # span's start); the rest go not ready ("understaffed"), as when a peak hour is
+    # rostered short. Relative to the load, so the dip shows at any hour of the
+    # daily profile. For alerting demos and tests.
     understaff: tuple[timedelta, timedelta] | None = None
-    understaff_keep: float = 0.3
+    understaff_keep: float = 0.5
 
 
 @dataclass
@@ -296,10 +298,19 @@ class Simulation:
         agent.busy = agent.parked = True  # busy: dispatch passes it over
         self._emit(t, "agent.state", agent_id=agent.id, state="not_ready", reason="understaffed")
 
+    def _erlangs(self, t: float, team: str) -> float:
+        """Agents the team's offered load keeps busy: arrival rate × mean handling
+        time (talk, hold, wrap-up and ring)."""
+        share = sum(w for (_, tm), w in zip(self.queues, self.queue_weights, strict=True)
+                    if tm == team) / sum(self.queue_weights)  # fmt: skip
+        cfg = self.cfg
+        handling = cfg.mean_talk_s + cfg.hold_prob * 35 + 22.5 + 3.5
+        return self._rate_per_s(t) * share * handling
+
     def _understaff(self, t: float, start: bool) -> None:
         for team, agents in self.team_agents.items():
             if start:
-                keep = max(1, math.ceil(len(agents) * self.cfg.understaff_keep))
+                keep = max(1, math.floor(self._erlangs(t, team) * self.cfg.understaff_keep))
                 for agent in agents[keep:]:
                     agent.away = True
                     if not agent.busy:

@@ -106,6 +106,9 @@ class AlertService:
         every = self.settings.alerts.evaluate_every.total_seconds()
         while True:
             started = loop.time()
+            # cleared before reading, so figures committed while we evaluate
+            # trigger the next evaluation instead of being missed
+            self._figures.clear()
             await self._listen()
             try:
                 done = await self.evaluator.evaluate()
@@ -117,7 +120,6 @@ class AlertService:
                 if done is not None and done.transitions:
                     for event in self._wake.values():
                         event.set()
-            self._figures.clear()
             await _wait(self._figures, every - (loop.time() - started))
             await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))
 

@@ -264,3 +264,31 @@ async def _all(ev: Evaluator) -> list[dict[str, Any]]:
     async with ev.engine.connect() as conn:
         rows = await conn.execute(sa.text("SELECT * FROM alerts ORDER BY id"))
         return [dict(r._mapping) for r in rows]
+
+
+async def test_alert_list_filters_by_state_entity_and_time_range(
+    quiet: tuple[Stack, str], evaluator: Evaluator
+) -> None:
+    stack, _ = quiet
+    t0 = local(24, 10)  # Tuesday 10:00
+    events = calls("lst", "billing", t0, answered=10, abandoned=20)
+    post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 30)
+    for minute in (10, 12):  # pending, then firing
+        await evaluator.evaluate(t0 + timedelta(minutes=minute))
+    [team] = await team_alerts(evaluator, "billing")
+
+    def ids(**params: str) -> list[int]:
+        r = stack.get("/v1/alerts", **params)
+        assert r.status_code == 200, r.text
+        return [a["id"] for a in r.json()["items"]]
+
+    assert team["id"] in ids(state="firing", kind="team", id="billing")
+    assert ids(state="resolved", kind="team", id="billing") == []
+    assert ids(kind="queue", id="billing") == []
+    inside = {"from": local(24, 10, 11).isoformat(), "to": local(24, 10, 30).isoformat()}
+    assert team["id"] in ids(**inside, rule="answer-rate-team")
+    assert ids(**{"from": local(24, 9).isoformat(), "to": local(24, 10, 5).isoformat()}) == []
+    bad = stack.get("/v1/alerts", **{"from": "yesterday"})
+    assert bad.status_code == 422 and "from" in bad.json()["detail"]
+    assert stack.get("/v1/alerts", state="burning").status_code == 422
+    assert stack.get("/v1/alerts/999999").status_code == 404
