@@ -3,6 +3,7 @@
 callkpi dev [--config F] [--port 8000] [--simulate [--understaff 5m+30m]] [--data-dir .callkpi]
 callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
+callkpi periods list | close PERIOD [--force] [--by NAME]
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
 """
@@ -84,6 +85,53 @@ def cmd_api(args: argparse.Namespace, *, read: bool = True, ingest: bool = False
         _warn_dev_key(settings)
     _serve(create_app(settings, read=read, ingest=ingest), args.host, args.port)
     return 0
+
+
+def cmd_periods(args: argparse.Namespace) -> int:
+    """`callkpi periods list` / `callkpi periods close PERIOD`: against the database
+    directly (the same code as the API's endpoints)."""
+    return asyncio.run(_periods(args))
+
+
+async def _periods(args: argparse.Namespace) -> int:
+    import getpass
+
+    from services.core.db import make_engine
+    from services.core.timewin import iso
+    from services.payroll.close import CloseRefused, close, latest_version
+    from services.payroll.periods import PeriodError, earliest_close, parse, recent, status
+
+    settings = _settings(args)
+    engine = make_engine(settings)
+    now = datetime.now(UTC)
+    try:
+        if args.action == "list":
+            async with engine.connect() as conn:
+                for p in recent(now, settings.periods, settings.tz):
+                    n = await latest_version(conn, p.id)
+                    ready = earliest_close(p, settings.kpi.fcr_window_hours,
+                                           settings.periods.close_grace_hours)  # fmt: skip
+                    version = f"v{n}" if n else ""
+                    print(f"{p.id:12} {status(p, now, n is not None):8} {version:4} "
+                          f"closable from {iso(ready, settings.tz)}")  # fmt: skip
+            return 0
+        try:
+            parse(args.period, settings.periods, settings.tz)
+        except PeriodError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            async with engine.begin() as conn:
+                v = await close(conn, settings, args.period, now=now,
+                                by=args.by or getpass.getuser(), force=args.force)  # fmt: skip
+        except CloseRefused as exc:
+            when = f" (earliest: {iso(exc.earliest, settings.tz)})" if exc.earliest else ""
+            print(f"callkpi: not closed: {exc.reason}{when}", file=sys.stderr)
+            return 1
+        note = " (FCR provisional)" if v.fcr_provisional else ""
+        print(f"closed {v.period} as version {v.version}{note}; checksum {v.checksum}")
+        return 0
+    finally:
+        await engine.dispose()
 
 
 # --- dev: everything on one machine --------------------------------------------
@@ -380,6 +428,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.choices["api"].set_defaults(func=lambda a: cmd_api(a, read=True, ingest=a.with_ingest))
     sub.choices["ingest"].set_defaults(func=lambda a: cmd_api(a, read=False, ingest=True))
+
+    per = sub.add_parser("periods", help="pay periods: list, close (docs/payroll.md)")
+    per.add_argument("--config", default=argparse.SUPPRESS)
+    per_sub = per.add_subparsers(dest="action", required=True)
+    per_sub.add_parser("list", help="recent periods and their status")
+    pc = per_sub.add_parser("close", help="compute and store version 1 of a period")
+    pc.add_argument("period", help="e.g. 2026-10 (monthly), 2026-10-2, 2026-W43")
+    pc.add_argument("--force", action="store_true",
+                    help="close before the FCR windows end (FCR figures provisional)")  # fmt: skip
+    pc.add_argument("--by", help="who closes it (default: the OS user)")
+    per.set_defaults(func=cmd_periods)
 
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--config", default=argparse.SUPPRESS)

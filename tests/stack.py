@@ -85,6 +85,12 @@ class Stack:
     def get(self, path: str, **params: Any) -> httpx.Response:
         return httpx.get(f"{self.url}{path}", params=params, timeout=30)
 
+    def get_with(self, path: str, headers: dict[str, str], **params: Any) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
+
+    def post_json(self, path: str, body: Any) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", json=body, timeout=60)
+
 
 def wait_http(url: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.api import alerts, kpis, metrics
+from services.api import alerts, kpis, metrics, periods
 from services.api.deps import ConnDep
 from services.core.db import make_engine
 from services.core.settings import Settings
@@ -62,6 +62,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
     if read:
         app.include_router(kpis.router)
         app.include_router(alerts.router)
+        app.include_router(periods.router)
     if ingest:
         app.include_router(create_ingest_router(settings))
     app.include_router(metrics.router)

@@ -30,3 +30,4 @@ async def get_conn(
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+EngineDep = Annotated[AsyncEngine, Depends(get_engine)]

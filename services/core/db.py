@@ -23,6 +23,7 @@ metadata = sa.MetaData()
 LOCK_EVENTS = 7411  # a worker committing a batch of an events partition
 LOCK_FCR = 7412  # a worker committing FCR facts or a sweep of an fcr partition
 LOCK_ALERTS = 7413  # an alert evaluation (second key 0)
+LOCK_PERIODS = 7414  # closing or restating a pay period (second key: hashtext(period))
 
 kpi_buckets = sa.Table(
     "kpi_buckets",
@@ -180,6 +181,24 @@ webhook_deliveries = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("delivered_at", _TS),
     sa.Column("dead", sa.Boolean, nullable=False, server_default="f"),
+)
+
+
+# One row per stored version of a closed pay period (services/payroll/close.py).
+period_versions = sa.Table(
+    "period_versions",
+    metadata,
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("period_start", _TS, nullable=False),
+    sa.Column("period_end", _TS, nullable=False),
+    sa.Column("created_at", _TS, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("fcr_provisional", sa.Boolean, nullable=False),
+    sa.Column("definitions", sa.JSON, nullable=False),
+    sa.Column("checksum", sa.Text, nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
 )
 
 

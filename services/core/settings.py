@@ -25,6 +25,7 @@ from pydantic_settings import (
 )
 
 from services.core.alert_rules import AlertSettings
+from services.payroll.periods import PeriodSettings
 
 UNASSIGNED_TEAM = "unassigned"
 
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     kpi: KpiDefinitions = KpiDefinitions()
     teams: list[Team] = Field(default_factory=list)
     alerts: AlertSettings = AlertSettings()
+    periods: PeriodSettings = PeriodSettings()
 
     # --- Kafka ---------------------------------------------------------------
     topic_prefix: str = "callkpi"

@@ -1,0 +1,218 @@
+"""Pay periods: status, close, and the payroll read API (docs/payroll.md)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from services.api.deps import ConnDep, EngineDep, SettingsDep
+from services.core.db import period_versions
+from services.core.kpi import metrics_for, zero_counters
+from services.core.settings import Settings
+from services.core.timewin import iso
+from services.payroll.close import CloseRefused, close, latest_version
+from services.payroll.periods import Period, PeriodError, earliest_close, parse, recent, status
+
+router = APIRouter(prefix="/v1/periods", tags=["payroll"])
+
+# Agent figures that are one value (the nested not-ready breakdown is left out of
+# the CSV); derived from the catalogue so a new field becomes a new column, at
+# the end, never reordering the others.
+AGENT_FIELDS: tuple[str, ...] = tuple(
+    k for k, v in metrics_for("agent", zero_counters()).items() if not isinstance(v, dict)
+)
+CSV_COLUMNS: tuple[str, ...] = (
+    "period", "version", "status", "fcr_provisional", "definitions_hash", "checksum",
+    "agent_id", "team", *AGENT_FIELDS,
+)  # fmt: skip
+
+
+def _period(settings: Settings, pid: str) -> Period:
+    try:
+        return parse(pid, settings.periods, settings.tz)
+    except PeriodError as exc:
+        raise HTTPException(404, str(exc)) from None
+
+
+def _summary(settings: Settings, period: Period, versions: list[Any]) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "period": period.id,
+        "from": iso(period.start, settings.tz),
+        "to": iso(period.end, settings.tz),
+        "status": status(period, now, bool(versions)),
+        "earliest_close": iso(
+            earliest_close(
+                period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
+            ),
+            settings.tz,
+        ),
+        "versions": [
+            {
+                "version": v.version,
+                "created_at": iso(v.created_at, settings.tz),
+                "created_by": v.created_by,
+                "reason": v.reason,
+                "fcr_provisional": v.fcr_provisional,
+                "checksum": v.checksum,
+            }
+            for v in versions
+        ],
+    }
+
+
+async def _versions(conn: Any, pid: str) -> list[Any]:
+    t = period_versions
+    q = sa.select(
+        t.c.version, t.c.created_at, t.c.created_by, t.c.reason, t.c.fcr_provisional, t.c.checksum
+    )
+    return list((await conn.execute(q.where(t.c.period == pid).order_by(t.c.version))).all())
+
+
+@router.get("")
+async def list_periods(conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+    """The current period and the five before it, newest first."""
+    periods = recent(datetime.now(UTC), settings.periods, settings.tz)
+    return {
+        "calendar": settings.periods.calendar,
+        "items": [_summary(settings, p, await _versions(conn, p.id)) for p in periods],
+    }
+
+
+@router.get("/{period}")
+async def get_period(period: str, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+    p = _period(settings, period)
+    return _summary(settings, p, await _versions(conn, p.id))
+
+
+@router.post("/{period}/close", status_code=201)
+async def close_period(
+    period: str,
+    engine: EngineDep,
+    settings: SettingsDep,
+    force: Annotated[
+        bool, Query(description="close before FCR windows end (FCR provisional)")
+    ] = False,
+    by: Annotated[str, Body(embed=True, max_length=200)] = "api",
+) -> Any:
+    """Compute and store version 1. 409 with `earliest_close` when it is too early,
+    and when the period is already closed."""
+    p = _period(settings, period)
+    try:
+        async with engine.begin() as conn:
+            v = await close(conn, settings, p.id, now=datetime.now(UTC), by=by, force=force)
+    except CloseRefused as exc:
+        return JSONResponse(
+            {
+                "detail": exc.reason,
+                "earliest_close": None if exc.earliest is None else iso(exc.earliest, settings.tz),
+            },
+            status_code=409,
+        )
+    return {
+        "period": v.period,
+        "version": v.version,
+        "created_at": iso(v.created_at, settings.tz),
+        "created_by": v.created_by,
+        "fcr_provisional": v.fcr_provisional,
+        "checksum": v.checksum,
+    }
+
+
+async def _load(conn: Any, settings: Settings, period: str, version: int | None) -> Any:
+    p = _period(settings, period)
+    n = version if version is not None else await latest_version(conn, p.id)
+    if n is None:
+        raise HTTPException(404, f"period {p.id} is not closed: no version to read")
+    t = period_versions
+    row = (await conn.execute(sa.select(t).where(t.c.period == p.id, t.c.version == n))).first()
+    if row is None:
+        raise HTTPException(404, f"period {p.id} has no version {n}")
+    return row
+
+
+def _rows(row: Any) -> list[dict[str, Any]]:
+    stamp = {
+        "period": row.period,
+        "version": row.version,
+        "status": "closed",
+        "fcr_provisional": row.fcr_provisional,
+        "definitions_hash": row.definitions["hash"],
+        "checksum": row.checksum,
+    }
+    return [
+        {**stamp, "agent_id": agent, **figures}
+        for agent, figures in sorted(row.figures["agents"].items())
+    ]
+
+
+def _etag(row: Any) -> str:
+    return f'"{row.period}.v{row.version}.{row.checksum.removeprefix("sha256:")[:32]}"'
+
+
+@router.get("/{period}/agents")
+async def period_agents(
+    period: str,
+    request: Request,
+    conn: ConnDep,
+    settings: SettingsDep,
+    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+    format: Literal["json", "csv"] = "json",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """One row per agent, in agent id order. The ETag names the version and its
+    checksum: a version never changes, so a cached copy stays valid."""
+    row = await _load(conn, settings, period, version)
+    etag = _etag(row)
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    rows = _rows(row)
+    page = rows[offset : offset + limit]
+    headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+                                lineterminator="\n")  # fmt: skip
+        writer.writeheader()
+        for r in page:
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+        headers["Content-Disposition"] = (
+            f'attachment; filename="callkpi-{row.period}-v{row.version}.csv"'
+        )
+        return Response(buf.getvalue().encode("utf-8"), media_type="text/csv; charset=utf-8",
+                        headers=headers)  # fmt: skip
+    more = offset + limit < len(rows)
+    return JSONResponse(
+        {
+            "period": row.period,
+            "version": row.version,
+            "total": len(rows),
+            "next_offset": offset + limit if more else None,
+            "items": page,
+        },
+        headers=headers,
+    )
+
+
+@router.get("/{period}/agents/{agent_id}")
+async def period_agent(
+    period: str,
+    agent_id: str,
+    conn: ConnDep,
+    settings: SettingsDep,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    row = await _load(conn, settings, period, version)
+    for r in _rows(row):
+        if r["agent_id"] == agent_id:
+            return r
+    raise HTTPException(
+        404, f"agent {agent_id!r}: not in period {row.period} version {row.version}"
+    )

@@ -1,0 +1,163 @@
+"""Closing a pay period: every figure of every agent (and team, and the center)
+over the period, stored as an immutable version with a checksum.
+
+The figures are the read API's: the same counters summed over the period's
+minute buckets and the same functions (services/core/kpi.py), so a closed figure
+equals `GET /v1/kpis/agent/{id}?from=…&to=…` at the moment of closing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.api import queries
+from services.core.db import LOCK_PERIODS, period_versions
+from services.core.kpi import metrics_for, zero_counters
+from services.core.settings import UNASSIGNED_TEAM, Settings
+from services.core.timewin import iso
+from services.payroll.periods import Period, earliest_close, parse
+
+
+class CloseRefused(Exception):
+    """Closing is not allowed now; `earliest` says when it will be (if ever)."""
+
+    def __init__(self, reason: str, earliest: datetime | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.earliest = earliest
+
+
+@dataclass(frozen=True)
+class Version:
+    period: str
+    version: int
+    created_at: datetime
+    created_by: str
+    reason: str | None
+    fcr_provisional: bool
+    checksum: str
+
+
+def checksum(period: str, definitions: dict[str, Any], figures: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON (sorted keys) of what a version holds."""
+    canonical = orjson.dumps(
+        {"period": period, "definitions": definitions, "figures": figures},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+async def compute_figures(
+    conn: AsyncConnection, settings: Settings, period: Period
+) -> dict[str, Any]:
+    """{"agents": {id: figures}, "teams": {id: figures}, "center": figures}; roster
+    members without a call or a minute logged in are included with zeros."""
+    out: dict[str, Any] = {}
+    roster = {
+        "agent": [a for t in settings.teams for a in t.agents],
+        "team": [t.id for t in settings.teams],
+        "center": ["all"],
+    }
+    for kind, key in (("agent", "agents"), ("team", "teams"), ("center", "center")):
+        counters = await queries.window_counters_by_entity(conn, kind, period.start, period.end)
+        reasons = await queries.reason_counters_by_entity(conn, kind, period.start, period.end)
+        figures = {}
+        for ident in sorted(set(roster[kind]) | set(counters)):
+            row = metrics_for(kind, counters.get(ident) or zero_counters(), reasons.get(ident))
+            if kind == "agent":
+                row = {"team": settings.team_of_agent.get(ident, UNASSIGNED_TEAM), **row}
+            figures[ident] = row
+        out[key] = figures if kind != "center" else figures["all"]
+    return out
+
+
+async def _lock(conn: AsyncConnection, period: str) -> None:
+    # concurrent closes of one period queue here; the second then finds version 1
+    await conn.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:p))"), {"k": LOCK_PERIODS, "p": period}
+    )
+
+
+async def latest_version(conn: AsyncConnection, period: str) -> int | None:
+    n = await conn.scalar(
+        sa.select(sa.func.max(period_versions.c.version)).where(period_versions.c.period == period)
+    )
+    return None if n is None else int(n)
+
+
+async def close(
+    conn: AsyncConnection,
+    settings: Settings,
+    period_id: str,
+    *,
+    now: datetime,
+    by: str,
+    force: bool = False,
+) -> Version:
+    """Store version 1 of a period. Call inside a transaction."""
+    period = parse(period_id, settings.periods, settings.tz)
+    await _lock(conn, period.id)
+    earliest = earliest_close(
+        period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
+    )
+    existing = await latest_version(conn, period.id)
+    if existing is not None:
+        raise CloseRefused(
+            f"period {period.id} is already closed (version {existing}); "
+            "late changes are restated as a new version"
+        )
+    if now < period.end:
+        raise CloseRefused(
+            f"period {period.id} has not ended (it ends {iso(period.end, settings.tz)})",
+            earliest,
+        )
+    provisional = now < earliest
+    if provisional and not force:
+        raise CloseRefused(
+            f"first-call resolution of period {period.id}'s last calls is still open: their "
+            f"{settings.kpi.fcr_window_hours} h windows and the "
+            f"{settings.periods.close_grace_hours} h grace end {iso(earliest, settings.tz)}; "
+            "force=true closes now with FCR figures marked provisional",
+            earliest,
+        )
+    return await _store(conn, settings, period, 1, now=now, by=by, reason=None,
+                        fcr_provisional=provisional)  # fmt: skip
+
+
+async def _store(
+    conn: AsyncConnection,
+    settings: Settings,
+    period: Period,
+    version: int,
+    *,
+    now: datetime,
+    by: str,
+    reason: str | None,
+    fcr_provisional: bool,
+) -> Version:
+    figures = await compute_figures(conn, settings, period)
+    definitions = settings.kpi.stamp()
+    digest = checksum(period.id, definitions, figures)
+    await conn.execute(
+        period_versions.insert().values(
+            period=period.id,
+            version=version,
+            period_start=period.start,
+            period_end=period.end,
+            created_at=now,
+            created_by=by,
+            reason=reason,
+            fcr_provisional=fcr_provisional,
+            definitions=definitions,
+            checksum=digest,
+            figures=figures,
+        )
+    )
+    return Version(period.id, version, now, by, reason, fcr_provisional, digest)

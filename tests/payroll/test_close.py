@@ -1,0 +1,188 @@
+"""Closing pay periods through the real pipeline and Postgres: the stored figures
+equal the read API's, CSV equals JSON, too-early and repeated closes are refused
+with the reason, and a version cannot be changed."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from services.api.periods import AGENT_FIELDS, CSV_COLUMNS
+from services.devstack import EmbeddedBroker, EmbeddedPostgres
+from services.payroll.close import checksum
+from tests.alerting.dips import calls, post_and_wait
+from tests.conftest import new_database, stack_env
+from tests.stack import Stack
+
+pytestmark = pytest.mark.slow
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+TODAY = datetime.now(SHANGHAI).date()
+
+
+def day(offset: int) -> date:
+    return TODAY + timedelta(days=offset)
+
+
+# Ranges relative to today, so the test means the same whenever it runs: `past`
+# ended long ago, `recent` ended at midnight (FCR windows still open), `current`
+# has not ended.
+RANGES = [
+    {"id": "past", "from": str(day(-40)), "to": str(day(-34))},
+    {"id": "quiet1", "from": str(day(-33)), "to": str(day(-30))},
+    {"id": "recent", "from": str(day(-2)), "to": str(day(-1))},
+    {"id": "current", "from": str(day(0)), "to": str(day(1))},
+]
+
+
+@pytest.fixture(scope="module")
+def payroll(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> Iterator[tuple[Stack, str]]:
+    db = new_database(pg)
+    env = stack_env(broker, db, "payroll", CALLKPI_PERIODS__CALENDAR="explicit",
+                    CALLKPI_PERIODS__RANGES=json.dumps(RANGES))  # fmt: skip
+    s = Stack(env).start()
+    yield s, db
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def closed_past(payroll: tuple[Stack, str]) -> dict[str, Any]:
+    stack, _ = payroll
+    t0 = datetime.combine(day(-38), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
+    events = calls("pay", "billing", t0, answered=17, abandoned=3)
+    post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 20)
+    r = stack.post_json("/v1/periods/past/close", {"by": "test-payroll"})
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def test_closing_an_ended_period_stores_version_1_equal_to_the_read_api(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    stack, _ = payroll
+    assert (closed_past["version"], closed_past["fcr_provisional"]) == (1, False)
+    assert closed_past["created_by"] == "test-payroll"
+    period = stack.get("/v1/periods/past").json()
+    assert (
+        period["status"] == "closed"
+        and period["versions"][0]["checksum"] == closed_past["checksum"]
+    )
+    rows = stack.get("/v1/periods/past/agents").json()["items"]
+    agents = {r["agent_id"]: r for r in rows}
+    assert {f"pay-agent{i}" for i in range(4)} <= set(agents)
+    for agent in (f"pay-agent{i}" for i in range(4)):
+        live = stack.get(
+            f"/v1/kpis/agent/{agent}", **{"from": period["from"], "to": period["to"]}
+        ).json()
+        assert {f: agents[agent][f] for f in AGENT_FIELDS} == {f: live[f] for f in AGENT_FIELDS}
+    assert sum(agents[f"pay-agent{i}"]["answered"] for i in range(4)) == 17
+    # roster agents without a call are there too, with zeros
+    assert agents["b00"]["answered"] == 0 and agents["b00"]["team"] == "billing"
+
+
+def test_csv_has_the_documented_columns_and_equals_the_json(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    stack, _ = payroll
+    r = stack.get("/v1/periods/past/agents", format="csv")
+    assert r.headers["content-type"] == "text/csv; charset=utf-8"
+    table = list(csv.DictReader(io.StringIO(r.content.decode("utf-8"))))
+    assert list(table[0]) == list(CSV_COLUMNS)
+    items = stack.get("/v1/periods/past/agents").json()["items"]
+    assert len(table) == len(items)
+    for line, item in zip(table, items, strict=True):
+        for col in CSV_COLUMNS:
+            want = item[col]
+            assert line[col] == ("" if want is None else str(want)), (col, line[col], want)
+
+
+def test_etag_round_trip_gives_304_until_the_version_changes(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    stack, _ = payroll
+    first = stack.get("/v1/periods/past/agents")
+    etag = first.headers["etag"]
+    again = stack.get_with("/v1/periods/past/agents", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    other = stack.get_with("/v1/periods/past/agents", headers={"If-None-Match": '"other"'})
+    assert other.status_code == 200
+
+
+def test_closing_twice_is_refused_and_keeps_version_1(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    stack, _ = payroll
+    r = stack.post_json("/v1/periods/past/close", {})
+    assert r.status_code == 409 and "already closed (version 1)" in r.json()["detail"]
+    assert [v["version"] for v in stack.get("/v1/periods/past").json()["versions"]] == [1]
+
+
+def test_closing_while_fcr_windows_are_open_is_refused_with_the_earliest_time(
+    payroll: tuple[Stack, str],
+) -> None:
+    stack, _ = payroll
+    r = stack.post_json("/v1/periods/recent/close", {})
+    assert r.status_code == 409, r.text
+    end = datetime.combine(day(0), datetime.min.time(), SHANGHAI)
+    assert r.json()["earliest_close"] == (end + timedelta(hours=72 + 6)).isoformat()
+    assert "force=true" in r.json()["detail"]
+    forced = stack.post_json("/v1/periods/recent/close?force=true", {})
+    assert forced.status_code == 201 and forced.json()["fcr_provisional"] is True
+    assert stack.get("/v1/periods/recent/agents").json()["items"][0]["fcr_provisional"] is True
+
+
+def test_a_period_that_has_not_ended_cannot_be_closed_even_with_force(
+    payroll: tuple[Stack, str],
+) -> None:
+    stack, _ = payroll
+    r = stack.post_json("/v1/periods/current/close?force=true", {})
+    assert r.status_code == 409 and "has not ended" in r.json()["detail"]
+    assert stack.get("/v1/periods/current").json()["status"] == "open"
+    assert stack.get("/v1/periods/2026-10").status_code == 404  # not a configured range
+
+
+def test_concurrent_closes_produce_one_version(payroll: tuple[Stack, str]) -> None:
+    stack, _ = payroll
+    codes: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: codes.append(stack.post_json("/v1/periods/quiet1/close", {}).status_code)
+        )
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [201, 409, 409, 409]
+    assert len(stack.get("/v1/periods/quiet1").json()["versions"]) == 1
+
+
+async def test_a_stored_version_cannot_be_updated_and_its_checksum_matches_its_figures(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    _, db = payroll
+    conn = await asyncpg.connect(db.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        row = await conn.fetchrow("SELECT definitions, figures, checksum FROM period_versions "
+                                  "WHERE period = 'past' AND version = 1")  # fmt: skip
+        assert row is not None
+        assert (
+            checksum("past", json.loads(row["definitions"]), json.loads(row["figures"]))
+            == row["checksum"]
+        )
+        with pytest.raises(asyncpg.RaiseError, match="immutable"):
+            await conn.execute("UPDATE period_versions SET created_by = 'x' WHERE period = 'past'")
+        with pytest.raises(asyncpg.RaiseError, match="immutable"):
+            await conn.execute("DELETE FROM period_versions WHERE period = 'past'")
+    finally:
+        await conn.close()
