@@ -186,3 +186,23 @@ async def test_a_stored_version_cannot_be_updated_and_its_checksum_matches_its_f
             await conn.execute("DELETE FROM period_versions WHERE period = 'past'")
     finally:
         await conn.close()
+
+
+def test_cli_lists_periods_and_refuses_a_second_close_with_the_reason(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    import subprocess
+    import sys
+
+    stack, _ = payroll
+    env = stack.env
+    listed = subprocess.run([sys.executable, "-m", "services.cli", "periods", "list"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.split()[:3] == ["past", "closed", "v1"] for line in listed.stdout.splitlines())
+    again = subprocess.run([sys.executable, "-m", "services.cli", "periods", "close", "past"],
+                           env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert again.returncode == 1 and "already closed (version 1)" in again.stderr
+    bad = subprocess.run([sys.executable, "-m", "services.cli", "periods", "close", "nope"],
+                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "not one of the configured ranges" in bad.stderr
