@@ -3,7 +3,7 @@
 callkpi dev [--config F] [--port 8000] [--simulate [--understaff 5m+30m]] [--data-dir .callkpi]
 callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
-callkpi periods list | close PERIOD [--force] [--by NAME]
+callkpi periods list | close PERIOD [--force] | restate PERIOD --reason R [--by NAME]
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
 """
@@ -98,7 +98,7 @@ async def _periods(args: argparse.Namespace) -> int:
 
     from services.core.db import make_engine
     from services.core.timewin import iso
-    from services.payroll.close import CloseRefused, close, latest_version
+    from services.payroll.close import CloseRefused, close, latest_version, restate
     from services.payroll.periods import PeriodError, earliest_close, parse, recent, status
 
     settings = _settings(args)
@@ -119,16 +119,21 @@ async def _periods(args: argparse.Namespace) -> int:
             parse(args.period, settings.periods, settings.tz)
         except PeriodError as exc:
             raise ConfigError(str(exc)) from None
+        by = args.by or getpass.getuser()
         try:
             async with engine.begin() as conn:
-                v = await close(conn, settings, args.period, now=now,
-                                by=args.by or getpass.getuser(), force=args.force)  # fmt: skip
+                if args.action == "restate":
+                    v = await restate(conn, settings, args.period, now=now, by=by,
+                                      reason=args.reason)  # fmt: skip
+                else:
+                    v = await close(conn, settings, args.period, now=now, by=by, force=args.force)
         except CloseRefused as exc:
             when = f" (earliest: {iso(exc.earliest, settings.tz)})" if exc.earliest else ""
             print(f"callkpi: not closed: {exc.reason}{when}", file=sys.stderr)
             return 1
         note = " (FCR provisional)" if v.fcr_provisional else ""
-        print(f"closed {v.period} as version {v.version}{note}; checksum {v.checksum}")
+        verb = "restated" if args.action == "restate" else "closed"
+        print(f"{verb} {v.period} as version {v.version}{note}; checksum {v.checksum}")
         return 0
     finally:
         await engine.dispose()
@@ -438,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--force", action="store_true",
                     help="close before the FCR windows end (FCR figures provisional)")  # fmt: skip
     pc.add_argument("--by", help="who closes it (default: the OS user)")
+    pr = per_sub.add_parser("restate", help="store version n+1 from the current counters")
+    pr.add_argument("period")
+    pr.add_argument("--reason", required=True, help="why (kept with the version)")
+    pr.add_argument("--by", help="who restates it (default: the OS user)")
     per.set_defaults(func=cmd_periods)
 
     mig = sub.add_parser("migrate", help="apply database migrations")

@@ -16,7 +16,15 @@ from services.core.db import period_versions
 from services.core.kpi import metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import iso
-from services.payroll.close import CloseRefused, close, latest_version
+from services.payroll.close import (
+    CloseRefused,
+    close,
+    compute_figures,
+    diff,
+    latest_version,
+    restate,
+    stored_figures,
+)
 from services.payroll.periods import Period, PeriodError, earliest_close, parse, recent, status
 
 router = APIRouter(prefix="/v1/periods", tags=["payroll"])
@@ -108,13 +116,7 @@ async def close_period(
         async with engine.begin() as conn:
             v = await close(conn, settings, p.id, now=datetime.now(UTC), by=by, force=force)
     except CloseRefused as exc:
-        return JSONResponse(
-            {
-                "detail": exc.reason,
-                "earliest_close": None if exc.earliest is None else iso(exc.earliest, settings.tz),
-            },
-            status_code=409,
-        )
+        return _refused(settings, exc)
     return {
         "period": v.period,
         "version": v.version,
@@ -122,6 +124,88 @@ async def close_period(
         "created_by": v.created_by,
         "fcr_provisional": v.fcr_provisional,
         "checksum": v.checksum,
+    }
+
+
+def _refused(settings: Settings, exc: CloseRefused) -> JSONResponse:
+    return JSONResponse(
+        {
+            "detail": exc.reason,
+            "earliest_close": None if exc.earliest is None else iso(exc.earliest, settings.tz),
+        },
+        status_code=409,
+    )
+
+
+@router.post("/{period}/restate", status_code=201)
+async def restate_period(
+    period: str,
+    engine: EngineDep,
+    settings: SettingsDep,
+    reason: Annotated[str, Body(embed=True, min_length=1, max_length=2000)],
+    by: Annotated[str, Body(embed=True, max_length=200)] = "api",
+) -> Any:
+    """Version n+1 from the current counters, with a reason. 409 when the period is
+    not closed or nothing changed since version n."""
+    p = _period(settings, period)
+    try:
+        async with engine.begin() as conn:
+            v = await restate(conn, settings, p.id, now=datetime.now(UTC), by=by, reason=reason)
+    except CloseRefused as exc:
+        return _refused(settings, exc)
+    return {
+        "period": v.period,
+        "version": v.version,
+        "created_at": iso(v.created_at, settings.tz),
+        "created_by": v.created_by,
+        "reason": v.reason,
+        "fcr_provisional": v.fcr_provisional,
+        "checksum": v.checksum,
+    }
+
+
+@router.get("/{period}/adjustments")
+async def period_adjustments(period: str, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+    """What late events changed since the latest version: per agent and field the
+    closed value, the current one and the difference (numbers only). The closed
+    version itself never changes; a restatement makes these version n+1."""
+    row = await _load(conn, settings, period, None)
+    current = await compute_figures(conn, settings, _period(settings, period))
+    items = [
+        {
+            "agent_id": d["agent_id"],
+            "field": d["field"],
+            "closed": d["old"],
+            "current": d["new"],
+            "difference": _difference(d["old"], d["new"]),
+        }
+        for d in diff(row.figures, current)
+    ]
+    return {"period": row.period, "version": row.version, "items": items}
+
+
+def _difference(old: Any, new: Any) -> float | int | None:
+    numbers = (int, float)
+    if isinstance(old, numbers) and isinstance(new, numbers) and not isinstance(old, bool):
+        return new - old
+    return None
+
+
+@router.get("/{period}/versions/{version}/diff")
+async def version_diff(
+    period: str, version: int, conn: ConnDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """What version n changed against version n-1: agent, field, old, new."""
+    row = await _load(conn, settings, period, version)
+    if version == 1:
+        raise HTTPException(422, "version: 1 is the first version; there is nothing before it")
+    before = await stored_figures(conn, row.period, version - 1)
+    return {
+        "period": row.period,
+        "version": version,
+        "against": version - 1,
+        "reason": row.reason,
+        "items": diff(before, row.figures),
     }
 
 

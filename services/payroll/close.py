@@ -131,6 +131,57 @@ async def close(
                         fcr_provisional=provisional)  # fmt: skip
 
 
+async def restate(
+    conn: AsyncConnection,
+    settings: Settings,
+    period_id: str,
+    *,
+    now: datetime,
+    by: str,
+    reason: str,
+) -> Version:
+    """Store version n+1 from the current counters. Refused when the period is not
+    closed, or when nothing differs from version n (a version per real change)."""
+    period = parse(period_id, settings.periods, settings.tz)
+    await _lock(conn, period.id)
+    latest = await latest_version(conn, period.id)
+    if latest is None:
+        raise CloseRefused(f"period {period.id} is not closed: close it first")
+    stored = await stored_figures(conn, period.id, latest)
+    current = await compute_figures(conn, settings, period)
+    if not diff(stored, current):
+        raise CloseRefused(f"nothing changed since version {latest} of period {period.id}")
+    provisional = now < earliest_close(
+        period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
+    )
+    return await _store(conn, settings, period, latest + 1, now=now, by=by, reason=reason,
+                        fcr_provisional=provisional, figures=current)  # fmt: skip
+
+
+async def stored_figures(conn: AsyncConnection, period: str, version: int) -> dict[str, Any]:
+    t = period_versions
+    figures = await conn.scalar(
+        sa.select(t.c.figures).where(t.c.period == period, t.c.version == version)
+    )
+    if figures is None:
+        raise CloseRefused(f"period {period} has no version {version}")
+    return dict(figures)
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per agent and field, what differs between two sets of period figures
+    (agents in only one side count as all their fields differing)."""
+    out: list[dict[str, Any]] = []
+    old_agents, new_agents = old["agents"], new["agents"]
+    for agent in sorted(set(old_agents) | set(new_agents)):
+        a, b = old_agents.get(agent, {}), new_agents.get(agent, {})
+        for field in (*a, *(k for k in b if k not in a)):
+            if a.get(field) != b.get(field):
+                out.append({"agent_id": agent, "field": field,
+                            "old": a.get(field), "new": b.get(field)})  # fmt: skip
+    return out
+
+
 async def _store(
     conn: AsyncConnection,
     settings: Settings,
@@ -141,8 +192,10 @@ async def _store(
     by: str,
     reason: str | None,
     fcr_provisional: bool,
+    figures: dict[str, Any] | None = None,
 ) -> Version:
-    figures = await compute_figures(conn, settings, period)
+    if figures is None:
+        figures = await compute_figures(conn, settings, period)
     definitions = settings.kpi.stamp()
     digest = checksum(period.id, definitions, figures)
     await conn.execute(

@@ -21,7 +21,7 @@ from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from services.payroll.close import checksum
 from tests.alerting.dips import calls, post_and_wait
 from tests.conftest import new_database, stack_env
-from tests.stack import Stack
+from tests.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -36,7 +36,8 @@ def day(offset: int) -> date:
 # ended long ago, `recent` ended at midnight (FCR windows still open), `current`
 # has not ended.
 RANGES = [
-    {"id": "past", "from": str(day(-40)), "to": str(day(-34))},
+    # within call_state_retention_days (14), so a late survey still finds its call
+    {"id": "past", "from": str(day(-10)), "to": str(day(-5))},
     {"id": "quiet1", "from": str(day(-33)), "to": str(day(-30))},
     {"id": "recent", "from": str(day(-2)), "to": str(day(-1))},
     {"id": "current", "from": str(day(0)), "to": str(day(1))},
@@ -56,7 +57,7 @@ def payroll(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> Iterator[tuple[Stac
 @pytest.fixture(scope="module")
 def closed_past(payroll: tuple[Stack, str]) -> dict[str, Any]:
     stack, _ = payroll
-    t0 = datetime.combine(day(-38), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
+    t0 = datetime.combine(day(-8), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
     events = calls("pay", "billing", t0, answered=17, abandoned=3)
     post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 20)
     r = stack.post_json("/v1/periods/past/close", {"by": "test-payroll"})
@@ -199,10 +200,67 @@ def test_cli_lists_periods_and_refuses_a_second_close_with_the_reason(
     listed = subprocess.run([sys.executable, "-m", "services.cli", "periods", "list"], env=env,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert listed.returncode == 0, listed.stderr
-    assert any(line.split()[:3] == ["past", "closed", "v1"] for line in listed.stdout.splitlines())
+    assert any(line.split()[:2] == ["past", "closed"] for line in listed.stdout.splitlines())
     again = subprocess.run([sys.executable, "-m", "services.cli", "periods", "close", "past"],
                            env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert again.returncode == 1 and "already closed (version 1)" in again.stderr
     bad = subprocess.run([sys.executable, "-m", "services.cli", "periods", "close", "nope"],
                          env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 2 and "not one of the configured ranges" in bad.stderr
+
+
+SURVEY_FIELDS = {"surveys", "satisfied", "csat", "survey_rate"}
+
+
+def test_late_survey_after_close_leaves_version_1_unchanged_and_restates_as_version_2(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any]
+) -> None:
+    stack, _ = payroll
+    v1 = stack.get("/v1/periods/past/agents/pay-agent1", version=1).json()
+    assert v1["surveys"] == 0
+    # call pay-1 was answered by pay-agent1; its survey arrives after the close
+    t = datetime.combine(day(-8), datetime.min.time(), SHANGHAI) + timedelta(hours=11)
+    survey = {"event_id": "pay-1-survey", "type": "survey.completed", "call_id": "pay-1",
+              "score": 5, "occurred_at": t.isoformat()}  # fmt: skip
+    assert stack.post([survey]).status_code == 202
+
+    def adjustments() -> Any:
+        items = stack.get("/v1/periods/past/adjustments").json()["items"]
+        return items if items else None
+
+    items = wait_until(adjustments, timeout=30)
+    assert items, "the late survey never showed as an adjustment"
+    assert {(i["agent_id"], i["field"]) for i in items} == {
+        ("pay-agent1", f) for f in SURVEY_FIELDS
+    }
+    by_field = {i["field"]: i for i in items}
+    assert (
+        by_field["surveys"]["closed"],
+        by_field["surveys"]["current"],
+        by_field["surveys"]["difference"],
+    ) == (0, 1, 1)
+    assert by_field["csat"]["closed"] is None and by_field["csat"]["difference"] is None
+
+    # version 1 is untouched
+    assert stack.get("/v1/periods/past/agents/pay-agent1", version=1).json() == v1
+    assert (
+        stack.get("/v1/periods/past").json()["versions"][0]["checksum"] == closed_past["checksum"]
+    )
+
+    r = stack.post_json("/v1/periods/past/restate", {"reason": "late survey", "by": "payroll-test"})
+    assert r.status_code == 201, r.text
+    assert r.json()["version"] == 2 and r.json()["checksum"] != closed_past["checksum"]
+    d = stack.get("/v1/periods/past/versions/2/diff").json()
+    assert d["reason"] == "late survey"
+    assert [(i["agent_id"], i["field"], i["old"], i["new"]) for i in d["items"]] == [
+        (i["agent_id"], i["field"], i["closed"], i["current"]) for i in items
+    ]
+    assert stack.get("/v1/periods/past/agents/pay-agent1").json()["version"] == 2
+    assert stack.get("/v1/periods/past/agents/pay-agent1", version=1).json() == v1
+    assert stack.get("/v1/periods/past/adjustments").json()["items"] == []
+    again = stack.post_json("/v1/periods/past/restate", {"reason": "again"})
+    assert again.status_code == 409 and "nothing changed since version 2" in again.json()["detail"]
+    assert stack.get("/v1/periods/past/versions/1/diff").status_code == 422
+    assert (
+        stack.post_json("/v1/periods/past/restate", {}).status_code == 422
+    )  # a reason is required
