@@ -98,8 +98,14 @@ async def _periods(args: argparse.Namespace) -> int:
 
     from services.core.db import make_engine
     from services.core.timewin import iso
-    from services.payroll.close import CloseRefused, close, latest_version, restate
-    from services.payroll.periods import PeriodError, earliest_close, parse, recent, status
+    from services.payroll.close import (
+        CloseRefused,
+        closable_from,
+        close,
+        latest_version,
+        restate,
+    )
+    from services.payroll.periods import PeriodError, parse, recent, status
 
     settings = _settings(args)
     engine = make_engine(settings)
@@ -109,8 +115,7 @@ async def _periods(args: argparse.Namespace) -> int:
             async with engine.connect() as conn:
                 for p in recent(now, settings.periods, settings.tz):
                     n = await latest_version(conn, p.id)
-                    ready = earliest_close(p, settings.kpi.fcr_window_hours,
-                                           settings.periods.close_grace_hours)  # fmt: skip
+                    ready = closable_from(settings, p)
                     version = f"v{n}" if n else ""
                     print(f"{p.id:12} {status(p, now, n is not None):8} {version:4} "
                           f"closable from {iso(ready, settings.tz)}")  # fmt: skip

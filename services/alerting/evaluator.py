@@ -25,14 +25,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.alerting.health import configured_entities
 from services.alerting.machine import Observation, Open, Step, steps
 from services.api import live, queries
 from services.core.alert_rules import AlertRule, ScheduleClass
 from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
 from services.core.kpi import agent_time, counted_outcomes, metrics_for, zero_counters
 from services.core.settings import Settings
-from services.core.timewin import MINUTE, floor_minute, iso
+from services.core.timewin import iso, trailing
 
 log = logging.getLogger("callkpi.alerts")
 
@@ -40,6 +39,13 @@ SCHEMA_ID = "callkpi.alert-transition.v1"
 # Fields that include agent time: they need the open state of each agent up to
 # now, as the read API adds it.
 _TIME_FIELDS = frozenset(agent_time(zero_counters()))
+
+
+def configured_entities(settings: Settings, rule: AlertRule) -> list[str]:
+    """The entities a rule names or, without ids, the roster's of its kind."""
+    if rule.ids and rule.kind != "center":
+        return list(rule.ids)
+    return settings.roster(rule.kind)
 
 
 def rule_json(rule: AlertRule) -> dict[str, Any]:
@@ -264,9 +270,7 @@ class _Figures:
         self._live: live.Live | None = None
 
     def _bounds(self, rule: AlertRule) -> tuple[datetime, datetime]:
-        # as the read API's live windows: up to the end of the current minute
-        end = floor_minute(self.now) + MINUTE
-        return end - rule.window, end
+        return trailing(rule.window, self.now)
 
     async def _by_entity(self, rule: AlertRule) -> dict[str, dict[str, int]]:
         key = (rule.kind, int(rule.window.total_seconds()))

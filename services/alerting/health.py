@@ -12,21 +12,10 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.alerting.evaluator import configured_entities
 from services.alerting.sinks import url_label
-from services.core.alert_rules import AlertRule
 from services.core.db import alert_transitions, alerts, webhook_deliveries
 from services.core.settings import Settings
-
-
-def configured_entities(settings: Settings, rule: AlertRule) -> list[str]:
-    """The entities a rule names or, without ids, the roster's of its kind."""
-    if rule.kind == "center":
-        return ["all"]
-    if rule.ids:
-        return list(rule.ids)
-    if rule.kind == "team":
-        return [t.id for t in settings.teams]
-    return [q for t in settings.teams for q in t.queues]
 
 
 async def alert_families(

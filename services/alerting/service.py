@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerting.evaluator import Evaluator
-from services.alerting.sinks import Publisher, WebhookDeliverer
+from services.alerting.sinks import PUBLISH_BATCH, Publisher, WebhookDeliverer
 from services.core.db import asyncpg_dsn, require_database_url
 from services.core.settings import Settings
 
@@ -124,19 +124,31 @@ class AlertService:
             await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))
 
     async def _publish_loop(self) -> None:
-        assert self.publisher is not None
-        await self._drain("kafka", self.publisher.publish_pending, PUBLISH_POLL_S)
+        publisher = self.publisher
+        assert publisher is not None
+
+        async def step() -> bool:
+            # a full batch: more may be waiting behind it
+            return await publisher.publish_pending() == PUBLISH_BATCH
+
+        await self._drain("kafka", step, PUBLISH_POLL_S)
 
     async def _deliver_loop(self) -> None:
-        await self._drain("webhook", self.deliverer.start_due, DELIVERY_POLL_S)
+        async def step() -> bool:
+            await self.deliverer.start_due()
+            return False  # started deliveries run on their own tasks
 
-    async def _drain(self, sink: str, step: Callable[[], Awaitable[int]], poll_s: float) -> None:
+        await self._drain("webhook", step, DELIVERY_POLL_S)
+
+    async def _drain(self, sink: str, step: Callable[[], Awaitable[bool]], poll_s: float) -> None:
+        """Run `step` whenever woken or every `poll_s`, at once again while it says
+        more is waiting, backing off while it fails."""
         wake = self._wake[sink]
         backoff = 0.5
         while True:
             wake.clear()
             try:
-                n = await step()
+                more = await step()
             except Exception as exc:
                 SINK_ERRORS.labels(sink).inc()
                 log.warning("alert %s sink: %s; retrying in %.1fs", sink, exc, backoff)
@@ -144,9 +156,8 @@ class AlertService:
                 backoff = min(backoff * 2, 30.0)
                 continue
             backoff = 0.5
-            if n and sink == "kafka":
-                continue  # a full batch: more may be waiting
-            await _wait(wake, poll_s)
+            if not more:
+                await _wait(wake, poll_s)
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Query
 from services.alerting.evaluator import alert_json
 from services.api.deps import ConnDep, SettingsDep
 from services.core.db import alert_transitions, alerts
-from services.core.timewin import iso
+from services.core.timewin import WindowError, iso, parse_instant
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -31,15 +31,10 @@ class Kind(StrEnum):
 
 
 def _instant(name: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
     try:
-        dt = datetime.fromisoformat(value.replace("z", "Z"))
-    except ValueError:
-        raise HTTPException(422, f"{name}: not an RFC 3339 timestamp: {value!r}") from None
-    if dt.tzinfo is None:
-        raise HTTPException(422, f"{name}: needs a UTC offset (e.g. Z or +08:00): {value!r}")
-    return dt
+        return None if value is None else parse_instant(name, value, minute_aligned=False)
+    except WindowError as exc:
+        raise HTTPException(422, str(exc)) from None
 
 
 @router.get("")

@@ -77,20 +77,10 @@ def _bounds(
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-def _roster(settings: Settings, kind: Kind) -> list[str]:
-    if kind is Kind.CENTER:
-        return ["all"]
-    if kind is Kind.TEAM:
-        return [t.id for t in settings.teams]
-    if kind is Kind.QUEUE:
-        return [q for t in settings.teams for q in t.queues]
-    return [a for t in settings.teams for a in t.agents]
-
-
 async def _require_entity(conn: Any, settings: Settings, kind: Kind, entity_id: str) -> None:
     if kind is Kind.CENTER and entity_id != "all":
         raise HTTPException(status_code=404, detail="center: the only id is 'all'")
-    if entity_id in _roster(settings, kind):
+    if entity_id in settings.roster(kind.value):
         return
     if not await queries.entity_exists(conn, kind.value, entity_id):
         raise HTTPException(
@@ -204,7 +194,7 @@ async def list_kpis(
     by_entity = await queries.window_counters_by_entity(conn, kind.value, start, end)
     reasons = await queries.reason_counters_by_entity(conn, kind.value, start, end)
     now = await live.load(conn, settings, datetime.now(UTC))
-    ids = sorted(set(_roster(settings, kind)) | set(by_entity))
+    ids = sorted(set(settings.roster(kind.value)) | set(by_entity))
     if kind is Kind.AGENT:
         ids = sorted(set(ids) | {a[0] for a in now.agents})
     items = []

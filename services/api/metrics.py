@@ -54,30 +54,21 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
         labels=LABELS,
     )
     kinds = ["center", "team", "queue"] + (["agent"] if settings.metrics_include_agents else [])
-    roster = {
-        "center": ["all"],
-        "team": [t.id for t in settings.teams],
-        "queue": [q for t in settings.teams for q in t.queues],
-        "agent": [a for t in settings.teams for a in t.agents],
-    }
     for window in GAUGE_WINDOWS:
         start, end = window_bounds(window, now, settings.tz)
         for kind in kinds:
             data = await queries.window_counters_by_entity(conn, kind, start, end)
-            for ident in sorted(set(roster[kind]) | set(data)):
+            for ident in sorted(set(settings.roster(kind)) | set(data)):
                 # agents have their own shape (no service level, ASA or queue):
                 # export the gauges whose field they have
-                figures = metrics_for(kind, data.get(ident) or zero_counters())
+                counters = data.get(ident) or zero_counters()
+                figures = metrics_for(kind, counters)
                 for name, (field, _) in GAUGES.items():
                     value = figures.get(field)
                     if value is not None:
                         gauges[name].add_metric([kind, ident, window], float(value))
-            if kind != "agent":
-                for ident in sorted(set(roster[kind]) | set(data)):
-                    calls.add_metric(
-                        [kind, ident, window],
-                        float(counted_outcomes(data.get(ident) or zero_counters())),
-                    )
+                if kind != "agent":
+                    calls.add_metric([kind, ident, window], float(counted_outcomes(counters)))
     stats = await queries.pipeline_stats(conn)
     snap = _Snapshot()
     snap.families.extend(gauges.values())

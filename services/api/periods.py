@@ -18,6 +18,8 @@ from services.core.settings import Settings
 from services.core.timewin import iso
 from services.payroll.close import (
     CloseRefused,
+    Version,
+    closable_from,
     close,
     compute_figures,
     diff,
@@ -25,7 +27,7 @@ from services.payroll.close import (
     restate,
     stored_figures,
 )
-from services.payroll.periods import Period, PeriodError, earliest_close, parse, recent, status
+from services.payroll.periods import Period, PeriodError, parse, recent, status
 
 router = APIRouter(prefix="/v1/periods", tags=["payroll"])
 
@@ -55,12 +57,7 @@ def _summary(settings: Settings, period: Period, versions: list[Any]) -> dict[st
         "from": iso(period.start, settings.tz),
         "to": iso(period.end, settings.tz),
         "status": status(period, now, bool(versions)),
-        "earliest_close": iso(
-            earliest_close(
-                period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
-            ),
-            settings.tz,
-        ),
+        "earliest_close": iso(closable_from(settings, period), settings.tz),
         "versions": [
             {
                 "version": v.version,
@@ -117,11 +114,16 @@ async def close_period(
             v = await close(conn, settings, p.id, now=datetime.now(UTC), by=by, force=force)
     except CloseRefused as exc:
         return _refused(settings, exc)
+    return _version_json(settings, v)
+
+
+def _version_json(settings: Settings, v: Version) -> dict[str, Any]:
     return {
         "period": v.period,
         "version": v.version,
         "created_at": iso(v.created_at, settings.tz),
         "created_by": v.created_by,
+        "reason": v.reason,
         "fcr_provisional": v.fcr_provisional,
         "checksum": v.checksum,
     }
@@ -153,15 +155,7 @@ async def restate_period(
             v = await restate(conn, settings, p.id, now=datetime.now(UTC), by=by, reason=reason)
     except CloseRefused as exc:
         return _refused(settings, exc)
-    return {
-        "period": v.period,
-        "version": v.version,
-        "created_at": iso(v.created_at, settings.tz),
-        "created_by": v.created_by,
-        "reason": v.reason,
-        "fcr_provisional": v.fcr_provisional,
-        "checksum": v.checksum,
-    }
+    return _version_json(settings, v)
 
 
 @router.get("/{period}/adjustments")

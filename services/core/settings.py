@@ -204,6 +204,18 @@ class Settings(BaseSettings):
     def team_of_agent(self) -> dict[str, str]:
         return {a: t.id for t in self.teams for a in t.agents}
 
+    def roster(self, kind: str) -> list[str]:
+        """The configured entities of a kind (center: "all"), in config order."""
+        if kind == "center":
+            return ["all"]
+        if kind == "team":
+            return [t.id for t in self.teams]
+        if kind == "queue":
+            return [q for t in self.teams for q in t.queues]
+        if kind == "agent":
+            return [a for t in self.teams for a in t.agents]
+        raise ValueError(f"unknown entity kind {kind!r}")
+
     def queue_team(self, queue_id: str) -> str:
         return self.team_of_queue.get(queue_id, UNASSIGNED_TEAM)
 

@@ -21,11 +21,18 @@ def floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 
 
+def trailing(length: timedelta, now: datetime) -> tuple[datetime, datetime]:
+    """[from, to) of a trailing window of whole minutes up to the end of the
+    current minute (the minute in progress counts, as in the read API)."""
+    end = floor_minute(now.astimezone(UTC)) + MINUTE
+    return end - length, end
+
+
 def window_bounds(window: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """[from, to) of a live window; `to` is the end of the current minute."""
-    end = floor_minute(now.astimezone(UTC)) + MINUTE
     if window in ROLLING:
-        return end - timedelta(minutes=ROLLING[window]), end
+        return trailing(timedelta(minutes=ROLLING[window]), now)
+    end = floor_minute(now.astimezone(UTC)) + MINUTE
     if window == "today":
         local = now.astimezone(tz)
         midnight = datetime.combine(local.date(), time(0), tzinfo=tz)
@@ -33,14 +40,14 @@ def window_bounds(window: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, d
     raise WindowError(f"window: must be one of {', '.join(WINDOWS)}, got {window!r}")
 
 
-def parse_instant(name: str, value: str) -> datetime:
+def parse_instant(name: str, value: str, *, minute_aligned: bool = True) -> datetime:
     try:
         dt = datetime.fromisoformat(value.replace("z", "Z"))
     except ValueError:
         raise WindowError(f"{name}: not an RFC 3339 timestamp: {value!r}") from None
     if dt.tzinfo is None:
         raise WindowError(f"{name}: timestamp needs a UTC offset (e.g. Z or +08:00): {value!r}")
-    if dt.second or dt.microsecond:
+    if minute_aligned and (dt.second or dt.microsecond):
         raise WindowError(f"{name}: must be aligned to a minute (seconds = 0): {value!r}")
     return dt.astimezone(UTC)
 

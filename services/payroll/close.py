@@ -60,22 +60,22 @@ async def compute_figures(
     """{"agents": {id: figures}, "teams": {id: figures}, "center": figures}; roster
     members without a call or a minute logged in are included with zeros."""
     out: dict[str, Any] = {}
-    roster = {
-        "agent": [a for t in settings.teams for a in t.agents],
-        "team": [t.id for t in settings.teams],
-        "center": ["all"],
-    }
     for kind, key in (("agent", "agents"), ("team", "teams"), ("center", "center")):
         counters = await queries.window_counters_by_entity(conn, kind, period.start, period.end)
         reasons = await queries.reason_counters_by_entity(conn, kind, period.start, period.end)
         figures = {}
-        for ident in sorted(set(roster[kind]) | set(counters)):
+        for ident in sorted(set(settings.roster(kind)) | set(counters)):
             row = metrics_for(kind, counters.get(ident) or zero_counters(), reasons.get(ident))
             if kind == "agent":
                 row = {"team": settings.team_of_agent.get(ident, UNASSIGNED_TEAM), **row}
             figures[ident] = row
         out[key] = figures if kind != "center" else figures["all"]
     return out
+
+
+def closable_from(settings: Settings, period: Period) -> datetime:
+    """The earliest close under the configured FCR window and grace."""
+    return earliest_close(period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours)
 
 
 async def _lock(conn: AsyncConnection, period: str) -> None:
@@ -104,9 +104,7 @@ async def close(
     """Store version 1 of a period. Call inside a transaction."""
     period = parse(period_id, settings.periods, settings.tz)
     await _lock(conn, period.id)
-    earliest = earliest_close(
-        period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
-    )
+    earliest = closable_from(settings, period)
     existing = await latest_version(conn, period.id)
     if existing is not None:
         raise CloseRefused(
@@ -151,9 +149,7 @@ async def restate(
     current = await compute_figures(conn, settings, period)
     if not diff(stored, current):
         raise CloseRefused(f"nothing changed since version {latest} of period {period.id}")
-    provisional = now < earliest_close(
-        period, settings.kpi.fcr_window_hours, settings.periods.close_grace_hours
-    )
+    provisional = now < closable_from(settings, period)
     return await _store(conn, settings, period, latest + 1, now=now, by=by, reason=reason,
                         fcr_provisional=provisional, figures=current)  # fmt: skip
 
