@@ -47,8 +47,10 @@ class Proc:
 class Stack:
     """A worker and an API (with ingest), each its own process."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], token: str | None = None) -> None:
         self.env = {**os.environ, **env}
+        # sent on every request of the helpers below (a stack with auth on)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.api_port = free_port()
         self.worker_port = free_port()
         self.api = Proc("api", ["api", "--with-ingest", "--port", str(self.api_port)], self.env)
@@ -80,16 +82,17 @@ class Stack:
         self.api.stop()
 
     def post(self, events: list[dict[str, Any]]) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/events", json=events, timeout=30)
+        return httpx.post(f"{self.url}/v1/events", json=events, headers=self.headers, timeout=30)
 
     def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, timeout=30)
+        return httpx.get(f"{self.url}{path}", params=params, headers=self.headers, timeout=30)
 
     def get_with(self, path: str, headers: dict[str, str], **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
+        return httpx.get(f"{self.url}{path}", params=params, headers={**self.headers, **headers},
+                         timeout=30)  # fmt: skip
 
     def post_json(self, path: str, body: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}{path}", json=body, timeout=60)
+        return httpx.post(f"{self.url}{path}", json=body, headers=self.headers, timeout=60)
 
 
 def wait_http(url: str, timeout: float) -> None:

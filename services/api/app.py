@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from services.api import alerts, kpis, metrics, periods
-from services.api.deps import ConnDep
+from services.api.deps import ConnDep, require
 from services.core.db import make_engine
 from services.core.settings import Settings
 from services.ingest.app import create_ingest_router, producer_lifespan
@@ -29,6 +29,11 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             app.state.settings = settings
+            if not settings.auth.enabled:
+                log.warning(
+                    "no API tokens configured: every endpoint is open to anyone who can reach "
+                    "it; configure auth.tokens before exposing the service (docs/payroll.md#access)"
+                )
             app.state.engine = make_engine(settings)
             stack.push_async_callback(app.state.engine.dispose)
             if ingest:
@@ -59,13 +64,15 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             problems.append(f"{loc}: {err['msg']}")
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
+    # Scopes per router (docs/payroll.md#access); closing, restating and manual
+    # items need admin on top of payroll (services/api/periods.py).
     if read:
-        app.include_router(kpis.router)
-        app.include_router(alerts.router)
-        app.include_router(periods.router)
+        app.include_router(kpis.router, dependencies=[require("read")])
+        app.include_router(alerts.router, dependencies=[require("read")])
+        app.include_router(periods.router, dependencies=[require("payroll")])
     if ingest:
-        app.include_router(create_ingest_router(settings))
-    app.include_router(metrics.router)
+        app.include_router(create_ingest_router(settings), dependencies=[require("ingest")])
+    app.include_router(metrics.router, dependencies=[require("read")])
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

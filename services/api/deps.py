@@ -1,13 +1,14 @@
-"""FastAPI dependencies: settings, database connection."""
+"""FastAPI dependencies: settings, database connection, the caller's token."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.core.auth import ANONYMOUS, Principal, Scope
 from services.core.settings import Settings
 
 
@@ -31,3 +32,28 @@ async def get_conn(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+
+
+def require(scope: Scope) -> Any:
+    """A dependency admitting callers whose token has `scope` (or admin): 401
+    without a known token, 403 with one that lacks the scope. Runs before the
+    endpoint, so a refused caller sees no data. Auth off (no tokens): anonymous."""
+
+    def check(request: Request, settings: SettingsDep) -> Principal:
+        if not settings.auth.enabled:
+            return ANONYMOUS
+        header = request.headers.get("authorization", "")
+        kind, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="callkpi"'}
+        if kind.lower() != "bearer" or not token.strip():
+            raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
+                                headers=challenge)  # fmt: skip
+        principal = settings.auth.principal(token.strip())
+        if principal is None:
+            raise HTTPException(401, "unknown token", headers=challenge)
+        if not principal.allows(scope):
+            raise HTTPException(403, f"token {principal.name!r} lacks the {scope!r} scope")
+        request.state.principal = principal
+        return principal
+
+    return Depends(check)

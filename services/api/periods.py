@@ -10,12 +10,15 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.api.deps import ConnDep, EngineDep, SettingsDep
-from services.core.db import period_versions
-from services.core.kpi import metrics_for, zero_counters
+from services.api.deps import ConnDep, EngineDep, SettingsDep, require
+from services.core.auth import Principal
+from services.core.db import manual_items, period_versions
+from services.core.kpi import AGENT_FIELDS
 from services.core.settings import Settings
 from services.core.timewin import iso
+from services.payroll import audit, scorecard
 from services.payroll.close import (
     CloseRefused,
     Version,
@@ -24,23 +27,31 @@ from services.payroll.close import (
     compute_figures,
     diff,
     latest_version,
+    manual_values,
     restate,
     stored_figures,
 )
+from services.payroll.manual import parse_csv
 from services.payroll.periods import Period, PeriodError, parse, recent, status
 
 router = APIRouter(prefix="/v1/periods", tags=["payroll"])
 
-# Agent figures that are one value (the nested not-ready breakdown is left out of
-# the CSV); derived from the catalogue so a new field becomes a new column, at
-# the end, never reordering the others.
-AGENT_FIELDS: tuple[str, ...] = tuple(
-    k for k, v in metrics_for("agent", zero_counters()).items() if not isinstance(v, dict)
-)
+# Every route here needs the payroll scope (set where the router is included);
+# these also need admin.
+Admin = Annotated[Principal, require("admin")]
+Reader = Annotated[Principal, require("payroll")]
+
 CSV_COLUMNS: tuple[str, ...] = (
     "period", "version", "status", "fcr_provisional", "definitions_hash", "checksum",
     "agent_id", "team", *AGENT_FIELDS,
 )  # fmt: skip
+
+
+def csv_columns(figures: dict[str, Any]) -> list[str]:
+    """The CSV header of a version: the fixed columns, then, when the version was
+    scored, its scorecard columns (docs/payroll.md#columns)."""
+    cards = figures.get("scorecard")
+    return [*CSV_COLUMNS, *(scorecard.columns(cards) if cards else [])]
 
 
 def _period(settings: Settings, pid: str) -> Period:
@@ -101,20 +112,38 @@ async def close_period(
     period: str,
     engine: EngineDep,
     settings: SettingsDep,
+    who: Admin,
     force: Annotated[
         bool, Query(description="close before FCR windows end (FCR provisional)")
     ] = False,
-    by: Annotated[str, Body(embed=True, max_length=200)] = "api",
+    by: Annotated[str | None, Body(embed=True, max_length=200)] = None,
 ) -> Any:
     """Compute and store version 1. 409 with `earliest_close` when it is too early,
     and when the period is already closed."""
     p = _period(settings, period)
+    now = datetime.now(UTC)
     try:
         async with engine.begin() as conn:
-            v = await close(conn, settings, p.id, now=datetime.now(UTC), by=by, force=force)
+            v = await close(conn, settings, p.id, now=now, by=_by(settings, who, by), force=force)
+            await audit.record(
+                conn,
+                at=now,
+                actor=who.name,
+                action="close",
+                period=p.id,
+                detail={"version": v.version, "force": force, "checksum": v.checksum},
+            )
     except CloseRefused as exc:
         return _refused(settings, exc)
     return _version_json(settings, v)
+
+
+def _by(settings: Settings, who: Principal, by: str | None) -> str:
+    """Who a version is recorded as made by: the token's name when tokens are on
+    (a caller cannot claim to be someone else), else what the caller says."""
+    if settings.auth.enabled:
+        return who.name
+    return by or "api"
 
 
 def _version_json(settings: Settings, v: Version) -> dict[str, Any]:
@@ -144,22 +173,36 @@ async def restate_period(
     period: str,
     engine: EngineDep,
     settings: SettingsDep,
+    who: Admin,
     reason: Annotated[str, Body(embed=True, min_length=1, max_length=2000)],
-    by: Annotated[str, Body(embed=True, max_length=200)] = "api",
+    by: Annotated[str | None, Body(embed=True, max_length=200)] = None,
 ) -> Any:
     """Version n+1 from the current counters, with a reason. 409 when the period is
     not closed or nothing changed since version n."""
     p = _period(settings, period)
+    now = datetime.now(UTC)
     try:
         async with engine.begin() as conn:
-            v = await restate(conn, settings, p.id, now=datetime.now(UTC), by=by, reason=reason)
+            v = await restate(
+                conn, settings, p.id, now=now, by=_by(settings, who, by), reason=reason
+            )
+            await audit.record(
+                conn,
+                at=now,
+                actor=who.name,
+                action="restate",
+                period=p.id,
+                detail={"version": v.version, "reason": reason, "checksum": v.checksum},
+            )
     except CloseRefused as exc:
         return _refused(settings, exc)
     return _version_json(settings, v)
 
 
 @router.get("/{period}/adjustments")
-async def period_adjustments(period: str, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+async def period_adjustments(
+    period: str, conn: ConnDep, settings: SettingsDep, who: Reader
+) -> dict[str, Any]:
     """What late events changed since the latest version: per agent and field the
     closed value, the current one and the difference (numbers only). The closed
     version itself never changes; a restatement makes these version n+1."""
@@ -175,7 +218,23 @@ async def period_adjustments(period: str, conn: ConnDep, settings: SettingsDep) 
         }
         for d in diff(row.figures, current)
     ]
+    await _audit_read(conn, who, "read_adjustments", row, {"items": len(items)})
     return {"period": row.period, "version": row.version, "items": items}
+
+
+async def _audit_read(
+    conn: Any, who: Principal, action: str, row: Any, detail: dict[str, Any]
+) -> None:
+    # the read's own connection: its transaction holds only this insert
+    await audit.record(
+        conn,
+        at=datetime.now(UTC),
+        actor=who.name,
+        action=action,
+        period=row.period,
+        detail={"version": row.version, **detail},
+    )
+    await conn.commit()
 
 
 def _difference(old: Any, new: Any) -> float | int | None:
@@ -187,13 +246,14 @@ def _difference(old: Any, new: Any) -> float | int | None:
 
 @router.get("/{period}/versions/{version}/diff")
 async def version_diff(
-    period: str, version: int, conn: ConnDep, settings: SettingsDep
+    period: str, version: int, conn: ConnDep, settings: SettingsDep, who: Reader
 ) -> dict[str, Any]:
     """What version n changed against version n-1: agent, field, old, new."""
     row = await _load(conn, settings, period, version)
     if version == 1:
         raise HTTPException(422, "version: 1 is the first version; there is nothing before it")
     before = await stored_figures(conn, row.period, version - 1)
+    await _audit_read(conn, who, "read_diff", row, {})
     return {
         "period": row.period,
         "version": version,
@@ -240,6 +300,7 @@ async def period_agents(
     request: Request,
     conn: ConnDep,
     settings: SettingsDep,
+    who: Reader,
     version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -249,18 +310,27 @@ async def period_agents(
     checksum: a version never changes, so a cached copy stays valid."""
     row = await _load(conn, settings, period, version)
     etag = _etag(row)
-    if request.headers.get("if-none-match") == etag:
+    fresh = request.headers.get("if-none-match") == etag
+    await _audit_read(
+        conn,
+        who,
+        "read_agents",
+        row,
+        {"format": format, "offset": offset, "limit": limit, "not_modified": fresh},
+    )
+    if fresh:
         return Response(status_code=304, headers={"ETag": etag})
     rows = _rows(row)
     page = rows[offset : offset + limit]
     headers = {"ETag": etag, "Cache-Control": "private, max-age=0, must-revalidate"}
     if format == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore",
+        columns = csv_columns(row.figures)
+        writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore",
                                 lineterminator="\n")  # fmt: skip
         writer.writeheader()
         for r in page:
-            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in CSV_COLUMNS})
+            writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
         headers["Content-Disposition"] = (
             f'attachment; filename="callkpi-{row.period}-v{row.version}.csv"'
         )
@@ -285,12 +355,88 @@ async def period_agent(
     agent_id: str,
     conn: ConnDep,
     settings: SettingsDep,
+    who: Reader,
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     row = await _load(conn, settings, period, version)
     for r in _rows(row):
         if r["agent_id"] == agent_id:
+            await _audit_read(conn, who, "read_agent", row, {"agent_id": agent_id})
             return r
     raise HTTPException(
         404, f"agent {agent_id!r}: not in period {row.period} version {row.version}"
     )
+
+
+@router.post("/{period}/manual-items")
+async def upload_manual_items(
+    period: str, request: Request, engine: EngineDep, settings: SettingsDep, who: Admin
+) -> Any:
+    """Manual scorecard items as CSV (`agent_id,<item>,…`; docs/payroll.md#manual-items).
+    Taken whole or refused whole (422 listing every problem by line and column).
+    Values of a closed period show as adjustments until it is restated."""
+    p = _period(settings, period)
+    cards = settings.scorecards
+    if cards is None:
+        raise HTTPException(
+            409,
+            "no scorecard configured (scorecard_file): manual items are only used by scorecards",
+        )
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        raise HTTPException(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HTTPException(422, f"the CSV is not UTF-8 (byte {exc.start})") from None
+    roster = set(settings.roster("agent")) or None
+    parsed = parse_csv(text, cards.manual_items(), roster)
+    if parsed.problems:
+        more = f" (and {parsed.more_problems} more)" if parsed.more_problems else ""
+        return JSONResponse(
+            {
+                "detail": f"{len(parsed.problems)} problem(s){more}; nothing stored",
+                "problems": parsed.problems,
+            },
+            status_code=422,
+        )
+    now = datetime.now(UTC)
+    async with engine.begin() as conn:
+        # chunks: a statement carries at most 32,767 parameters (6 per value here)
+        for start in range(0, len(parsed.values), 4000):
+            stmt = pg_insert(manual_items).values(
+                [
+                    {
+                        "period": p.id,
+                        "agent_id": a,
+                        "item": i,
+                        "value": v,
+                        "updated_at": now,
+                        "updated_by": who.name,
+                    }
+                    for a, i, v in parsed.values[start : start + 4000]
+                ]
+            )
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["period", "agent_id", "item"],
+                    set_={"value": stmt.excluded.value, "updated_at": now, "updated_by": who.name},
+                )
+            )
+        agents = sorted({a for a, _, _ in parsed.values})
+        await audit.record(
+            conn,
+            at=now,
+            actor=who.name,
+            action="manual_items",
+            period=p.id,
+            detail={"values": len(parsed.values), "agents": agents},
+        )
+    return {"period": p.id, "stored": len(parsed.values), "agents": len(agents)}
+
+
+@router.get("/{period}/manual-items")
+async def get_manual_items(period: str, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+    """The manual items uploaded for a period, per agent."""
+    p = _period(settings, period)
+    return {"period": p.id, "agents": await manual_values(conn, p.id)}

@@ -201,6 +201,29 @@ period_versions = sa.Table(
     sa.Column("figures", sa.JSON, nullable=False),
 )
 
+manual_items = sa.Table(
+    "manual_items",
+    metadata,
+    sa.Column("period", sa.Text, primary_key=True),
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("item", sa.Text, primary_key=True),
+    sa.Column("value", sa.Numeric, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False),
+    sa.Column("updated_by", sa.Text, nullable=False),
+)
+
+# Who closed, restated, uploaded to or read a pay period, and when.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("at", _TS, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("period", sa.Text),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+
 
 def sqlalchemy_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+asyncpg:// and use asyncpg."""

@@ -250,6 +250,14 @@ def zero_counters() -> dict[str, int]:
     return dict.fromkeys(COUNTERS, 0)
 
 
+# An agent's figures that are one value (the nested not-ready breakdown is left
+# out): the payroll CSV's figure columns and what a scorecard may score. Derived
+# from the catalogue, so a new figure becomes a new column at the end.
+AGENT_FIELDS: tuple[str, ...] = tuple(
+    k for k, v in metrics_for("agent", zero_counters()).items() if not isinstance(v, dict)
+)
+
+
 def sum_counters(rows: list[Mapping[str, int]]) -> dict[str, int]:
     total = zero_counters()
     for row in rows:

@@ -25,7 +25,11 @@ from pydantic_settings import (
 )
 
 from services.core.alert_rules import AlertSettings
+from services.core.auth import AuthSettings
+from services.core.kpi import AGENT_FIELDS
 from services.payroll.periods import PeriodSettings
+from services.payroll.scorecard import ScorecardError, Scorecards
+from services.payroll.scorecard import load as load_scorecards
 
 UNASSIGNED_TEAM = "unassigned"
 
@@ -96,6 +100,10 @@ class Settings(BaseSettings):
     teams: list[Team] = Field(default_factory=list)
     alerts: AlertSettings = AlertSettings()
     periods: PeriodSettings = PeriodSettings()
+    # Scorecards per role (docs/payroll.md#scorecards); relative to the config
+    # file's directory when set there. Unset: closed periods carry no scores.
+    scorecard_file: Path | None = None
+    auth: AuthSettings = AuthSettings()
 
     # --- Kafka ---------------------------------------------------------------
     topic_prefix: str = "callkpi"
@@ -180,6 +188,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"alerts.rules[{i}].ids: unknown team(s) {unknown}")
         return self
 
+    @model_validator(mode="after")
+    def _scorecards_load(self) -> Settings:
+        try:
+            _ = self.scorecards
+        except ScorecardError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -216,6 +232,12 @@ class Settings(BaseSettings):
             return [a for t in self.teams for a in t.agents]
         raise ValueError(f"unknown entity kind {kind!r}")
 
+    @cached_property
+    def scorecards(self) -> Scorecards | None:
+        if self.scorecard_file is None:
+            return None
+        return load_scorecards(self.scorecard_file, set(AGENT_FIELDS))
+
     def queue_team(self, queue_id: str) -> str:
         return self.team_of_queue.get(queue_id, UNASSIGNED_TEAM)
 
@@ -250,7 +272,12 @@ class _YamlSource(PydanticBaseSettingsSource):
         path = os.environ.get("CALLKPI_CONFIG")
         if not path:
             return {}
-        return load_yaml(Path(path))
+        data = load_yaml(Path(path))
+        card = data.get("scorecard_file")
+        if isinstance(card, str) and not Path(card).is_absolute():
+            # a path in the file is read from where the file is, not the caller's cwd
+            data["scorecard_file"] = str(Path(path).parent / card)
+        return data
 
 
 def load_yaml(path: Path) -> dict[str, Any]:

@@ -18,11 +18,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api import queries
-from services.core.db import LOCK_PERIODS, period_versions
+from services.core.db import LOCK_PERIODS, manual_items, period_versions
 from services.core.kpi import metrics_for, zero_counters
 from services.core.settings import UNASSIGNED_TEAM, Settings
 from services.core.timewin import iso
 from services.payroll.periods import Period, earliest_close, parse
+from services.payroll.scorecard import MANUAL_PREFIX, score_agents
 
 
 class CloseRefused(Exception):
@@ -58,18 +59,43 @@ async def compute_figures(
     conn: AsyncConnection, settings: Settings, period: Period
 ) -> dict[str, Any]:
     """{"agents": {id: figures}, "teams": {id: figures}, "center": figures}; roster
-    members without a call or a minute logged in are included with zeros."""
+    members without a call or a minute logged in are included with zeros. With
+    scorecards, each agent row also holds its manual items (`manual.<name>`) and
+    its scores, and "scorecard" holds the cards they were scored with."""
+    manual = await manual_values(conn, period.id) if settings.scorecards else {}
     out: dict[str, Any] = {}
     for kind, key in (("agent", "agents"), ("team", "teams"), ("center", "center")):
         counters = await queries.window_counters_by_entity(conn, kind, period.start, period.end)
         reasons = await queries.reason_counters_by_entity(conn, kind, period.start, period.end)
         figures = {}
-        for ident in sorted(set(settings.roster(kind)) | set(counters)):
+        extra = set(manual) if kind == "agent" else set()
+        for ident in sorted(set(settings.roster(kind)) | set(counters) | extra):
             row = metrics_for(kind, counters.get(ident) or zero_counters(), reasons.get(ident))
             if kind == "agent":
                 row = {"team": settings.team_of_agent.get(ident, UNASSIGNED_TEAM), **row}
             figures[ident] = row
         out[key] = figures if kind != "center" else figures["all"]
+    cards = settings.scorecards
+    if cards is not None:
+        agents = out["agents"]
+        for agent, row in agents.items():
+            values = manual.get(agent, {})
+            row.update({MANUAL_PREFIX + n: values.get(n) for n in cards.manual_items()})
+        for agent, scores in score_agents(cards, agents).items():
+            agents[agent].update(scores)
+        out["scorecard"] = cards.stamp()
+    return out
+
+
+async def manual_values(conn: AsyncConnection, period: str) -> dict[str, dict[str, float]]:
+    """{agent: {item: value}} uploaded for a period."""
+    t = manual_items
+    rows = await conn.execute(
+        sa.select(t.c.agent_id, t.c.item, t.c.value).where(t.c.period == period)
+    )
+    out: dict[str, dict[str, float]] = {}
+    for agent, item, value in rows:
+        out.setdefault(agent, {})[item] = float(value)
     return out
 
 

@@ -46,3 +46,37 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
 def test_unreadable_yaml_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_settings(write(tmp_path, "teams: [\n"))
+
+
+def test_scorecard_file_is_read_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cards").mkdir()
+    (tmp_path / "cards" / "s.yaml").write_text(
+        "scorecards:\n  - role: cs\n    items: [{id: a, metric: answer_rate, target: 0.95}]\n"
+    )
+    monkeypatch.chdir("/")
+    s = load_settings(write(tmp_path, "scorecard_file: cards/s.yaml\n"))
+    assert s.scorecards is not None and s.scorecards.scorecards[0].role == "cs"
+
+
+def test_a_bad_scorecard_stops_the_start_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("scorecards:\n  - role: cs\n    items: [{id: a, metric: x}]\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "scorecard_file: s.yaml\n"))
+    assert "s.yaml" in str(err.value) and "scorecards.0.items.0" in str(err.value)
+
+
+def test_tokens_are_configured_by_hash_and_scope(tmp_path: Path) -> None:
+    from services.core.auth import new_token, token_hash
+
+    token = new_token()
+    s = load_settings(write(tmp_path, f"auth:\n  tokens:\n    - name: pay\n"
+                                      f"      sha256: {token_hash(token)}\n"
+                                      f"      scopes: [payroll]\n"))  # fmt: skip
+    who = s.auth.principal(token)
+    assert who is not None and who.name == "pay" and who.allows("payroll")
+    assert not who.allows("admin") and s.auth.principal(token + "x") is None
+    with pytest.raises(ConfigError, match=r"auth\.tokens\.0\.scopes\.0"):
+        load_settings(write(tmp_path, "auth: {tokens: [{name: a, sha256: " + "0" * 64
+                                      + ", scopes: [root]}]}\n"))  # fmt: skip

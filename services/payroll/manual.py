@@ -1,0 +1,85 @@
+"""Manual scorecard items (exam scores, QA scores, absences, complaint escalations
+by level): figures the telephony cannot know, uploaded per period as CSV.
+
+The CSV is one row per agent: `agent_id` then one column per item, UTF-8 (a BOM,
+as spreadsheets write, is accepted). An empty cell leaves that item as it was.
+A file is taken whole or not at all: every problem is reported with its line and
+column, and nothing is stored until none is left, so a half-applied upload can
+never score half the agents on old figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+MAX_PROBLEMS = 50  # reported per upload; the rest are counted
+
+
+@dataclass
+class Parsed:
+    values: list[tuple[str, str, Decimal]] = field(default_factory=list)  # agent, item, value
+    problems: list[str] = field(default_factory=list)
+    more_problems: int = 0
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(text)
+        else:
+            self.more_problems += 1
+
+
+def parse_csv(text: str, items: list[str], agents: set[str] | None) -> Parsed:
+    """Values from a manual-items CSV. `items`: the names the scorecards use;
+    `agents`: the roster (None: any agent id)."""
+    out = Parsed()
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff")))
+    header = next(reader, None)
+    if not header or header[0].strip() != "agent_id":
+        out.problem("line 1: the header must start with agent_id, then one column per item")
+        return out
+    columns = [h.strip() for h in header[1:]]
+    for col, name in enumerate(columns, start=2):
+        if name not in items:
+            known = ", ".join(items) or "none: the scorecards use no manual items"
+            out.problem(
+                f"line 1, column {col}: unknown item {name!r} (the scorecards use: {known})"
+            )
+        elif columns.index(name) != col - 2:
+            out.problem(f"line 1, column {col}: item {name!r} appears twice")
+    if out.problems:
+        return out
+    seen: dict[str, int] = {}
+    for line, row in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        agent = row[0].strip()
+        if len(row) > len(header):
+            out.problem(f"line {line}: {len(row)} cells, the header has {len(header)}")
+            continue
+        if not agent:
+            out.problem(f"line {line}, column 1: agent_id is empty")
+            continue
+        if agents is not None and agent not in agents:
+            out.problem(f"line {line}, column 1: agent {agent!r} is not in the roster")
+            continue
+        if agent in seen:
+            out.problem(f"line {line}: agent {agent!r} already on line {seen[agent]}")
+            continue
+        seen[agent] = line
+        for col, (name, cell) in enumerate(zip(columns, row[1:], strict=False), start=2):
+            cell = cell.strip()
+            if not cell:
+                continue
+            try:
+                value = Decimal(cell)
+            except InvalidOperation:
+                out.problem(f"line {line}, column {col} ({name}): {cell!r} is not a number")
+                continue
+            if not value.is_finite():
+                out.problem(f"line {line}, column {col} ({name}): {cell!r} is not a finite number")
+                continue
+            out.values.append((agent, name, value))
+    return out

@@ -1,0 +1,234 @@
+"""Scorecard and commission arithmetic against examples worked by hand from the
+seeds' rules (docs/payroll.md#scorecards), including caps, bands and both
+commission modes. Every expected figure below is written out as the clerk's sum."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.core.kpi import AGENT_FIELDS
+from services.payroll.scorecard import (
+    Bands,
+    Commission,
+    Item,
+    Penalty,
+    ScorecardError,
+    Scorecards,
+    band_units,
+    commission,
+    load,
+    penalty_points,
+    score_agents,
+    target_score,
+)
+
+EXAMPLE = Path(__file__).parents[2] / "deploy/config/scorecard.example.yaml"
+D = Decimal
+
+ANSWER_RATE = Item(id="answer_rate", metric="answer_rate", target=D("0.95"), step=D("0.01"),
+                   points_worse=D(1), points_better=D(1), max_deduction=D(30))  # fmt: skip
+RESPONSE = Item(id="response", metric="avg_ring_seconds", target=D(3), lower_is_better=True,
+                points_worse=D(2), points_better=D(2))  # fmt: skip
+SATISFACTION = Item(id="csat", metric="csat", target=D("0.98"), step=D("0.01"))
+TIERS = [{"up_to": 100_000, "rate": "0.01"}, {"up_to": 200_000, "rate": "0.015"}, {"rate": "0.02"}]
+PROGRESSIVE = Commission(mode="progressive", tiers=TIERS)  # type: ignore[arg-type]
+WHOLE = Commission(mode="whole_amount", tiers=TIERS)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.95", "100"),  # on target
+        ("0.935", "98.5"),  # 1.5 points below: −1 per point
+        ("0.972", "102.2"),  # 2.2 above: +1 per point
+        ("0.60", "70"),  # 35 below, but at most −30
+    ],
+)
+def test_answer_rate_loses_and_gains_a_point_per_percent_capped_at_30(
+    value: str, expected: str
+) -> None:
+    assert target_score(ANSWER_RATE, D(value)) == D(expected)
+
+
+def test_whole_steps_count_only_completed_steps() -> None:
+    whole = ANSWER_RATE.model_copy(update={"whole_steps": True})
+    assert target_score(whole, D("0.935")) == D(99)  # one whole step below, not 1.5
+    assert target_score(whole, D("0.979")) == D(102)  # two whole steps above
+
+
+def test_response_time_is_lower_is_better_two_points_per_second() -> None:
+    assert target_score(RESPONSE, D("4.5")) == D(97)  # 1.5 s slow: 100 − 2 × 1.5
+    assert target_score(RESPONSE, D(2)) == D(102)  # 1 s fast: 100 + 2
+
+
+def test_satisfaction_above_target_earns_nothing_without_points_better() -> None:
+    assert target_score(SATISFACTION, D("0.95")) == D(97)
+    assert target_score(SATISFACTION, D("0.99")) == D(100)
+
+
+def test_complaints_by_level_deduct_3_5_8_at_most_30_in_all() -> None:
+    p = Penalty(id="complaints", max=D(30),
+                points={"complaints": D(3), "manual.city": D(5), "manual.province": D(8)})  # fmt: skip
+    assert penalty_points(p, {"complaints": 2, "manual.city": 1, "manual.province": 1}) == 19
+    assert penalty_points(p, {"complaints": 5, "manual.city": 2, "manual.province": 1}) == 30
+    # no upload of escalations: none counted, the telephony's complaints still are
+    assert penalty_points(p, {"complaints": 1}) == 3
+
+
+@pytest.mark.parametrize(
+    ("total", "units"),
+    [
+        ("92.5", "125"),  # 2.5 points above 90, 50 units each
+        ("90", "0"),
+        ("85", "0"),  # between the lines: neither bonus nor deduction
+        ("80", "0"),
+        ("79.99", "-0.5"),
+        ("76", "-200"),  # 4 points below 80
+    ],
+)
+def test_bands_pay_50_units_per_point_above_90_and_take_them_below_80(
+    total: str, units: str
+) -> None:
+    assert band_units(Bands(), D(total)) == D(units)
+
+
+@pytest.mark.parametrize(
+    ("amount", "progressive", "whole"),
+    [
+        ("80000", "800.00", "800.00"),
+        ("100000", "1000.00", "1000.00"),  # the bound belongs to the lower tier
+        ("100000.01", "1000.00", "1500.00"),  # 1000 + 0.01 × 1.5% = 1000.00015
+        ("150000", "1750.00", "2250.00"),  # 1000 + 50,000 × 1.5%
+        ("250000", "3500.00", "5000.00"),  # 1000 + 1500 + 50,000 × 2%
+        ("0", "0.00", "0.00"),
+    ],
+)
+def test_commission_tiers_progressive_and_whole_amount(
+    amount: str, progressive: str, whole: str
+) -> None:
+    assert commission(PROGRESSIVE, D(amount)) == D(progressive)
+    assert commission(WHOLE, D(amount)) == D(whole)
+
+
+@given(
+    st.decimals(min_value=0, max_value=10**7, places=2),
+    st.decimals(min_value=0, max_value=10**5, places=2),
+)
+def test_progressive_commission_rises_with_the_amount_and_never_exceeds_whole(
+    amount: Decimal, more: Decimal
+) -> None:
+    assert commission(PROGRESSIVE, amount) <= commission(PROGRESSIVE, amount + more)
+    assert commission(PROGRESSIVE, amount) <= commission(WHOLE, amount)
+
+
+def _example_agents() -> dict[str, dict[str, Any]]:
+    blank: dict[str, Any] = dict.fromkeys(AGENT_FIELDS)
+    return {
+        "b00": blank | {
+            "team": "billing", "answer_rate": 0.935, "csat": 0.95, "avg_ring_seconds": 4.5,
+            "answered": 320, "fcr_rate": 0.90, "complaints": 1,
+            "manual.callback_rate": 0.97, "manual.qa_score": 92,
+            "manual.complaints_city": 1, "manual.absences": 1,
+        },
+        "t00": blank | {
+            "team": "tech", "answer_rate": 0.97, "csat": 1.0, "avg_ring_seconds": 2.0,
+            "answered": 400, "fcr_rate": 0.99, "complaints": 0,
+        },
+        # a seller answering more calls than anyone: not in customer_service's best
+        "s00": blank | {
+            "team": "sales", "answer_rate": 0.95, "conversion_rate": 0.08, "answered": 1000,
+            "sales": 80, "sales_amount": 250000.0, "complaints": 0,
+        },
+        "s01": blank | {
+            "team": "sales", "answer_rate": 0.90, "conversion_rate": 0.05, "answered": 500,
+            "sales": 20, "sales_amount": 150000.0, "complaints": 11,
+        },
+        "x99": blank | {"team": "unassigned", "answered": 5},
+    }  # fmt: skip
+
+
+def test_example_scorecard_scores_agents_as_worked_by_hand() -> None:
+    cards = load(EXAMPLE, set(AGENT_FIELDS))
+    scores = score_agents(cards, _example_agents())
+
+    b00 = scores["b00"]
+    # items: 98.5, 97, 97, 320 × 100 / 400 = 80, fcr 86% + 4 = 104, callback 99% − 2 × 2 = 96,
+    # QA 92; weights .20 .20 .15 .15 .10 .05 .15:
+    # 19.7 + 19.4 + 14.55 + 12 + 10.4 + 4.8 + 13.8 = 94.65; penalties 3 + 5 + 5 = 13
+    assert b00["scorecard"] == "customer_service"
+    assert [b00[f"score.{i}"] for i in ("answer_rate", "satisfaction", "response_time",
+            "calls_answered", "fcr", "callback_rate", "quality")] == [
+        98.5, 97, 97, 80, 104, 96, 92]  # fmt: skip
+    assert b00["penalty.complaints"] == 8 and b00["penalty.absences"] == 5
+    assert b00["score_total"] == 81.65
+    assert b00["score_units"] == 0  # between 80 and 90
+
+    t00 = scores["t00"]
+    # 102, 100 (no points above 98%), 102, 100 (the best), fcr 113 capped at 110,
+    # callback not uploaded: skipped; QA not sampled: base 100. Weights without
+    # callback: 0.95. (20.4 + 20 + 15.3 + 15 + 11 + 15) / 0.95 = 96.7 / 0.95 = 101.789…
+    assert t00["score.callback_rate"] is None and t00["score.quality"] == 100
+    assert t00["score.fcr"] == 110
+    assert t00["score_total"] == 101.79
+    assert t00["score_units"] == 589.5  # (101.79 − 90) × 50
+
+    s00, s01 = scores["s00"], scores["s01"]
+    # sales: answer 100, conversion 8% vs 6%: +2 steps × 5 = 110, sales 80 is the best: 100
+    assert (s00["score_total"], s00["commission"]) == (103.33, 3500.0)  # 310 / 3
+    # 95, 95, 20 × 100 / 80 = 25 → 215 / 3 = 71.666… → 71.67; complaints 11 × 3 = 33 → 30
+    assert s01["penalty.complaints"] == 30
+    assert s01["score_total"] == 41.67
+    assert s01["score_units"] == -1916.5  # (80 − 41.67) × 50
+    assert s01["commission"] == 1750.0
+
+    assert scores["x99"] == {"scorecard": None}
+
+
+def test_item_scores_round_half_up_to_cents() -> None:
+    # 93.125%: 100 − 1.875 = 98.125 → 98.13 (half up, not half even)
+    cards = Scorecards.model_validate(
+        {"scorecards": [{"role": "r", "items": [ANSWER_RATE.model_dump()]}]}
+    )
+    scores = score_agents(cards, {"a": {"team": "t", "answer_rate": 0.93125}})
+    assert scores["a"]["score.answer_rate"] == 98.13
+
+
+def test_missing_values_skip_zero_or_base() -> None:
+    items = [ANSWER_RATE.model_dump(), SATISFACTION.model_dump()]
+    for missing, total in (("skip", 98.5), ("zero", 49.25), ("base", 99.25)):
+        items[1]["missing"] = missing
+        cards = Scorecards.model_validate({"scorecards": [{"role": "r", "items": items}]})
+        got = score_agents(cards, {"a": {"team": "t", "answer_rate": 0.935, "csat": None}})
+        assert got["a"]["score_total"] == total, missing
+
+
+def test_relative_item_with_nobody_scoring_is_missing_not_zero_division() -> None:
+    item = {"id": "calls", "metric": "answered", "relative": True}
+    cards = Scorecards.model_validate({"scorecards": [{"role": "r", "items": [item]}]})
+    got = score_agents(cards, {"a": {"team": "t", "answered": 0}})
+    assert got["a"]["score.calls"] is None and got["a"]["score_total"] is None
+
+
+def test_unknown_metric_is_refused_naming_the_file_and_role(tmp_path: Path) -> None:
+    path = tmp_path / "cards.yaml"
+    path.write_text("scorecards:\n  - role: cs\n    items:\n"
+                    "      - {id: a, metric: answer_rte, target: 0.9}\n")  # fmt: skip
+    with pytest.raises(
+        ScorecardError, match=r"cards.yaml: scorecards\[0\] \(cs\): unknown metric 'answer_rte'"
+    ):
+        load(path, set(AGENT_FIELDS))
+
+
+def test_tiers_out_of_order_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cards.yaml"
+    path.write_text("scorecards:\n  - role: s\n    commission:\n      tiers:\n"
+                    "        - {up_to: 200000, rate: 0.01}\n        - {up_to: 100000, rate: 0.015}\n"
+                    "        - {rate: 0.02}\n")  # fmt: skip
+    with pytest.raises(ScorecardError, match="up_to must increase"):
+        load(path, set(AGENT_FIELDS))
