@@ -4,6 +4,7 @@ callkpi dev [--config F] [--port 8000] [--simulate [--understaff 5m+30m]] [--dat
 callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
 callkpi periods list | close PERIOD [--force] | restate PERIOD --reason R [--by NAME]
+callkpi tokens new NAME --scope payroll [--scope …] | hash
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
 """
@@ -24,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from services.core.auth import SCOPES
 from services.core.settings import DEV_HASH_KEY, ConfigError, Settings, load_settings
 
 log = logging.getLogger("callkpi")
@@ -98,6 +100,7 @@ async def _periods(args: argparse.Namespace) -> int:
 
     from services.core.db import make_engine
     from services.core.timewin import iso
+    from services.payroll import audit
     from services.payroll.close import (
         CloseRefused,
         closable_from,
@@ -130,8 +133,15 @@ async def _periods(args: argparse.Namespace) -> int:
                 if args.action == "restate":
                     v = await restate(conn, settings, args.period, now=now, by=by,
                                       reason=args.reason)  # fmt: skip
+                    detail = {"reason": args.reason}
                 else:
                     v = await close(conn, settings, args.period, now=now, by=by, force=args.force)
+                    detail = {"force": args.force}
+                # the shell user is who acted: `--by` only names whom for
+                await audit.record(conn, at=now, actor=f"cli:{getpass.getuser()}",
+                                   action=args.action, period=v.period,
+                                   detail={"version": v.version, "by": by, **detail,
+                                           "checksum": v.checksum})  # fmt: skip
         except CloseRefused as exc:
             when = f" (earliest: {iso(exc.earliest, settings.tz)})" if exc.earliest else ""
             print(f"callkpi: not closed: {exc.reason}{when}", file=sys.stderr)
@@ -142,6 +152,27 @@ async def _periods(args: argparse.Namespace) -> int:
         return 0
     finally:
         await engine.dispose()
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    """`callkpi tokens new NAME --scope payroll`: a new random token, printed once,
+    with the config entry that holds only its hash."""
+    from services.core.auth import new_token, token_hash
+
+    if args.action == "hash":
+        token = sys.stdin.readline().strip()
+        if not token:
+            raise ConfigError("tokens hash: give the token on standard input")
+        print(token_hash(token))
+        return 0
+    token = new_token()
+    scopes = ", ".join(dict.fromkeys(args.scope))
+    print(
+        "token (shown once; give it to the client as 'Authorization: Bearer <token>'):\n"
+        f"  {token}\n\nconfig entry (auth.tokens in the YAML file):\n"
+        f"  - name: {args.name}\n    sha256: {token_hash(token)}\n    scopes: [{scopes}]"
+    )
+    return 0
 
 
 # --- dev: everything on one machine --------------------------------------------
@@ -184,6 +215,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
             )
         )
         base = f"http://{args.host}:{args.port}"
+        previous = _previous_period(settings)
+        backfill = args.backfill_days
+        if backfill is None:
+            backfill = 0 if previous is None else _days_since(settings, previous.start)
         if args.simulate:
             sim_log = open(data_dir / "simulator.log", "ab")  # noqa: SIM115
             children.append(
@@ -194,9 +229,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
                      # agents, and 30 calls per 15 minutes center-wide at night
                      # (the daily profile bottoms out at 30%)
                      "--calls-per-hour", "400",
+                     # history at a quarter of the live rate: ~13k events a day,
+                     # so a month's backfill is about a minute, not four
+                     "--backfill-days", str(backfill), "--backfill-calls-per-hour", "100",
                      *(["--understaff", args.understaff] if args.understaff else [])],
-                    stdout=sim_log,
-                    stderr=subprocess.STDOUT,
+                    # progress (stdout) on the console, warnings in the log
+                    stdout=None,
+                    stderr=sim_log,
                     start_new_session=True,
                 )
             )  # fmt: skip
@@ -208,6 +247,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             f"  metrics     {base}/metrics\n"
             f"  ingest      POST {base}/v1/events\n"
             + ("  simulator   feeding a simulated center\n" if args.simulate else "")
+            + _payroll_banner(base, previous, backfill if args.simulate else 0)
             + "Press Ctrl-C to stop everything.\n",
             flush=True,
         )
@@ -231,6 +271,30 @@ def cmd_dev(args: argparse.Namespace) -> int:
             broker.stop()
         print("callkpi stopped.", flush=True)
     return 0
+
+
+def _previous_period(settings: Settings) -> Any:
+    from services.payroll.periods import recent
+
+    periods = recent(datetime.now(UTC), settings.periods, settings.tz, count=2)
+    return periods[1] if len(periods) > 1 else None
+
+
+def _days_since(settings: Settings, start: datetime) -> int:
+    today = datetime.now(settings.tz).date()
+    return max((today - start.astimezone(settings.tz).date()).days, 0)
+
+
+def _payroll_banner(base: str, previous: Any, backfill: int) -> str:
+    if previous is None:
+        return ""
+    p = previous.id
+    wait = " once the backfill is done" if backfill else ""
+    return (
+        f"  payroll     {base}/v1/periods (docs/payroll.md); close {p}{wait}:\n"
+        f"              curl -X POST {base}/v1/periods/{p}/close\n"
+        f"              curl -o {p}.csv '{base}/v1/periods/{p}/agents?format=csv'\n"
+    )
 
 
 # --- simulator and replay -------------------------------------------------------
@@ -265,6 +329,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             (start + off + length).isoformat(timespec="seconds"),
             round(cfg.understaff_keep * 100),
         )
+    history = None
+    if args.backfill_days:
+        if args.out:
+            raise ConfigError("--backfill-days: posts history to ingest; not with --out")
+        history = _backfill_sim(settings, args, start)
     sim = Simulation(cfg, list(settings.teams))
     if args.out:
         n = 0
@@ -274,14 +343,49 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 n += 1
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
         return 0
-    return asyncio.run(_simulate_live(sim, args.url, args.speed, start, args.wait_ready))
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    return asyncio.run(
+        _simulate_live(sim, args.url, args.speed, start, args.wait_ready, headers, history)
+    )
 
 
-async def _simulate_live(sim: Any, url: str, speed: float, start: datetime, wait: float) -> int:
+# The history stops this long before the live simulation starts: its last calls
+# finish and its agents log out before the live agents log in.
+BACKFILL_GAP = timedelta(minutes=30)
+
+
+def _backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) -> Any:
+    """A simulation of the `--backfill-days` days before `live`, from local midnight
+    (so a pay period that started then is covered whole)."""
+    from services.simulator import SimConfig, Simulation
+
+    first_day = (live.astimezone(settings.tz) - timedelta(days=args.backfill_days)).date()
+    begin = datetime.combine(first_day, datetime.min.time(), settings.tz)
+    cfg = SimConfig(
+        seed=args.seed,
+        start=begin,
+        duration=live - BACKFILL_GAP - begin,
+        timezone=settings.timezone,
+        calls_per_hour=args.backfill_calls_per_hour or args.calls_per_hour,
+    )
+    return Simulation(cfg, list(settings.teams))
+
+
+async def _simulate_live(
+    sim: Any,
+    url: str,
+    speed: float,
+    start: datetime,
+    wait: float,
+    headers: dict[str, str],
+    history: Any = None,
+) -> int:
     import httpx
 
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
         await _wait_ready(client, wait)
+        if history is not None:
+            await _backfill(client, history)
         t0 = time.monotonic()
         batch: list[dict[str, Any]] = []
         sent = 0
@@ -297,6 +401,46 @@ async def _simulate_live(sim: Any, url: str, speed: float, start: datetime, wait
         sent += await _post(client, batch)
         print(f"simulation finished: {sent} events", flush=True)
     return 0
+
+
+async def _backfill(client: Any, sim: Any) -> None:
+    """Post the history as fast as ingest takes it, with progress. Skipped when the
+    center already has calls on its first day (a re-run over the same database:
+    history simulated again would count twice, its event ids being new)."""
+    begin, end = sim.cfg.start, sim.cfg.start + sim.cfg.duration
+    probe = await client.get(
+        "/v1/kpis/center/all",
+        params={"from": begin.isoformat(), "to": (begin + timedelta(days=1)).isoformat()},
+    )
+    if probe.status_code == 200 and probe.json().get("offered"):
+        print(f"backfill: skipped, the center already has calls on {begin.date()}", flush=True)
+        return
+    print(f"backfill: simulating {begin.date()} to {end.isoformat(timespec='minutes')} "
+          f"at {sim.cfg.calls_per_hour:g} calls/h at peak", flush=True)  # fmt: skip
+    started = last = time.monotonic()
+    span = max((end - begin).total_seconds(), 1.0)
+    sent = 0
+    pending: asyncio.Task[int] | None = None
+    batch: list[dict[str, Any]] = []
+    for ev in sim.events():
+        batch.append(ev)
+        if len(batch) < 5000:
+            continue
+        # one request in flight while the next batch is generated
+        if pending is not None:
+            sent += await pending
+        pending, batch = asyncio.create_task(_post(client, batch)), []
+        await asyncio.sleep(0)
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            done = (datetime.fromisoformat(ev["occurred_at"]) - begin).total_seconds() / span
+            print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  {sent:,} events  "
+                  f"{sent / (last - started):,.0f}/s", flush=True)  # fmt: skip
+    if pending is not None:
+        sent += await pending
+    sent += await _post(client, batch)
+    print(f"backfill: done, {sent:,} events in {time.monotonic() - started:.0f} s; the worker "
+          "may take a few seconds more to count them", flush=True)  # fmt: skip
 
 
 async def _wait_ready(client: Any, wait: float) -> None:
@@ -414,6 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--simulate", action="store_true", help="feed a simulated center")
     dev.add_argument("--data-dir", help="default: the data_dir setting (.callkpi)")
     dev.add_argument(
+        "--backfill-days",
+        type=int,
+        metavar="N",
+        help="with --simulate: days of history first (default: since the previous pay "
+        "period began, so it can be closed; 0: none)",
+    )
+    dev.add_argument(
         "--understaff",
         nargs="?",
         const="5m+30m",
@@ -454,6 +605,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--by", help="who restates it (default: the OS user)")
     per.set_defaults(func=cmd_periods)
 
+    tok = sub.add_parser(
+        "tokens", help="API tokens: make one, or hash one (docs/payroll.md#access)"
+    )
+    tok_sub = tok.add_subparsers(dest="action", required=True)
+    tn = tok_sub.add_parser("new", help="a new random token and its config entry")
+    tn.add_argument("name", help="who holds it, e.g. payroll-export (shown in the audit log)")
+    tn.add_argument("--scope", action="append", required=True, choices=list(SCOPES),
+                    help="repeat for several scopes")  # fmt: skip
+    tok_sub.add_parser("hash", help="the sha256 entry of a token read from standard input")
+    tok.set_defaults(func=cmd_tokens)
+
     mig = sub.add_parser("migrate", help="apply database migrations")
     mig.add_argument("--config", default=argparse.SUPPRESS)
     mig.set_defaults(func=cmd_migrate)
@@ -473,6 +635,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--calls-per-hour", type=float, default=500.0, help="center-wide, at peak")
     sim.add_argument("--wait-ready", type=float, default=0.0, help="seconds to wait for ingest")
+    sim.add_argument("--token", help="API token with the ingest and read scopes (auth on)")
+    sim.add_argument(
+        "--backfill-days",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first post N days of history (from local midnight) as fast as ingest takes it",
+    )
+    sim.add_argument(
+        "--backfill-calls-per-hour",
+        type=float,
+        help="the history's peak rate (default: --calls-per-hour)",
+    )
     sim.add_argument(
         "--understaff",
         nargs="?",

@@ -1,22 +1,29 @@
-"""`callkpi dev --simulate`: the one-command demo, exactly as `make run` starts it."""
+"""`callkpi dev --simulate`: the one-command demo, exactly as `make run` starts it:
+live figures, then the previous pay period (filled by the backfill) closed and
+its payroll CSV downloaded with scores, as the banner tells the user."""
 
 from __future__ import annotations
 
+import csv
+import io
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import psutil
 
+from services.core.settings import load_settings
 from services.devstack import free_port
 from tests.conftest import EXAMPLE_CONFIG
 from tests.stack import ROOT, wait_until
 
 
-def test_dev_simulate_shows_center_figures_within_a_minute_and_sigterm_stops_every_child(
+def test_dev_simulate_backfills_the_previous_period_which_closes_into_a_scored_csv(
     tmp_path: Path,
 ) -> None:
     port = free_port()
@@ -25,25 +32,58 @@ def test_dev_simulate_shows_center_figures_within_a_minute_and_sigterm_stops_eve
          "--port", str(port), "--simulate", "--data-dir", str(tmp_path / "data")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in iter(proc.stdout.readline, b"")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
     started = time.monotonic()
-    url = f"http://127.0.0.1:{port}/v1/kpis/center/all?window=15m"
+    base = f"http://127.0.0.1:{port}"
 
     def offered() -> int:
         try:
-            return int(httpx.get(url, timeout=2).json()["offered"])
+            return int(
+                httpx.get(f"{base}/v1/kpis/center/all?window=15m", timeout=2).json()["offered"]
+            )
         except (httpx.HTTPError, KeyError, ValueError):
             return 0
 
     try:
-        assert wait_until(lambda: offered() > 0, timeout=60, interval=1), "no figures after 60 s"
-        log = f"(after {time.monotonic() - started:.0f} s)"
+        # the history is posted first, then the live calls: live figures mean the
+        # worker has counted the history too (each partition is read in order)
+        assert wait_until(lambda: offered() > 0, timeout=240, interval=1), "".join(lines[-20:])
+        took = time.monotonic() - started
+        assert any(line.startswith("backfill: done") for line in lines), "".join(lines[-20:])
         children = psutil.Process(proc.pid).children(recursive=True)
-        assert len(children) >= 3, f"expected worker, simulator, broker, postgres {log}"
+        assert len(children) >= 3, f"expected worker, simulator, broker, postgres ({took:.0f} s)"
+
+        close = next(line.split()[-1] for line in lines if "curl -X POST" in line)
+        period = re.search(r"/v1/periods/([^/]+)/close$", close)
+        assert period, close
+        r = httpx.post(close, timeout=60)
+        assert r.status_code == 201, r.text
+        download = next(re.search(r"'(.+)'", line) for line in lines if "curl -o" in line)
+        assert download
+        table = list(csv.DictReader(io.StringIO(httpx.get(download[1], timeout=60).text)))
     finally:
         proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=60)[0].decode()
+        proc.wait(timeout=60)
+        reader.join(10)
+    out = "".join(lines)
     assert "figures     http://127.0.0.1" in out
     assert "callkpi stopped." in out
+
+    roster = load_settings(EXAMPLE_CONFIG).roster("agent")
+    assert sorted(row["agent_id"] for row in table) == sorted(roster)
+    for row in table:
+        assert row["version"] == "1" and row["period"] == period[1]
+        assert int(row["answered"]) > 0, row["agent_id"]  # the whole period was simulated
+        assert row["scorecard"] in ("customer_service", "sales")
+        assert float(row["score_total"]) > 0
+    sellers = [row for row in table if row["scorecard"] == "sales"]
+    assert sellers and all(float(row["commission"]) > 0 for row in sellers)
+
     time.sleep(1)
     alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"left running: {[c.cmdline()[:3] for c in alive]}"
