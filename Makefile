@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml requirements.lock
 
 venv: $(STAMP)
 
+# `make run`: the demo; it first simulates history since the previous pay period
+# began, so that period can be closed (docs/payroll.md).
 # `make run UNDERSTAFF=5m+30m`: the simulated center is short-staffed for 30
 # minutes from 5 minutes in, and the answer-rate alerts fire (docs/alerting.md).
 run: $(STAMP)

@@ -487,15 +487,18 @@ async def _post(client: Any, events: list[dict[str, Any]]) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch))
+    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch, headers))
 
 
-async def _replay(path: Path, total: int, url: str, batch_size: int) -> int:
+async def _replay(
+    path: Path, total: int, url: str, batch_size: int, headers: dict[str, str]
+) -> int:
     import httpx
 
     sent = read = malformed = 0
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
         batch: list[dict[str, Any]] = []
         done_bytes = 0
         with path.open("rb") as fh:
@@ -663,6 +666,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("file")
     rep.add_argument("--url", default="http://127.0.0.1:8000")
     rep.add_argument("--batch", type=int, default=2000)
+    rep.add_argument("--token", help="API token with the ingest scope (auth on)")
     rep.set_defaults(func=cmd_replay)
     return p
 
