@@ -4,7 +4,6 @@ exports."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.deploy.exported import exported_metrics, metrics_in
 from tests.stack import Stack
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
@@ -42,7 +42,6 @@ def test_rules_pass_promtool_check_and_unit_tests_or_parse_where_promtool_is_mis
 
 
 def test_every_callkpi_metric_in_the_rules_is_exported_by_the_api(stack: Stack) -> None:
-    # every family is declared (# TYPE) even when it has no sample yet
-    exported = set(re.findall(r"^# TYPE (callkpi_\w+) ", stack.get("/metrics").text, re.MULTILINE))
-    used = {name for expr in _exprs() for name in re.findall(r"\bcallkpi_\w+", expr)}
+    exported = exported_metrics(stack)
+    used = {name for expr in _exprs() for name in metrics_in(expr)}
     assert used and used <= exported, used - exported
