@@ -100,7 +100,6 @@ async def _periods(args: argparse.Namespace) -> int:
 
     from services.core.db import make_engine
     from services.core.timewin import iso
-    from services.payroll import audit
     from services.payroll.close import (
         CloseRefused,
         closable_from,
@@ -130,18 +129,14 @@ async def _periods(args: argparse.Namespace) -> int:
         by = args.by or getpass.getuser()
         try:
             async with engine.begin() as conn:
-                if args.action == "restate":
-                    v = await restate(conn, settings, args.period, now=now, by=by,
-                                      reason=args.reason)  # fmt: skip
-                    detail = {"reason": args.reason}
-                else:
-                    v = await close(conn, settings, args.period, now=now, by=by, force=args.force)
-                    detail = {"force": args.force}
                 # the shell user is who acted: `--by` only names whom for
-                await audit.record(conn, at=now, actor=f"cli:{getpass.getuser()}",
-                                   action=args.action, period=v.period,
-                                   detail={"version": v.version, "by": by, **detail,
-                                           "checksum": v.checksum})  # fmt: skip
+                actor = f"cli:{getpass.getuser()}"
+                if args.action == "restate":
+                    v = await restate(conn, settings, args.period, now=now, by=by, actor=actor,
+                                      reason=args.reason)  # fmt: skip
+                else:
+                    v = await close(conn, settings, args.period, now=now, by=by, actor=actor,
+                                    force=args.force)  # fmt: skip
         except CloseRefused as exc:
             when = f" (earliest: {iso(exc.earliest, settings.tz)})" if exc.earliest else ""
             print(f"callkpi: not closed: {exc.reason}{when}", file=sys.stderr)
@@ -343,10 +338,14 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 n += 1
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
         return 0
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     return asyncio.run(
-        _simulate_live(sim, args.url, args.speed, start, args.wait_ready, headers, history)
+        _simulate_live(sim, args.url, args.speed, start, args.wait_ready, _bearer(args), history)
     )
+
+
+def _bearer(args: argparse.Namespace) -> dict[str, str]:
+    """The Authorization header of `--token`, for the ingest clients."""
+    return {"Authorization": f"Bearer {args.token}"} if args.token else {}
 
 
 # The history stops this long before the live simulation starts: its last calls
@@ -487,8 +486,7 @@ async def _post(client: Any, events: list[dict[str, Any]]) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
-    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch, headers))
+    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch, _bearer(args)))
 
 
 async def _replay(

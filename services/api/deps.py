@@ -53,7 +53,6 @@ def require(scope: Scope) -> Any:
             raise HTTPException(401, "unknown token", headers=challenge)
         if not principal.allows(scope):
             raise HTTPException(403, f"token {principal.name!r} lacks the {scope!r} scope")
-        request.state.principal = principal
         return principal
 
     return Depends(check)

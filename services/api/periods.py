@@ -10,11 +10,10 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from services.api.deps import ConnDep, EngineDep, SettingsDep, require
 from services.core.auth import Principal
-from services.core.db import manual_items, period_versions
+from services.core.db import period_versions
 from services.core.kpi import AGENT_FIELDS
 from services.core.settings import Settings
 from services.core.timewin import iso
@@ -27,11 +26,10 @@ from services.payroll.close import (
     compute_figures,
     diff,
     latest_version,
-    manual_values,
     restate,
     stored_figures,
 )
-from services.payroll.manual import parse_csv
+from services.payroll.manual import manual_values, parse_csv, store
 from services.payroll.periods import Period, PeriodError, parse, recent, status
 
 router = APIRouter(prefix="/v1/periods", tags=["payroll"])
@@ -69,17 +67,7 @@ def _summary(settings: Settings, period: Period, versions: list[Any]) -> dict[st
         "to": iso(period.end, settings.tz),
         "status": status(period, now, bool(versions)),
         "earliest_close": iso(closable_from(settings, period), settings.tz),
-        "versions": [
-            {
-                "version": v.version,
-                "created_at": iso(v.created_at, settings.tz),
-                "created_by": v.created_by,
-                "reason": v.reason,
-                "fcr_provisional": v.fcr_provisional,
-                "checksum": v.checksum,
-            }
-            for v in versions
-        ],
+        "versions": [_version_fields(settings, v) for v in versions],
     }
 
 
@@ -124,15 +112,8 @@ async def close_period(
     now = datetime.now(UTC)
     try:
         async with engine.begin() as conn:
-            v = await close(conn, settings, p.id, now=now, by=_by(settings, who, by), force=force)
-            await audit.record(
-                conn,
-                at=now,
-                actor=who.name,
-                action="close",
-                period=p.id,
-                detail={"version": v.version, "force": force, "checksum": v.checksum},
-            )
+            v = await close(conn, settings, p.id, now=now, by=_by(settings, who, by),
+                            actor=who.name, force=force)  # fmt: skip
     except CloseRefused as exc:
         return _refused(settings, exc)
     return _version_json(settings, v)
@@ -147,8 +128,12 @@ def _by(settings: Settings, who: Principal, by: str | None) -> str:
 
 
 def _version_json(settings: Settings, v: Version) -> dict[str, Any]:
+    return {"period": v.period, **_version_fields(settings, v)}
+
+
+def _version_fields(settings: Settings, v: Any) -> dict[str, Any]:
+    """A version as listed: from a stored row or a just-made Version."""
     return {
-        "period": v.period,
         "version": v.version,
         "created_at": iso(v.created_at, settings.tz),
         "created_by": v.created_by,
@@ -183,17 +168,8 @@ async def restate_period(
     now = datetime.now(UTC)
     try:
         async with engine.begin() as conn:
-            v = await restate(
-                conn, settings, p.id, now=now, by=_by(settings, who, by), reason=reason
-            )
-            await audit.record(
-                conn,
-                at=now,
-                actor=who.name,
-                action="restate",
-                period=p.id,
-                detail={"version": v.version, "reason": reason, "checksum": v.checksum},
-            )
+            v = await restate(conn, settings, p.id, now=now, by=_by(settings, who, by),
+                              actor=who.name, reason=reason)  # fmt: skip
     except CloseRefused as exc:
         return _refused(settings, exc)
     return _version_json(settings, v)
@@ -400,39 +376,9 @@ async def upload_manual_items(
             },
             status_code=422,
         )
-    now = datetime.now(UTC)
     async with engine.begin() as conn:
-        # chunks: a statement carries at most 32,767 parameters (6 per value here)
-        for start in range(0, len(parsed.values), 4000):
-            stmt = pg_insert(manual_items).values(
-                [
-                    {
-                        "period": p.id,
-                        "agent_id": a,
-                        "item": i,
-                        "value": v,
-                        "updated_at": now,
-                        "updated_by": who.name,
-                    }
-                    for a, i, v in parsed.values[start : start + 4000]
-                ]
-            )
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["period", "agent_id", "item"],
-                    set_={"value": stmt.excluded.value, "updated_at": now, "updated_by": who.name},
-                )
-            )
-        agents = sorted({a for a, _, _ in parsed.values})
-        await audit.record(
-            conn,
-            at=now,
-            actor=who.name,
-            action="manual_items",
-            period=p.id,
-            detail={"values": len(parsed.values), "agents": agents},
-        )
-    return {"period": p.id, "stored": len(parsed.values), "agents": len(agents)}
+        agents = await store(conn, p.id, parsed.values, by=who.name, now=datetime.now(UTC))
+    return {"period": p.id, "stored": len(parsed.values), "agents": agents}
 
 
 @router.get("/{period}/manual-items")

@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.core.configfile import repeated
+
 Scope = Literal["ingest", "read", "payroll", "admin"]
 SCOPES: tuple[Scope, ...] = ("ingest", "read", "payroll", "admin")
 TOKEN_PREFIX = "ck_"
@@ -61,7 +63,7 @@ class AuthSettings(BaseModel):
         names = [t.name for t in self.tokens]
         hashes = [t.sha256 for t in self.tokens]
         for label, values in (("name", names), ("sha256", hashes)):
-            dup = sorted({v for v in values if values.count(v) > 1})
+            dup = repeated(values)
             if dup:
                 raise ValueError(f"tokens: {label} used twice: {dup[0][:16]}")
         return self

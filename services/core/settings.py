@@ -8,15 +8,12 @@ Nested keys can be set from the environment with ``__``, for example
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -26,6 +23,7 @@ from pydantic_settings import (
 
 from services.core.alert_rules import AlertSettings
 from services.core.auth import AuthSettings
+from services.core.configfile import digest, error_lines, read_yaml
 from services.core.kpi import AGENT_FIELDS
 from services.payroll.periods import PeriodSettings
 from services.payroll.scorecard import ScorecardError, Scorecards
@@ -62,8 +60,7 @@ class KpiDefinitions(BaseModel):
 
     def stamp(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump()
-        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        data["hash"] = digest[:12]
+        data["hash"] = digest(data)[:12]
         return data
 
 
@@ -281,15 +278,7 @@ class _YamlSource(PydanticBaseSettingsSource):
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from exc
-    try:
-        data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError) as exc:
-        # ValueError: YAML reads 2026-13-01 as a date and the calendar refuses it
-        raise ConfigError(f"config file {path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "config file", ConfigError)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -306,12 +295,6 @@ def load_settings(config: Path | str | None = None, **overrides: Any) -> Setting
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check spelling; see docs/configuration.md)"
-            lines.append(f"  {key}: {msg}")
+        lines = error_lines(exc, "docs/configuration.md")
         source = os.environ.get("CALLKPI_CONFIG") or "environment/defaults"
         raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines)) from exc

@@ -8,20 +8,21 @@ equals `GET /v1/kpis/agent/{id}?from=…&to=…` at the moment of closing.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.api import queries
-from services.core.db import LOCK_PERIODS, manual_items, period_versions
+from services.core.configfile import digest
+from services.core.db import LOCK_PERIODS, period_versions
 from services.core.kpi import metrics_for, zero_counters
 from services.core.settings import UNASSIGNED_TEAM, Settings
 from services.core.timewin import iso
+from services.payroll import audit
+from services.payroll.manual import manual_values
 from services.payroll.periods import Period, earliest_close, parse
 from services.payroll.scorecard import MANUAL_PREFIX, score_agents
 
@@ -48,11 +49,7 @@ class Version:
 
 def checksum(period: str, definitions: dict[str, Any], figures: dict[str, Any]) -> str:
     """sha256 over the canonical JSON (sorted keys) of what a version holds."""
-    canonical = orjson.dumps(
-        {"period": period, "definitions": definitions, "figures": figures},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+    return "sha256:" + digest({"period": period, "definitions": definitions, "figures": figures})
 
 
 async def compute_figures(
@@ -78,24 +75,13 @@ async def compute_figures(
     cards = settings.scorecards
     if cards is not None:
         agents = out["agents"]
+        names = cards.manual_items()
         for agent, row in agents.items():
             values = manual.get(agent, {})
-            row.update({MANUAL_PREFIX + n: values.get(n) for n in cards.manual_items()})
+            row.update({MANUAL_PREFIX + n: values.get(n) for n in names})
         for agent, scores in score_agents(cards, agents).items():
             agents[agent].update(scores)
         out["scorecard"] = cards.stamp()
-    return out
-
-
-async def manual_values(conn: AsyncConnection, period: str) -> dict[str, dict[str, float]]:
-    """{agent: {item: value}} uploaded for a period."""
-    t = manual_items
-    rows = await conn.execute(
-        sa.select(t.c.agent_id, t.c.item, t.c.value).where(t.c.period == period)
-    )
-    out: dict[str, dict[str, float]] = {}
-    for agent, item, value in rows:
-        out.setdefault(agent, {})[item] = float(value)
     return out
 
 
@@ -125,9 +111,11 @@ async def close(
     *,
     now: datetime,
     by: str,
+    actor: str,
     force: bool = False,
 ) -> Version:
-    """Store version 1 of a period. Call inside a transaction."""
+    """Store version 1 of a period, and its audit row (`actor`: who asked; `by`: who
+    the version names). Call inside a transaction."""
     period = parse(period_id, settings.periods, settings.tz)
     await _lock(conn, period.id)
     earliest = closable_from(settings, period)
@@ -151,8 +139,8 @@ async def close(
             "force=true closes now with FCR figures marked provisional",
             earliest,
         )
-    return await _store(conn, settings, period, 1, now=now, by=by, reason=None,
-                        fcr_provisional=provisional)  # fmt: skip
+    return await _store(conn, settings, period, 1, now=now, by=by, actor=actor, reason=None,
+                        fcr_provisional=provisional, audit_detail={"force": force})  # fmt: skip
 
 
 async def restate(
@@ -162,6 +150,7 @@ async def restate(
     *,
     now: datetime,
     by: str,
+    actor: str,
     reason: str,
 ) -> Version:
     """Store version n+1 from the current counters. Refused when the period is not
@@ -176,8 +165,9 @@ async def restate(
     if not diff(stored, current):
         raise CloseRefused(f"nothing changed since version {latest} of period {period.id}")
     provisional = now < closable_from(settings, period)
-    return await _store(conn, settings, period, latest + 1, now=now, by=by, reason=reason,
-                        fcr_provisional=provisional, figures=current)  # fmt: skip
+    return await _store(conn, settings, period, latest + 1, now=now, by=by, actor=actor,
+                        reason=reason, fcr_provisional=provisional, figures=current,
+                        audit_detail={"reason": reason})  # fmt: skip
 
 
 async def stored_figures(conn: AsyncConnection, period: str, version: int) -> dict[str, Any]:
@@ -212,14 +202,16 @@ async def _store(
     *,
     now: datetime,
     by: str,
+    actor: str,
     reason: str | None,
     fcr_provisional: bool,
+    audit_detail: dict[str, Any],
     figures: dict[str, Any] | None = None,
 ) -> Version:
     if figures is None:
         figures = await compute_figures(conn, settings, period)
     definitions = settings.kpi.stamp()
-    digest = checksum(period.id, definitions, figures)
+    sealed = checksum(period.id, definitions, figures)
     await conn.execute(
         period_versions.insert().values(
             period=period.id,
@@ -231,8 +223,12 @@ async def _store(
             reason=reason,
             fcr_provisional=fcr_provisional,
             definitions=definitions,
-            checksum=digest,
+            checksum=sealed,
             figures=figures,
         )
     )
-    return Version(period.id, version, now, by, reason, fcr_provisional, digest)
+    # in the same transaction: a version exists if and only if its audit row does
+    await audit.record(conn, at=now, actor=actor, action="close" if version == 1 else "restate",
+                       period=period.id, detail={"version": version, "by": by,
+                                                 "checksum": sealed, **audit_detail})  # fmt: skip
+    return Version(period.id, version, now, by, reason, fcr_provisional, sealed)

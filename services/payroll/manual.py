@@ -1,5 +1,6 @@
 """Manual scorecard items (exam scores, QA scores, absences, complaint escalations
-by level): figures the telephony cannot know, uploaded per period as CSV.
+by level): figures the telephony cannot know, uploaded per period as CSV, stored
+one value per (period, agent, item).
 
 The CSV is one row per agent: `agent_id` then one column per item, UTF-8 (a BOM,
 as spreadsheets write, is accepted). An empty cell leaves that item as it was.
@@ -13,9 +14,19 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.db import manual_items
+from services.payroll import audit
+
 MAX_PROBLEMS = 50  # reported per upload; the rest are counted
+# a statement carries at most 32,767 parameters, 6 per value here
+_CHUNK = 4000
 
 
 @dataclass
@@ -82,4 +93,42 @@ def parse_csv(text: str, items: list[str], agents: set[str] | None) -> Parsed:
                 out.problem(f"line {line}, column {col} ({name}): {cell!r} is not a finite number")
                 continue
             out.values.append((agent, name, value))
+    return out
+
+
+async def store(
+    conn: AsyncConnection,
+    period: str,
+    values: list[tuple[str, str, Decimal]],
+    *,
+    by: str,
+    now: datetime,
+) -> int:
+    """Upsert the values and the upload's audit row; the number of agents. Call
+    inside a transaction."""
+    for start in range(0, len(values), _CHUNK):
+        rows = [{"period": period, "agent_id": a, "item": i, "value": v, "updated_at": now,
+                 "updated_by": by} for a, i, v in values[start : start + _CHUNK]]  # fmt: skip
+        stmt = pg_insert(manual_items).values(rows)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["period", "agent_id", "item"],
+                set_={"value": stmt.excluded.value, "updated_at": now, "updated_by": by},
+            )
+        )
+    agents = sorted({a for a, _, _ in values})
+    await audit.record(conn, at=now, actor=by, action="manual_items", period=period,
+                       detail={"values": len(values), "agents": agents})  # fmt: skip
+    return len(agents)
+
+
+async def manual_values(conn: AsyncConnection, period: str) -> dict[str, dict[str, float]]:
+    """{agent: {item: value}} uploaded for a period."""
+    t = manual_items
+    rows = await conn.execute(
+        sa.select(t.c.agent_id, t.c.item, t.c.value).where(t.c.period == period)
+    )
+    out: dict[str, dict[str, float]] = {}
+    for agent, item, value in rows:
+        out.setdefault(agent, {})[item] = float(value)
     return out

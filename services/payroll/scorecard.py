@@ -17,7 +17,6 @@ rounded item scores, so a payroll clerk can redo any row by hand from the CSV.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import re
 from collections.abc import Mapping
@@ -25,9 +24,9 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.core.configfile import digest, error_lines, read_yaml, repeated
 
 # Manual items (figures the telephony cannot know: exam scores, absences, complaint
 # escalations by level) are referred to as `manual.<name>` and uploaded per period.
@@ -133,8 +132,7 @@ class Scorecard(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> Scorecard:
-        ids = [i.id for i in self.items] + [p.id for p in self.penalties]
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = repeated([i.id for i in self.items] + [p.id for p in self.penalties])
         if dup:
             raise ValueError(f"role {self.role}: item ids used twice: {dup}")
         if self.items and not any(i.weight for i in self.items):
@@ -156,8 +154,7 @@ class Scorecards(BaseModel):
 
     @model_validator(mode="after")
     def _roles(self) -> Scorecards:
-        roles = [c.role for c in self.scorecards]
-        dup = sorted({r for r in roles if roles.count(r) > 1})
+        dup = repeated(c.role for c in self.scorecards)
         if dup:
             raise ValueError(f"roles used twice: {dup}")
         return self
@@ -191,26 +188,17 @@ class Scorecards(BaseModel):
     def stamp(self) -> dict[str, Any]:
         """The cards as stored in a closed version, with a short hash."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        digest = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        return {"hash": digest[:12], **data}
+        return {"hash": digest(data)[:12], **data}
 
 
 def load(path: Path, known_metrics: set[str]) -> Scorecards:
     """Read and check a scorecard file: every metric must be an agent figure of the
     catalogue (`known_metrics`) or a manual item."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScorecardError(f"scorecard file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ScorecardError(f"scorecard file {path}: not valid YAML: {exc}") from exc
+    data = read_yaml(path, "scorecard file", ScorecardError)
     try:
         cards = Scorecards.model_validate(data)
     except ValidationError as exc:
-        lines = [
-            f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        ]
+        lines = error_lines(exc, "docs/payroll.md#scorecards")
         raise ScorecardError(f"scorecard file {path}:\n" + "\n".join(lines)) from None
     for ci, card in enumerate(cards.scorecards):
         for metric in card.metrics():
