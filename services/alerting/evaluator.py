@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerting.machine import Observation, Open, Step, steps
-from services.api import live, queries
+from services.api.figures import Figures, Span
 from services.core.alert_rules import AlertRule, ScheduleClass
 from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
 from services.core.kpi import agent_time, counted_outcomes, metrics_for, zero_counters
@@ -122,12 +122,13 @@ class Evaluator:
             sa.select(alerts).where(alerts.c.state.in_(("pending", "firing")))
         )
         open_alerts = {(r.rule_id, r.kind, r.entity_id): dict(r._mapping) for r in rows}
-        figures = _Figures(conn, self.settings, now)
+        figures = Figures(conn, self.settings, now)
         for rule in cfg.rules:
             threshold = rule.thresholds.in_force(cls)
-            watched = await figures.entities(rule, open_alerts)
-            for entity in watched:
-                value, calls = await figures.value(rule, entity)
+            with_data = await figures.by_entity(rule.kind, rule_span(rule, now))
+            still_open = [e for (r, k, e) in open_alerts if r == rule.id and k == rule.kind]
+            for entity in watched_entities(self.settings, rule, with_data, still_open):
+                value, calls = await rule_value(figures, rule, entity)
                 obs = Observation(now, cls, threshold, value, calls)
                 row = open_alerts.pop((rule.id, rule.kind, entity), None)
                 await self._apply(conn, rule, entity, row, obs, result)
@@ -257,52 +258,26 @@ def _observed(obs: Observation) -> dict[str, Any]:
     }
 
 
-class _Figures:
-    """Counters per (kind, window), read once per evaluation and shared by the
-    rules that need them; the read API's queries and functions."""
+def rule_span(rule: AlertRule, now: datetime) -> Span:
+    return trailing(rule.window, now)
 
-    def __init__(self, conn: AsyncConnection, settings: Settings, now: datetime) -> None:
-        self.conn = conn
-        self.settings = settings
-        self.now = now
-        self._counters: dict[tuple[str, int], dict[str, dict[str, int]]] = {}
-        self._reasons: dict[tuple[str, int], dict[str, dict[str, int]]] = {}
-        self._live: live.Live | None = None
 
-    def _bounds(self, rule: AlertRule) -> tuple[datetime, datetime]:
-        return trailing(rule.window, self.now)
+def watched_entities(
+    settings: Settings, rule: AlertRule, with_data: Iterable[str], still_open: Iterable[str] = ()
+) -> list[str]:
+    """A rule's entities: those it names, or the roster's and any with data in
+    its window (and any with an alert still open)."""
+    roster = configured_entities(settings, rule)
+    if rule.kind == "center" or rule.ids:
+        return roster
+    return sorted(set(roster) | set(with_data) | set(still_open))
 
-    async def _by_entity(self, rule: AlertRule) -> dict[str, dict[str, int]]:
-        key = (rule.kind, int(rule.window.total_seconds()))
-        if key not in self._counters:
-            start, end = self._bounds(rule)
-            self._counters[key] = await queries.window_counters_by_entity(
-                self.conn, rule.kind, start, end
-            )
-        return self._counters[key]
 
-    async def entities(
-        self, rule: AlertRule, open_alerts: Mapping[tuple[str, str, str], Any]
-    ) -> list[str]:
-        roster = configured_entities(self.settings, rule)
-        if rule.kind == "center" or rule.ids:
-            return roster
-        still_open = {e for (r, k, e) in open_alerts if r == rule.id and k == rule.kind}
-        return sorted(set(roster) | set(await self._by_entity(rule)) | still_open)
-
-    async def value(self, rule: AlertRule, entity: str) -> tuple[float | None, int]:
-        counters = dict((await self._by_entity(rule)).get(entity) or zero_counters())
-        reasons: dict[str, int] = {}
-        if rule.field in _TIME_FIELDS:
-            start, end = self._bounds(rule)
-            key = (rule.kind, int(rule.window.total_seconds()))
-            if key not in self._reasons:
-                self._reasons[key] = await queries.reason_counters_by_entity(
-                    self.conn, rule.kind, start, end
-                )
-            reasons = dict(self._reasons[key].get(entity, {}))
-            if self._live is None:
-                self._live = await live.load(self.conn, self.settings, self.now)
-            self._live.add_open_time(rule.kind, entity, counters, reasons, start, end)
-        value = metrics_for(rule.kind, counters, reasons)[rule.field]
-        return (None if value is None else float(value)), counted_outcomes(counters)
+async def rule_value(figures: Figures, rule: AlertRule, entity: str) -> tuple[float | None, int]:
+    """The rule's field for one entity over its window, and the calls behind it."""
+    span = rule_span(rule, figures.now)
+    counters, reasons = await figures.counters(
+        rule.kind, entity, span, open_time=rule.field in _TIME_FIELDS
+    )
+    value = metrics_for(rule.kind, counters, reasons)[rule.field]
+    return (None if value is None else float(value)), counted_outcomes(counters)

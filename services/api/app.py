@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.api import alerts, kpis, metrics, periods
+from services.api import alerts, kpis, metrics, periods, stream, wallboard
 from services.api.deps import ConnDep, require
 from services.core.db import make_engine
 from services.core.settings import Settings
@@ -41,6 +41,10 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
 
                 bootstrap = require_bootstrap(settings)
                 await stack.enter_async_context(producer_lifespan(app, settings, bootstrap))
+            if read:
+                app.state.hub = stream.Hub(settings, app.state.engine)
+                await app.state.hub.start()
+                stack.push_async_callback(app.state.hub.stop)
             if read and settings.alerts.rules:
                 from services.alerting.service import AlertService
 
@@ -69,6 +73,9 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
     if read:
         app.include_router(kpis.router, dependencies=[require("read")])
         app.include_router(alerts.router, dependencies=[require("read")])
+        app.include_router(stream.router, dependencies=[require("read")])
+        # the pages hold no figures: they ask for a token and read /v1/stream
+        app.include_router(wallboard.router)
         app.include_router(periods.router, dependencies=[require("payroll")])
     if ingest:
         app.include_router(create_ingest_router(settings), dependencies=[require("ingest")])

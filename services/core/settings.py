@@ -93,6 +93,8 @@ class Settings(BaseSettings):
 
     # --- time and definitions ---------------------------------------------
     timezone: str = "UTC"
+    # The center's name on wallboards.
+    center_name: str = Field("Center", min_length=1, max_length=200)
     kpi: KpiDefinitions = KpiDefinitions()
     teams: list[Team] = Field(default_factory=list)
     alerts: AlertSettings = AlertSettings()
@@ -144,6 +146,10 @@ class Settings(BaseSettings):
     # otherwise wait in the live queue forever and pin longest_wait; no real caller
     # waits four hours.
     waiting_call_max_age_seconds: int = Field(4 * 3600, ge=60)
+    # Wallboard feeds one API process holds open (GET /v1/stream); more are refused
+    # with 503. Measured: 500 clients on 2 cores with updates within a second
+    # (docs/scaling.md); each costs a socket and its per-entity buffer.
+    stream_max_clients: int = Field(2000, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
 

@@ -97,6 +97,7 @@ PROTECTED = [
     ("GET", "/v1/periods/past/agents"),
     ("GET", "/v1/kpis/center/all"),
     ("GET", "/v1/alerts"),
+    ("GET", "/v1/stream?kind=team"),
     ("GET", "/metrics"),
     ("POST", "/v1/events"),
     ("POST", "/v1/periods/past/close"),
@@ -120,6 +121,7 @@ def test_no_token_or_an_unknown_one_is_401_with_no_data(
     [
         ("wallboard", "GET", "/v1/periods/past/agents"),  # read is not payroll
         ("pbx", "GET", "/v1/kpis/center/all"),
+        ("pbx", "GET", "/v1/stream?kind=team"),
         ("wallboard", "POST", "/v1/events"),
         ("payroll-export", "POST", "/v1/periods/past/close"),  # payroll reads, admin closes
         ("payroll-export", "POST", "/v1/periods/past/restate"),
@@ -151,6 +153,13 @@ def test_each_scope_opens_its_own_endpoints(
         httpx.get(f"{stack.url}/v1/kpis/center/all", headers=bearer("wallboard")).status_code == 200
     )
     assert httpx.get(f"{stack.url}/metrics", headers=bearer("wallboard")).status_code == 200
+    with httpx.stream("GET", f"{stack.url}/v1/stream", params={"kind": "team"},
+                      headers=bearer("wallboard"), timeout=30) as feed:  # fmt: skip
+        assert feed.status_code == 200
+        assert next(feed.iter_lines()).startswith("retry:")
+    # the page itself holds no figures: it loads without a token and asks for one
+    page = httpx.get(f"{stack.url}/wallboard")
+    assert page.status_code == 200 and "b00" not in page.text and "login" in page.text
     state = {"event_id": "sec-state", "type": "agent.state", "agent_id": "b05",
              "state": "available", "occurred_at": datetime.now(SHANGHAI).isoformat()}  # fmt: skip
     r = httpx.post(f"{stack.url}/v1/events", headers=bearer("pbx"), json=[state])

@@ -1,0 +1,314 @@
+// callkpi wallboard: reads GET /v1/stream (Server-Sent Events) and draws tiles
+// or the agent leaderboard. No build step, no dependencies.
+//
+// EventSource cannot send an Authorization header, and a token must never sit in
+// a URL (proxies and logs keep URLs), so the stream is read with fetch() and
+// parsed here; that also lets the page send Last-Event-ID itself on reconnect.
+"use strict";
+
+const TOKEN_KEY = "callkpi.readToken";
+const STATES = ["available", "on_call", "wrap_up", "not_ready", "logged_out"];
+const STATE_LABEL = {
+  available: "Available", on_call: "On call", wrap_up: "Wrap-up",
+  not_ready: "Not ready", logged_out: "Logged out",
+};
+
+const view = document.body.dataset.view;
+const params = new URLSearchParams(location.search);
+const team = params.get("team");
+
+const entities = new Map(); // "kind:id" -> latest tile payload
+let order = [];             // keys in the snapshot's order
+let alerts = [];
+let lastEventId = null;
+let lastFrameAt = 0;        // Date.now() of the last frame of any kind
+let figuresAt = null;       // the server's time of its last good read
+let heartbeatS = 5;
+let connected = false;
+let problem = null;
+
+// --- formatting ---------------------------------------------------------------
+const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
+const secs = (v) => (v === null || v === undefined ? "—" : `${Math.round(v)} s`);
+const num = (v) => (v === null || v === undefined ? "—" : String(v));
+const dec1 = (v) => (v === null || v === undefined ? "—" : v.toFixed(1));
+function mmss(v) {
+  if (v === null || v === undefined) return "—";
+  const s = Math.max(0, Math.round(v));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+function clock(d) {
+  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// --- the feed -----------------------------------------------------------------
+function streamUrl() {
+  const q = new URLSearchParams();
+  if (view === "agents") {
+    q.set("kind", "agent");
+    if (team) { q.set("team", team); q.append("entity", `team:${team}`); }
+  } else if (team) {
+    q.append("entity", `team:${team}`);
+    q.set("kind", "queue");
+    q.set("team", team);
+  } else {
+    q.append("entity", "center:all");
+    q.set("kind", "team");
+  }
+  return `/v1/stream?${q}`;
+}
+
+function parseBlock(block) {
+  const ev = { event: "message", data: [], id: null };
+  for (const line of block.split("\n")) {
+    if (!line || line.startsWith(":")) continue;
+    const i = line.indexOf(":");
+    const field = i < 0 ? line : line.slice(0, i);
+    const value = i < 0 ? "" : line.slice(i + 1).replace(/^ /, "");
+    if (field === "event") ev.event = value;
+    else if (field === "data") ev.data.push(value);
+    else if (field === "id") ev.id = value;
+  }
+  return ev;
+}
+
+function handle(ev) {
+  lastFrameAt = Date.now();
+  if (ev.id) lastEventId = ev.id;
+  const data = ev.data.length ? JSON.parse(ev.data.join("\n")) : null;
+  if (ev.event === "snapshot") {
+    entities.clear();
+    order = data.entities.map((e) => `${e.kind}:${e.id}`);
+    for (const e of data.entities) entities.set(`${e.kind}:${e.id}`, e);
+    alerts = data.alerts;
+    figuresAt = data.figures_at;
+    heartbeatS = data.heartbeat_seconds;
+  } else if (ev.event === "update") {
+    const key = `${data.kind}:${data.id}`;
+    if (!entities.has(key)) order.push(key);
+    entities.set(key, data);
+    figuresAt = new Date().toISOString();
+  } else if (ev.event === "alerts") {
+    alerts = data.items;
+  } else if (ev.event === "heartbeat") {
+    figuresAt = data.figures_at;
+  }
+  render();
+}
+
+async function readStream(signal) {
+  const headers = { Accept: "text/event-stream" };
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+  const resp = await fetch(streamUrl(), { headers, cache: "no-store", signal });
+  if (resp.status === 401 || resp.status === 403) {
+    const body = await resp.json().catch(() => ({}));
+    askToken(resp.status === 401 && !token ? null : body.detail || `HTTP ${resp.status}`);
+    return "auth";
+  }
+  if (!resp.ok) {
+    const body = await resp.json().catch(() => ({}));
+    throw new Error(body.detail || `HTTP ${resp.status}`);
+  }
+  connected = true;
+  setProblem(null);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      handle(parseBlock(block));
+    }
+  }
+  return "closed";
+}
+
+async function run() {
+  for (;;) {
+    let outcome;
+    try {
+      outcome = await readStream(new AbortController().signal);
+    } catch (err) {
+      setProblem(`feed: ${err.message}`);
+    }
+    connected = false;
+    render();
+    if (outcome === "auth") return; // waits for a token
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+function askToken(why) {
+  const dialog = document.getElementById("login");
+  document.getElementById("login-why").textContent = why
+    ? `The token was refused: ${why}. Enter a token with the read scope.`
+    : "This wallboard needs a token with the read scope.";
+  if (!dialog.open) dialog.showModal();
+}
+
+// --- drawing ------------------------------------------------------------------
+function setProblem(text) {
+  problem = text;
+  const box = document.getElementById("problem");
+  box.hidden = !text;
+  box.textContent = text || "";
+}
+
+function isStale() {
+  if (!connected) return true;
+  // two missed heartbeats: the connection is open but nothing comes through
+  return Date.now() - lastFrameAt > 2.5 * heartbeatS * 1000;
+}
+
+function check(tile, field, windowSeconds) {
+  return (tile.checks || []).find((c) => c.field === field && c.window_seconds === windowSeconds);
+}
+
+function fig(label, value, opts = {}) {
+  const node = el("div", { class: `fig${opts.hero ? " hero" : ""}` },
+    el("span", { class: "label" }, label), el("span", { class: "value" }, value));
+  node.dataset.field = opts.field || label;
+  if (opts.check) {
+    const c = opts.check;
+    if (c.threshold !== null && c.value !== null) node.classList.add(c.breached ? "bad" : "ok");
+    if (c.threshold !== null) {
+      const line = c.field.endsWith("_seconds") ? secs(c.threshold) : pct(c.threshold);
+      node.append(el("span", { class: "line" }, `line ${line} (${c.schedule_class.replace("_", "-")})`));
+    }
+  }
+  return node;
+}
+
+function tileNode(t) {
+  const shown = new Set();
+  const use = (field, win) => { shown.add(`${field}@${win}`); return check(t, field, win); };
+  const title = el("h2", {}, t.name || t.id);
+  title.append(el("small", {}, t.kind === "center" ? "center" : `${t.kind} ${t.id}`));
+  const figs = el("div", { class: "figs" },
+    fig("Answer rate 15m", pct(t.m15.answer_rate), { hero: true, field: "answer_rate_15m", check: use("answer_rate", 900) }),
+    fig("Today", pct(t.today.answer_rate), { field: "answer_rate_today", check: use("answer_rate", null) }),
+    fig("Service level 15m", pct(t.m15.service_level), { field: "service_level_15m", check: use("service_level", 900) }),
+    fig("In queue", num(t.live.in_queue), { field: "in_queue" }),
+    fig("Longest wait", mmss(t.live.longest_wait_seconds), { field: "longest_wait" }),
+    fig("ASA 15m", secs(t.m15.asa_seconds), { field: "asa_15m", check: use("asa_seconds", 900) }),
+    fig("AHT today", mmss(t.today.aht_seconds), { field: "aht_today" }),
+    fig("FCR (provisional)", pct(t.today.fcr_rate_provisional), { field: "fcr_today" }),
+    fig("CSAT today", pct(t.today.csat), { field: "csat_today" }),
+  );
+  const node = el("section", { class: "tile" }, title, figs);
+  node.dataset.key = `${t.kind}:${t.id}`;
+  if (t.live.agents) {
+    const row = el("div", { class: "agents" });
+    for (const s of STATES.slice(0, 4)) {
+      const item = el("span", { class: `state ${s}` }, STATE_LABEL[s]);
+      item.append(el("b", {}, String(t.live.agents[s])));
+      item.dataset.state = s;
+      row.append(item);
+    }
+    node.append(row);
+  }
+  // rules on other fields or windows than those shown: one line each
+  const others = (t.checks || []).filter((c) => !shown.has(`${c.field}@${c.window_seconds}`));
+  if (others.length) {
+    const box = el("div", { class: "checks" });
+    for (const c of others) {
+      const v = c.field.endsWith("_seconds") ? secs(c.value) : pct(c.value);
+      const line = c.field.endsWith("_seconds") ? secs(c.threshold) : pct(c.threshold);
+      box.append(el("div", { class: c.breached ? "bad" : "" },
+        `${c.rule}: ${c.field} ${c.window_seconds / 60}m ${v}, line ${line}`));
+    }
+    node.append(box);
+  }
+  if ((t.checks || []).some((c) => c.breached)) node.classList.add("breached");
+  return node;
+}
+
+function renderTiles() {
+  const main = document.getElementById("tiles");
+  main.replaceChildren(...order.filter((k) => entities.has(k)).map((k) => tileNode(entities.get(k))));
+}
+
+function renderAgents() {
+  const rows = [...entities.values()].filter((e) => e.kind === "agent");
+  rows.sort((a, b) => (b.today.answered - a.today.answered) || a.id.localeCompare(b.id));
+  const now = Date.now();
+  document.getElementById("rows").replaceChildren(...rows.map((a, i) => {
+    const since = a.live.since ? (now - Date.parse(a.live.since)) / 1000 : null;
+    const state = a.live.state || "logged_out";
+    const badge = el("span", { class: `state ${state}` }, STATE_LABEL[state] || state);
+    const stateCell = el("td", {}, badge, since !== null && state !== "logged_out" ? ` ${mmss(since)}` : "");
+    const tr = el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, a.id), stateCell,
+      el("td", {}, num(a.today.answered)), el("td", {}, mmss(a.today.aht_seconds)),
+      el("td", {}, pct(a.today.fcr_rate_provisional)), el("td", {}, pct(a.today.csat)),
+      el("td", {}, pct(a.today.occupancy)), el("td", {}, dec1(a.today.calls_per_hour)));
+    tr.dataset.agent = a.id;
+    return tr;
+  }));
+}
+
+function renderBanner() {
+  const keys = new Set(order);
+  const mine = alerts.filter((a) => a.kind === "center" || keys.has(`${a.kind}:${a.entity_id}`));
+  const banner = document.getElementById("banner");
+  banner.hidden = mine.length === 0;
+  banner.replaceChildren(el("ul", {}, ...mine.map((a) => {
+    const v = a.field.endsWith("_seconds") ? secs(a.observed_value) : pct(a.observed_value);
+    const line = a.field.endsWith("_seconds") ? secs(a.threshold) : pct(a.threshold);
+    const since = a.started_at ? clock(new Date(a.started_at)) : "";
+    return el("li", {}, `ALERT ${a.kind} ${a.entity_id}: ${a.field} ${v} (line ${line}) since ${since}`);
+  })));
+}
+
+function render() {
+  const stale = isStale();
+  document.body.classList.toggle("stale", stale);
+  const feed = document.getElementById("feed");
+  feed.className = `feed ${stale ? "stale" : "live"}`;
+  feed.textContent = stale ? "STALE" : "live";
+  document.getElementById("updated").textContent = figuresAt ? clock(new Date(figuresAt)) : "—";
+  const head = entities.get(order[0]);
+  document.getElementById("title").textContent = view === "agents"
+    ? `Agents${team ? ` — ${head && head.kind === "team" ? head.name : team}` : ""}`
+    : (head ? head.name : "Wallboard");
+  if (view === "agents") renderAgents(); else renderTiles();
+  renderBanner();
+}
+
+function tick() {
+  document.getElementById("clock").textContent = clock(new Date());
+  const stale = isStale();
+  if (stale !== document.body.classList.contains("stale")) render();
+  if (view === "agents" && entities.size) renderAgents(); // time in state counts up
+}
+
+document.getElementById("login-form").addEventListener("submit", () => {
+  localStorage.setItem(TOKEN_KEY, document.getElementById("login-token").value.trim());
+  document.getElementById("login-token").value = "";
+  run();
+});
+document.getElementById("forget").addEventListener("click", () => {
+  localStorage.removeItem(TOKEN_KEY);
+  location.reload();
+});
+const link = document.getElementById(view === "agents" ? "tiles-link" : "agents-link");
+if (team) link.href += `?team=${encodeURIComponent(team)}`;
+
+setInterval(tick, 1000);
+tick();
+run();
