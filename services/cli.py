@@ -236,6 +236,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             )  # fmt: skip
         print(
             "\ncallkpi is starting. Logs in " + str(data_dir) + "\n"
+            f"  wallboard   {base}/wallboard  (agents: {base}/wallboard/agents)\n"
             f"  figures     {base}/v1/kpis/center/all?window=15m\n"
             f"  teams       {base}/v1/kpis/team?window=15m\n"
             f"  API docs    {base}/docs\n"

@@ -19,6 +19,7 @@ import psutil
 
 from services.core.settings import load_settings
 from services.devstack import free_port
+from tests.api.sse import Feed
 from tests.conftest import EXAMPLE_CONFIG
 from tests.stack import ROOT, wait_until
 
@@ -66,12 +67,21 @@ def test_dev_simulate_backfills_the_previous_period_which_closes_into_a_scored_c
         download = next(re.search(r"'(.+)'", line) for line in lines if "curl -o" in line)
         assert download
         table = list(csv.DictReader(io.StringIO(httpx.get(download[1], timeout=60).text)))
+
+        # the console names the wallboard, and its feed moves with the simulator
+        board = next(line.split()[1] for line in lines if line.strip().startswith("wallboard"))
+        assert httpx.get(board, timeout=10).status_code == 200
+        with Feed(f"{base}/v1/stream", {"entity": "center:all"}) as feed:
+            first = feed.next("snapshot").data["entities"][0]
+            moved = feed.next("update", timeout=30, where=lambda f: f.data != first)
+        assert moved.data["today"]["offered"] >= first["today"]["offered"]
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         reader.join(10)
     out = "".join(lines)
     assert "figures     http://127.0.0.1" in out
+    assert "wallboard   http://127.0.0.1" in out
     assert "callkpi stopped." in out
 
     roster = load_settings(EXAMPLE_CONFIG).roster("agent")

@@ -271,7 +271,9 @@ function renderBanner() {
     const v = a.field.endsWith("_seconds") ? secs(a.observed_value) : pct(a.observed_value);
     const line = a.field.endsWith("_seconds") ? secs(a.threshold) : pct(a.threshold);
     const since = a.started_at ? clock(new Date(a.started_at)) : "";
-    return el("li", {}, `ALERT ${a.kind} ${a.entity_id}: ${a.field} ${v} (line ${line}) since ${since}`);
+    const who = entities.get(`${a.kind}:${a.entity_id}`);
+    const name = who && who.name && who.name !== a.entity_id ? `${who.name} (${a.kind} ${a.entity_id})` : `${a.kind} ${a.entity_id}`;
+    return el("li", {}, `ALERT ${name}: ${a.field} ${v} (line ${line}) since ${since}`);
   })));
 }
 
