@@ -73,7 +73,8 @@ def test_dev_simulate_backfills_the_previous_period_which_closes_into_a_scored_c
         assert httpx.get(board, timeout=10).status_code == 200
         with Feed(f"{base}/v1/stream", {"entity": "center:all"}) as feed:
             first = feed.next("snapshot").data["entities"][0]
-            moved = feed.next("update", timeout=30, where=lambda f: f.data != first)
+            # generous: the worker may still be finalising the month's FCR windows
+            moved = feed.next("update", timeout=120, where=lambda f: f.data != first)
         assert moved.data["today"]["offered"] >= first["today"]["offered"]
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -331,8 +331,9 @@ class Hub:
 
     async def _checks(self, figures: Figures, kind: str, ident: str) -> list[dict[str, Any]]:
         """Each alert rule watching this entity, with the line in force now: what
-        the page colours by. `breached` is the evaluator's test without the
-        hold time: below the line on at least min_calls calls."""
+        the page colours by. `crossed`: on the wrong side of the line;
+        `breached`: crossed on at least min_calls calls (the evaluator's test
+        without the hold time)."""
         alerting = self.settings.alerts
         cls = alerting.schedule.class_at(figures.now, self.settings.tz)
         out = []
@@ -342,6 +343,9 @@ class Hub:
             threshold = rule.thresholds.in_force(cls)
             value, calls = await rule_value(figures, rule, ident)
             start, end = rule_span(rule, figures.now)
+            crossed = (
+                value is not None and threshold is not None and rule.breached(value, threshold)
+            )
             out.append(
                 {
                     "rule": rule.id,
@@ -353,12 +357,8 @@ class Hub:
                     "value": value,
                     "calls": calls,
                     "min_calls": rule.min_calls,
-                    "breached": (
-                        value is not None
-                        and threshold is not None
-                        and calls >= rule.min_calls
-                        and rule.breached(value, threshold)
-                    ),
+                    "crossed": crossed,
+                    "breached": crossed and calls >= rule.min_calls,
                 }
             )
         return out

@@ -168,12 +168,19 @@ def test_a_team_under_its_line_turns_red_and_the_firing_alert_shows_in_a_banner(
     hero = billing.locator('[data-field="answer_rate_15m"]')
     expect(billing).to_be_visible(timeout=10_000)
     expect(page.locator("#banner")).to_be_hidden()
-    # 12 answered, 8 abandoned in the last few minutes: 60 % on 20 calls, line 85 %
-    dip = calls("wb-dip", "billing", datetime.now(UTC) - timedelta(minutes=4), answered=12,
-                abandoned=8, spread=timedelta(minutes=3))  # fmt: skip
+    start = datetime.now(UTC) - timedelta(minutes=4)
+    # under the line on fewer calls than the rule needs: amber, no alert
+    thin = calls("wb-thin", "billing", start, answered=3, abandoned=3, spread=timedelta(minutes=1))
+    assert board.post(thin).status_code == 202
+    expect(hero.locator(".value")).to_have_text("50.0%", timeout=WITHIN_MS)
+    expect(hero).to_have_class("fig hero thin")
+    expect(hero.locator(".line")).to_have_text("line 85.0% (peak) · 6 calls, alerts from 10")
+    expect(billing).to_have_class("tile")
+    # 12 answered and 8 abandoned more: 15 of 26, 57.7 %, on enough calls: red
+    dip = calls("wb-dip", "billing", start, answered=12, abandoned=8, spread=timedelta(minutes=3))
     assert board.post(dip).status_code == 202
     posted = time.monotonic()
-    expect(hero.locator(".value")).to_have_text("60.0%", timeout=WITHIN_MS)
+    expect(hero.locator(".value")).to_have_text("57.7%", timeout=WITHIN_MS)
     expect(hero).to_have_class("fig hero bad")
     expect(billing).to_have_class("tile breached")
     expect(hero.locator(".line")).to_have_text("line 85.0% (peak)")
@@ -181,7 +188,7 @@ def test_a_team_under_its_line_turns_red_and_the_firing_alert_shows_in_a_banner(
     # the rule fires after `for: 3s`; the banner names it
     banner = page.locator("#banner")
     expect(banner).to_be_visible(timeout=20_000)
-    expect(banner).to_contain_text("Billing (team billing): answer_rate 60.0% (line 85.0%)")
+    expect(banner).to_contain_text("Billing (team billing): answer_rate 57.7% (line 85.0%)")
     print(f"\nred and banner {time.monotonic() - posted:.1f} s after the POST (for: 3s)")
     page.screenshot(path=str(ARTIFACTS / "wallboard-alert.png"))
 

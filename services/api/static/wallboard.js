@@ -186,10 +186,15 @@ function fig(label, value, opts = {}) {
   node.dataset.field = opts.field || label;
   if (opts.check) {
     const c = opts.check;
-    if (c.threshold !== null && c.value !== null) node.classList.add(c.breached ? "bad" : "ok");
+    // red: under the line on enough calls to alert; amber: under it on fewer
+    if (c.threshold !== null && c.value !== null) {
+      node.classList.add(c.breached ? "bad" : c.crossed ? "thin" : "ok");
+    }
     if (c.threshold !== null) {
       const line = c.field.endsWith("_seconds") ? secs(c.threshold) : pct(c.threshold);
-      node.append(el("span", { class: "line" }, `line ${line} (${c.schedule_class.replace("_", "-")})`));
+      let text = `line ${line} (${c.schedule_class.replace("_", "-")})`;
+      if (c.crossed && !c.breached) text += ` · ${c.calls} calls, alerts from ${c.min_calls}`;
+      node.append(el("span", { class: "line" }, text));
     }
   }
   return node;
@@ -272,7 +277,9 @@ function renderBanner() {
     const line = a.field.endsWith("_seconds") ? secs(a.threshold) : pct(a.threshold);
     const since = a.started_at ? clock(new Date(a.started_at)) : "";
     const who = entities.get(`${a.kind}:${a.entity_id}`);
-    const name = who && who.name && who.name !== a.entity_id ? `${who.name} (${a.kind} ${a.entity_id})` : `${a.kind} ${a.entity_id}`;
+    let name = `${a.kind} ${a.entity_id}`;
+    if (a.kind === "center" && who) name = who.name;
+    else if (who && who.name && who.name !== a.entity_id) name = `${who.name} (${name})`;
     return el("li", {}, `ALERT ${name}: ${a.field} ${v} (line ${line}) since ${since}`);
   })));
 }
