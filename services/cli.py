@@ -7,6 +7,7 @@ callkpi periods list | close PERIOD [--force] | restate PERIOD --reason R [--by 
 callkpi tokens new NAME --scope payroll [--scope …] | hash
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
+callkpi asterisk import FILE... | asterisk follow FILE   Asterisk queue_log
 """
 
 from __future__ import annotations
@@ -458,31 +459,56 @@ async def _wait_ready(client: Any, wait: float) -> None:
 
 
 async def _post(client: Any, events: list[dict[str, Any]]) -> int:
-    """POST as NDJSON, retrying 503 and connection errors with backoff (event ids
-    make the retry harmless). Returns the number accepted."""
-    if not events:
+    """POST with retries (services/ingest/client.py); logs the first rejections."""
+    from services.ingest.client import IngestError, post_events
+
+    try:
+        accepted, rejected = await post_events(client, events)
+    except IngestError as exc:
+        raise SystemExit(str(exc)) from None
+    for rej in rejected[:5]:
+        log.warning("rejected event %s: %s", rej.get("index"), rej.get("error"))
+    return accepted
+
+
+def cmd_asterisk(args: argparse.Namespace) -> int:
+    import httpx
+
+    from services.asterisk.feed import Follower, FollowMetrics, import_files, serve_metrics
+    from services.asterisk.queue_log import Mapper
+
+    settings = _settings(args)
+    cfg = settings.asterisk
+    mapper = Mapper(cfg.call_per_queue, cfg.strip_agent_technology)
+
+    async def run_import() -> int:
+        paths = [Path(f) for f in args.files]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise SystemExit(f"no such file: {', '.join(missing)}")
+        async with httpx.AsyncClient(base_url=args.url, timeout=60, headers=_bearer(args)) as c:
+            out = await import_files(paths, c, mapper, settings.tz, cfg.reorder_seconds)
+        print(out.summary())
+        return 0 if out.rejected == 0 else 1
+
+    async def run_follow() -> int:
+        checkpoint = Path(args.checkpoint or settings.data_dir / "asterisk-follow.json")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        metrics = FollowMetrics()
+        if args.metrics_port:
+            serve_metrics(metrics, args.metrics_port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("following %s into %s (checkpoint %s)", args.file, args.url, checkpoint)
+        async with httpx.AsyncClient(base_url=args.url, timeout=60, headers=_bearer(args)) as c:
+            follower = Follower(Path(args.file), checkpoint, c, mapper, settings.tz,
+                                poll_s=args.poll, metrics=metrics)  # fmt: skip
+            await follower.run(stop)
         return 0
-    body = b"\n".join(orjson.dumps(e) for e in events)
-    delay = 0.25
-    for _attempt in range(12):
-        try:
-            r = await client.post(
-                "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
-            )
-        except Exception as exc:
-            log.warning("ingest unreachable (%s); retrying in %.1fs", exc, delay)
-        else:
-            if r.status_code in (202, 422):
-                data = r.json()
-                for rej in data.get("rejected", [])[:5]:
-                    log.warning("rejected event %s: %s", rej.get("index"), rej.get("error"))
-                return int(data.get("accepted", 0))
-            if r.status_code != 503:
-                raise SystemExit(f"ingest answered {r.status_code}: {r.text[:500]}")
-            log.warning("ingest unavailable (503); retrying in %.1fs", delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-    raise SystemExit("ingest kept failing; giving up (re-run: event ids make it safe)")
+
+    return asyncio.run(run_import() if args.action == "import" else run_follow())
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -667,6 +693,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch", type=int, default=2000)
     rep.add_argument("--token", help="API token with the ingest scope (auth on)")
     rep.set_defaults(func=cmd_replay)
+
+    ast = sub.add_parser("asterisk", help="Asterisk queue_log: import history, follow live")
+    ast_sub = ast.add_subparsers(dest="action", required=True)
+    imp = ast_sub.add_parser("import", help="post queue_log files (history) to ingest")
+    imp.add_argument("files", nargs="+", help="queue_log files, .gz or CSV exports, any order")
+    fol = ast_sub.add_parser("follow", help="tail a live queue_log into ingest")
+    fol.add_argument("file", help="e.g. /var/log/asterisk/queue_log")
+    fol.add_argument("--checkpoint", help="default: <data_dir>/asterisk-follow.json")
+    fol.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    fol.add_argument("--poll", type=float, default=0.25, help="seconds between looks (0.25)")
+    for sp in (imp, fol):
+        sp.add_argument("--config", default=argparse.SUPPRESS)
+        sp.add_argument("--url", default="http://127.0.0.1:8000", help="ingest base URL")
+        sp.add_argument("--token", help="API token with the ingest scope (auth on)")
+    ast.set_defaults(func=cmd_asterisk)
     return p
 
 

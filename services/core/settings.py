@@ -64,6 +64,23 @@ class KpiDefinitions(BaseModel):
         return data
 
 
+class AsteriskSettings(BaseModel):
+    """How queue_log maps to events (docs/asterisk.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # One call per queue it entered, as Asterisk's statistics count (a call moved
+    # from queue A to B is offered to both). False: one call per callid, counted
+    # in the first queue it entered (callkpi's own attribution).
+    call_per_queue: bool = True
+    # SIP/1001, PJSIP/1001, Agent/1001, Local/1001@ctx/n -> 1001: the roster names
+    # agents without the channel technology.
+    strip_agent_technology: bool = True
+    # An import holds lines this long (log time) to put them back in time order;
+    # database exports are often sorted by something else. 0 disables.
+    reorder_seconds: float = Field(60.0, ge=0, le=86_400)
+
+
 class Team(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -103,6 +120,7 @@ class Settings(BaseSettings):
     # file's directory when set there. Unset: closed periods carry no scores.
     scorecard_file: Path | None = None
     auth: AuthSettings = AuthSettings()
+    asterisk: AsteriskSettings = AsteriskSettings()
 
     # --- Kafka ---------------------------------------------------------------
     topic_prefix: str = "callkpi"

@@ -1,0 +1,418 @@
+"""`callkpi asterisk import` and `callkpi asterisk follow`: queue_log lines to
+ingest (docs/asterisk.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import heapq
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+from zoneinfo import ZoneInfo
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_pipe, read_lines
+from services.ingest.client import post_events
+
+log = logging.getLogger("callkpi.asterisk")
+
+# Lines per POST: large enough that HTTP costs little per line, small enough
+# that a retry re-sends little.
+BATCH_LINES = 2000
+# Two requests in flight keep ingest busy while the next batch is mapped.
+IN_FLIGHT = 2
+
+
+class Reorder:
+    """Emits lines in time order within a window: queue_log is nearly ordered,
+    but merged files and database exports are not. A line is held until a line
+    `window_s` newer has been read (or the input ends); ties keep file order."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._heap: list[tuple[float, int, Line]] = []
+        self._seq = 0
+        self._newest = float("-inf")
+
+    def push(self, item: Line | Malformed) -> list[Line | Malformed]:
+        if isinstance(item, Malformed):
+            return [item]  # reported in its place, not held
+        self._seq += 1
+        heapq.heappush(self._heap, (item.at, self._seq, item))
+        self._newest = max(self._newest, item.at)
+        out: list[Line | Malformed] = []
+        while self._heap and self._heap[0][0] <= self._newest - self.window_s:
+            out.append(heapq.heappop(self._heap)[2])
+        return out
+
+    def drain(self) -> list[Line | Malformed]:
+        return [heapq.heappop(self._heap)[2] for _ in range(len(self._heap))]
+
+
+class _Reader:
+    """Decoded lines of a file (plain or .gz), and how many of its bytes on
+    disk have been read (for progress)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._raw = path.open("rb")
+        gz = path.suffix == ".gz"
+        self._fh = cast(IO[bytes], gzip.GzipFile(fileobj=self._raw) if gz else self._raw)
+        self._plain = self._fh is self._raw
+        self._read = 0
+
+    @property
+    def done(self) -> int:
+        return self._read if self._plain else self._raw.tell()
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._fh:
+            self._read += len(raw)
+            yield raw.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self._fh.close()
+        self._raw.close()
+
+
+def first_time(path: Path, tz: ZoneInfo) -> float:
+    """The time of a file's first readable line (orders rotated files)."""
+    reader = _Reader(path)
+    try:
+        for item in read_lines(reader, tz):
+            if isinstance(item, Line):
+                return item.at
+    finally:
+        reader.close()
+    return float("inf")
+
+
+@dataclass
+class Outcome:
+    stats: Stats
+    accepted: int
+    rejected: int
+    seconds: float
+
+    def summary(self) -> str:
+        s = self.stats
+        rate = s.lines / max(self.seconds, 1e-9)
+        out = [
+            f"lines read       {s.lines:,} in {self.seconds:.1f} s ({rate:,.0f} lines/s)",
+            f"events sent      {s.events:,}: {self.accepted:,} accepted, "
+            f"{self.rejected:,} rejected by ingest",
+            f"lines skipped    {sum(s.skipped.values()):,}",
+            *(f"  {n:>12,}  {reason}" for reason, n in s.skipped.most_common()),
+            f"malformed lines  {s.malformed_count:,}",
+            *(f"  {what}" for what in s.malformed[:20]),
+        ]
+        if s.malformed_count > 20:
+            out.append(f"  … and {s.malformed_count - 20:,} more")
+        return "\n".join(out)
+
+
+def _progress(out: IO[str], lines: int, done: int, total: int, seconds: float) -> None:
+    rate = lines / max(seconds, 1e-9)
+    eta = (total - done) * seconds / done if done else 0.0
+    print(f"\r{done * 100 // max(total, 1):3d}%  {lines:,} lines  {rate:,.0f} lines/s  "
+          f"ETA {eta:,.0f} s   ", end="", file=out, flush=True)  # fmt: skip
+
+
+async def import_files(
+    paths: list[Path],
+    client: Any,
+    mapper: Mapper,
+    tz: ZoneInfo,
+    reorder_s: float,
+    progress: IO[str] | None = sys.stderr,
+) -> Outcome:
+    """Every line of `paths` to ingest, oldest file first whatever the order
+    given (rotated files: queue_log.2.gz, queue_log.1, queue_log), in batches."""
+    ordered = sorted(paths, key=lambda p: first_time(p, tz))
+    total = sum(p.stat().st_size for p in ordered)
+    started = time.monotonic()
+    accepted = rejected = 0
+    last_print = 0.0
+    before = 0  # bytes of the files already read
+    in_flight: set[asyncio.Task[tuple[int, list[dict[str, Any]]]]] = set()
+
+    async def settle(limit: int) -> None:
+        nonlocal accepted, rejected
+        while len(in_flight) > limit:
+            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                in_flight.discard(task)
+                ok, bad = task.result()
+                accepted += ok
+                rejected += len(bad)
+                for rej in bad[:3]:
+                    log.warning("ingest rejected an event: %s", rej.get("error"))
+
+    async def send(events: list[dict[str, Any]]) -> None:
+        if events:
+            in_flight.add(asyncio.create_task(post_events(client, events)))
+            await settle(IN_FLIGHT - 1)
+
+    reorder = Reorder(reorder_s)
+    events: list[dict[str, Any]] = []
+    since_send = 0
+
+    def take(ready: list[Line | Malformed], name: str) -> None:
+        nonlocal events, since_send
+        for item in ready:
+            if isinstance(item, Malformed):
+                item = Malformed(f"{name} {item}")
+            events += mapper.feed(item)
+            since_send += 1
+
+    for path in ordered:
+        reader = _Reader(path)
+        try:
+            for item in read_lines(reader, tz):
+                take(reorder.push(item), path.name)
+                if since_send >= BATCH_LINES:
+                    await send(events)
+                    events, since_send = [], 0
+                    mapper.forget_finished()
+                    now = time.monotonic()
+                    if progress is not None and now - last_print >= 0.5:
+                        last_print = now
+                        done = before + reader.done
+                        _progress(progress, mapper.stats.lines, done, total, now - started)
+        finally:
+            reader.close()
+        before += path.stat().st_size
+    take(reorder.drain(), "")
+    await send(events)
+    await settle(0)
+    seconds = time.monotonic() - started
+    if progress is not None:
+        _progress(progress, mapper.stats.lines, total, total, seconds)
+        print(file=progress)
+    return Outcome(mapper.stats, accepted, rejected, seconds)
+
+
+# --- follow ---------------------------------------------------------------------
+class FollowMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.lines = Counter("callkpi_asterisk_lines", "queue_log lines read", registry=r)
+        self.events = Counter("callkpi_asterisk_events", "events sent to ingest", registry=r)
+        self.skipped = Counter(
+            "callkpi_asterisk_lines_skipped", "lines not mapped", ["reason"], registry=r
+        )
+        self.malformed = Counter("callkpi_asterisk_lines_malformed", "unreadable lines", registry=r)
+        self.retries = Counter(
+            "callkpi_asterisk_post_failures", "failed posts to ingest (retried)", registry=r
+        )
+        self.lag = Gauge(
+            "callkpi_asterisk_lag_seconds", "now minus the newest line sent", registry=r
+        )
+        self.behind = Gauge(
+            "callkpi_asterisk_bytes_behind", "bytes of the file not yet sent", registry=r
+        )
+        self.rotations = Counter("callkpi_asterisk_rotations", "log rotations seen", registry=r)
+
+
+@dataclass
+class Checkpoint:
+    """Where the follower is: the file (inode) and the offset after the last
+    line whose events ingest accepted, with the open calls as of that line."""
+
+    inode: int
+    offset: int
+    calls: dict[str, Any]
+    lineno: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> Checkpoint | None:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise SystemExit(
+                f"{path}: unreadable checkpoint ({exc}); move it away to start over"
+            ) from None
+        return cls(int(data["inode"]), int(data["offset"]), dict(data["calls"]),
+                   int(data.get("lineno", 0)))  # fmt: skip
+
+    def save(self, path: Path) -> None:
+        """Atomically: a crash leaves the old checkpoint or the new one."""
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("w") as fh:
+            json.dump({"inode": self.inode, "offset": self.offset, "calls": self.calls,
+                       "lineno": self.lineno}, fh)  # fmt: skip
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dirfd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+
+class Follower:
+    """Tails a live queue_log: survives rotation by rename (the old file is read
+    to its end first) and by copytruncate (the file shrinks: start over at 0),
+    resumes from an atomic checkpoint with no loss and no duplicate, and retries
+    ingest for as long as it is down without reading further."""
+
+    def __init__(self, path: Path, checkpoint: Path, client: Any, mapper: Mapper, tz: ZoneInfo,
+                 poll_s: float = 0.25, metrics: FollowMetrics | None = None) -> None:  # fmt: skip
+        self.path = path
+        self.checkpoint_path = checkpoint
+        self.client = client
+        self.mapper = mapper
+        self.tz = tz
+        self.poll_s = poll_s
+        self.metrics = metrics or FollowMetrics()
+        self._seen_skips: dict[str, int] = {}
+        self._seen_malformed = 0
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        cp = Checkpoint.load(self.checkpoint_path)
+        fh, inode = await self._open_when_present(stop)
+        if fh is None:
+            return
+        offset, lineno = 0, 0
+        if cp is not None and cp.inode == inode and cp.offset <= os.fstat(fh.fileno()).st_size:
+            offset, lineno = cp.offset, cp.lineno
+            self.mapper.restore(cp.calls)
+            log.info("resuming %s at byte %d (line %d)", self.path, offset, lineno)
+        elif cp is not None:
+            # rotated while we were down: the old file is gone from this path;
+            # import it with `callkpi asterisk import` if it had unsent lines
+            log.warning("%s is a new file since the checkpoint (inode %d, was %d); from its start",
+                        self.path, inode, cp.inode)  # fmt: skip
+            self.mapper.restore(cp.calls)
+        fh.seek(offset)
+        partial = b""
+        try:
+            while not stop.is_set():
+                chunk = fh.read(1 << 20)
+                if chunk:
+                    data = partial + chunk
+                    cut = data.rfind(b"\n") + 1
+                    partial = data[cut:]  # an unfinished last line waits for its end
+                    offset, lineno = await self._send(data[:cut], offset, lineno, inode)
+                    continue
+                size_now = os.fstat(fh.fileno()).st_size
+                self.metrics.behind.set(max(0, size_now - offset))
+                try:
+                    st = os.stat(self.path)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and st.st_ino != inode:
+                    # renamed away and replaced: the old file is read to its end
+                    # (done: read returned nothing), then the new one from 0
+                    fh.close()
+                    self.metrics.rotations.inc()
+                    log.info("%s rotated (rename); following the new file", self.path)
+                    fh, inode = await self._open_when_present(stop)
+                    if fh is None:
+                        return
+                    offset, lineno, partial = 0, 0, b""
+                    continue
+                if st is not None and st.st_size < offset:
+                    self.metrics.rotations.inc()
+                    log.info("%s truncated (copytruncate); from its start", self.path)
+                    fh.seek(0)
+                    offset, lineno, partial = 0, 0, b""
+                    continue
+                await _pause(stop, self.poll_s)
+        finally:
+            if fh is not None:
+                fh.close()
+
+    async def _open_when_present(self, stop: asyncio.Event) -> tuple[Any, int]:
+        while not stop.is_set():
+            try:
+                fh = self.path.open("rb")
+            except FileNotFoundError:
+                await _pause(stop, self.poll_s)
+                continue
+            return fh, os.fstat(fh.fileno()).st_ino
+        return None, 0
+
+    async def _send(self, block: bytes, offset: int, lineno: int, inode: int) -> tuple[int, int]:
+        """Map whole lines of `block` (starting at `offset`), post them in
+        batches, checkpoint after each accepted batch."""
+        lines = block.split(b"\n")[:-1]
+        pos = offset
+        events: list[dict[str, Any]] = []
+        newest = 0.0
+        for i, raw in enumerate(lines, start=1):
+            pos += len(raw) + 1
+            lineno += 1
+            text = raw.decode("utf-8", errors="replace")
+            if not text.strip():
+                continue
+            try:
+                item: Line | Malformed = parse_pipe(text, lineno, self.tz)
+            except Malformed as exc:
+                item = Malformed(f"line {lineno}: {exc}")
+                log.warning("%s %s", self.path.name, item)
+            if isinstance(item, Line):
+                newest = max(newest, item.at)
+            events += self.mapper.feed(item)
+            if i % BATCH_LINES == 0 or i == len(lines):
+                await self._post(events)
+                self.mapper.forget_finished()
+                Checkpoint(inode, pos, self.mapper.state(), lineno).save(self.checkpoint_path)
+                events = []
+        self._count(len(lines), newest)
+        return pos, lineno
+
+    async def _post(self, events: list[dict[str, Any]]) -> None:
+        delay = 0.5
+        while True:
+            try:
+                accepted, rejected = await post_events(self.client, events, attempts=1)
+            except Exception as exc:
+                # ingest down: keep these lines (nothing further is read) and retry
+                self.metrics.retries.inc()
+                log.warning("ingest: %s; retrying in %.1fs (nothing is lost)", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self.metrics.events.inc(accepted)
+            for rej in rejected[:3]:
+                log.warning("ingest rejected an event: %s", rej.get("error"))
+            return
+
+    def _count(self, n: int, newest: float) -> None:
+        m, stats = self.metrics, self.mapper.stats
+        m.lines.inc(n)
+        if stats.malformed_count > self._seen_malformed:
+            m.malformed.inc(stats.malformed_count - self._seen_malformed)
+            self._seen_malformed = stats.malformed_count
+        for reason, count in stats.skipped.items():
+            new = count - self._seen_skips.get(reason, 0)
+            if new:
+                m.skipped.labels(reason).inc(new)
+                self._seen_skips[reason] = count
+        if newest:
+            m.lag.set(max(0.0, time.time() - newest))
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
+
+def serve_metrics(metrics: FollowMetrics, port: int) -> None:
+    start_http_server(port, registry=metrics.registry)

@@ -1,0 +1,407 @@
+"""Asterisk's queue_log, read and mapped to callkpi events (docs/asterisk.md).
+
+A line is `epoch|callid|queue|agent|EVENT|data1|…|data5`, as app_queue writes
+it. PBX front ends export the same columns from their database (MySQL/CSV) with a
+`time` column that is an epoch or a local `YYYY-MM-DD HH:MM:SS[.ffffff]`, and the
+data either in `data1`…`data5` or in one `data` column joined with `|` (the
+older form, whose parameters may also be comma separated).
+
+Mapping is pure: `Mapper.feed(line)` returns the contract events a line means,
+using what earlier lines of the same call said (when it entered the queue, when
+it was answered). Where the log states a duration (wait, talk), event times are
+derived so that callkpi's figures equal the logged durations, which is what
+Asterisk's own statistics report: answered = entered + holdtime, ended =
+answered + calltime, abandoned = entered + waittime. A call whose earlier lines
+are missing (a file that starts mid-call) gets them derived backwards from the
+line at hand.
+
+Event ids are derived from the line's content (a hash of its fields, plus the
+event's index within the line), so importing a file twice, importing a rotated
+file that `follow` already sent, or a `follow` restarting from its checkpoint
+sends ids the pipeline has seen and changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+# events that mean "the call left the queue unanswered", and who ended it
+UNANSWERED_EXITS = {
+    "ABANDON": ("customer", 2),  # (ended_by, index of waittime in data)
+    "EXITWITHTIMEOUT": ("system", 2),
+    "EXITEMPTY": ("system", 2),
+    "EXITWITHKEY": ("system", 3),
+    "LEAVEEMPTY": ("system", 2),
+}
+# the call never entered the queue: offered and ended by the system at once
+REFUSED = frozenset({"FULL", "JOINEMPTY", "JOINUNAVAIL", "CLOSED"})
+COMPLETES = {"COMPLETECALLER": "customer", "COMPLETEAGENT": "agent"}
+TRANSFERS = frozenset({"TRANSFER", "BLINDTRANSFER", "ATTENDEDTRANSFER"})
+LOGINS = frozenset({"AGENTLOGIN", "AGENTCALLBACKLOGIN", "ADDMEMBER"})
+LOGOFFS = frozenset({"AGENTLOGOFF", "AGENTCALLBACKLOGOFF", "REMOVEMEMBER"})
+PAUSES = frozenset({"PAUSE", "PAUSEALL"})
+UNPAUSES = frozenset({"UNPAUSE", "UNPAUSEALL"})
+# known, and deliberately not mapped (counted as skipped)
+IGNORED = frozenset(
+    {"CONFIGRELOAD", "QUEUESTART", "INFO", "AGENTDUMP", "RINGCANCELED", "SYSCOMPAT", "DID"}
+)
+
+NO_CALL = frozenset({"", "NONE", "REALTIME"})
+_TECH = re.compile(r"^(?:SIP|PJSIP|IAX2|Agent|Local|DAHDI|Zap|SCCP|H323|Skype)/", re.I)
+_EPOCH = re.compile(r"^\d{9,11}(?:\.\d+)?$")
+
+
+class Malformed(ValueError):
+    """A line that is not queue_log: says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    at: float  # epoch seconds, UTC
+    callid: str
+    queue: str
+    agent: str
+    event: str
+    data: tuple[str, ...]
+    text: str  # the line as read
+    lineno: int
+
+    @property
+    def key(self) -> str:
+        """What identifies the line whatever its form (a file line, a database
+        export with a local time, trailing empty fields or not): the event ids
+        hash this, so the same line from two sources counts once."""
+        data = list(self.data)
+        while data and not data[-1]:
+            data.pop()
+        return "|".join([repr(self.at), self.callid, self.queue, self.agent, self.event, *data])
+
+    def num(self, i: int) -> float:
+        """data[i] as a number of seconds (0 when absent or empty)."""
+        if i >= len(self.data) or not self.data[i].strip():
+            return 0.0
+        try:
+            value = float(self.data[i])
+        except ValueError:
+            raise Malformed(f"{self.event} data{i + 1}: not a number: {self.data[i]!r}") from None
+        if value < 0:
+            raise Malformed(f"{self.event} data{i + 1}: negative: {self.data[i]!r}")
+        return value
+
+
+def _time(text: str, tz: ZoneInfo) -> float:
+    text = text.strip()
+    if _EPOCH.match(text):
+        return float(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise Malformed(f"time: neither an epoch nor a timestamp: {text[:40]!r}") from None
+    if dt.tzinfo is None:  # a database export's local wall time
+        dt = dt.replace(tzinfo=tz)
+    return dt.timestamp()
+
+
+def parse_pipe(text: str, lineno: int, tz: ZoneInfo) -> Line:
+    fields = text.rstrip("\r\n").split("|")
+    if len(fields) < 5:
+        raise Malformed(f"{len(fields)} fields; a queue_log line has at least 5")
+    at = _time(fields[0], tz)
+    event = fields[4].strip()
+    if not event or not re.match(r"^[A-Z_]+$", event):
+        raise Malformed(f"event: {event[:40]!r} is not an event name")
+    data = fields[5:]
+    if len(data) == 1 and "," in data[0] and event not in ("ENTERQUEUE", "PAUSE", "INFO"):
+        data = data[0].split(",")  # the older single-parameter, comma-joined form
+    return Line(at, fields[1].strip(), fields[2].strip(), fields[3].strip(), event,
+                tuple(d.strip() for d in data), text.rstrip("\r\n"), lineno)  # fmt: skip
+
+
+CSV_TIME = ("time", "timestamp", "created", "eventdate")
+
+
+def csv_lines(rows: Iterable[list[str]], tz: ZoneInfo) -> Iterator[Line | Malformed]:
+    """A database export with a header row (`time,callid,queuename,agent,event,
+    data1..data5` or `…,event,data`)."""
+    it = iter(rows)
+    header = [h.strip().lower() for h in next(it, [])]
+    col = {h: i for i, h in enumerate(header)}
+    t = next((col[h] for h in CSV_TIME if h in col), None)
+    needed = {"callid", "queuename", "agent", "event"}
+    if t is None or not needed <= col.keys():
+        yield Malformed(
+            f"CSV header {header[:10]}: needs time, callid, queuename, agent, event and data"
+        )
+        return
+    datacols = [col[f"data{i}"] for i in range(1, 6) if f"data{i}" in col]
+    for lineno, row in enumerate(it, start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        try:
+            if len(row) < len(header):
+                raise Malformed(f"{len(row)} columns; the header has {len(header)}")
+            if datacols:
+                data = [row[i] for i in datacols]
+            else:
+                raw = row[col["data"]] if "data" in col else ""
+                data = raw.split("|") if "|" in raw else raw.split(",") if raw else []
+            while data and not data[-1]:
+                data.pop()
+            text = "|".join([row[t], row[col["callid"]], row[col["queuename"]],
+                             row[col["agent"]], row[col["event"]], *data])  # fmt: skip
+            yield parse_pipe(text, lineno, tz)
+        except Malformed as exc:
+            yield Malformed(f"line {lineno}: {exc}")
+
+
+def read_lines(
+    chunks: Iterable[str], tz: ZoneInfo, first_lineno: int = 1
+) -> Iterator[Line | Malformed]:
+    """queue_log text lines (pipe form), or a CSV export when the first line is a
+    header. Malformed lines come out as `Malformed` in their place, so a caller
+    reports them and goes on."""
+    it = iter(chunks)
+    first = next(it, None)
+    if first is None:
+        return
+    if first_lineno == 1 and "|" not in first and "callid" in first.lower():
+        rest = csv.reader([first, *it])
+        yield from csv_lines(rest, tz)
+        return
+    for lineno, text in enumerate(_chain(first, it), start=first_lineno):
+        if not text.strip():
+            continue
+        try:
+            yield parse_pipe(text, lineno, tz)
+        except Malformed as exc:
+            yield Malformed(f"line {lineno}: {exc}")
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def agent_id(raw: str, strip_technology: bool) -> str | None:
+    """`SIP/1001`, `PJSIP/1001`, `Agent/1001`, `Local/1001@from-queue/n` → `1001`
+    (with `strip_technology`); NONE or empty → None."""
+    if raw.upper() in ("", "NONE"):
+        return None
+    if not strip_technology:
+        return raw
+    name = _TECH.sub("", raw)
+    if raw.lower().startswith("local/"):
+        name = name.split("@", 1)[0]
+    return name or raw
+
+
+def iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class _Call:
+    entered: float | None = None
+    answered: float | None = None
+    agent: str | None = None
+    done: bool = False
+    ended: float | None = None  # for a WRAPUPSTART that follows
+
+
+@dataclass
+class Stats:
+    lines: int = 0
+    events: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # by reason
+    malformed: list[str] = field(default_factory=list)  # "line N: what"
+    malformed_count: int = 0
+
+    def bad(self, what: str) -> None:
+        self.malformed_count += 1
+        if len(self.malformed) < 1000:  # the summary names the first thousand
+            self.malformed.append(what)
+
+
+@dataclass
+class Mapper:
+    """Lines in, contract events out. `call_per_queue`: one call per queue it
+    entered (Asterisk's statistics count this way); otherwise one call per
+    callid, attributed to the first queue."""
+
+    call_per_queue: bool = True
+    strip_technology: bool = True
+    calls: dict[str, _Call] = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
+    newest: float = 0.0  # the newest line time seen (epoch)
+
+    def state(self) -> dict[str, Any]:
+        """Open calls, for a checkpoint (finished ones are dropped)."""
+        return {k: [c.entered, c.answered, c.agent] for k, c in self.calls.items() if not c.done}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.calls = {k: _Call(v[0], v[1], v[2]) for k, v in state.items()}
+
+    def feed(self, item: Line | Malformed) -> list[dict[str, Any]]:
+        self.stats.lines += 1
+        if isinstance(item, Malformed):
+            self.stats.bad(str(item))
+            return []
+        self.newest = max(self.newest, item.at)
+        try:
+            events = self._map(item)
+        except Malformed as exc:
+            self.stats.bad(f"line {item.lineno}: {exc}")
+            return []
+        digest = hashlib.blake2b(item.key.encode(), digest_size=12).hexdigest()
+        for i, e in enumerate(events):
+            e["event_id"] = f"aq-{digest}-{i}"
+        self.stats.events += len(events)
+        return events
+
+    def _key(self, line: Line) -> str:
+        return f"{line.callid}@{line.queue}" if self.call_per_queue else line.callid
+
+    def _map(self, line: Line) -> list[dict[str, Any]]:
+        ev = line.event
+        agent = agent_id(line.agent, self.strip_technology)
+        if ev in LOGINS | LOGOFFS | PAUSES | UNPAUSES:
+            if agent is None:
+                raise Malformed(f"{ev}: no agent")
+            if ev in PAUSES:
+                state = {"state": "not_ready"}
+                reason = line.data[0] if line.data else ""
+                if reason:
+                    state["reason"] = reason[:200]
+            else:
+                state = {"state": "logged_out" if ev in LOGOFFS else "available"}
+            return [_agent_event(line.at, agent, state)]
+        if ev in IGNORED:
+            self.stats.skipped[ev] += 1
+            return []
+        known = ev in ("ENTERQUEUE", "RINGNOANSWER", "CONNECT", "WRAPUPSTART")
+        if not (known or ev in UNANSWERED_EXITS or ev in REFUSED or ev in COMPLETES
+                or ev in TRANSFERS):  # fmt: skip
+            self.stats.skipped[f"unknown event {ev}"] += 1
+            return []
+        if line.callid.upper() in NO_CALL:
+            raise Malformed(f"{ev}: no call id")
+        if not line.queue or line.queue.upper() == "NONE":
+            raise Malformed(f"{ev}: no queue")
+        key = self._key(line)
+        if not self.call_per_queue and key in self.calls and ev == "ENTERQUEUE":
+            # a second queue of the same call: attributed to the first
+            self.stats.skipped["ENTERQUEUE of a call already queued"] += 1
+            return []
+        call = self.calls.setdefault(key, _Call())
+        base = {"call_id": key}
+        out: list[dict[str, Any]] = []
+
+        def offered(at: float) -> None:
+            call.entered = at
+            out.append({"type": "call.offered", "occurred_at": iso(at), **base,
+                        "queue_id": line.queue})  # fmt: skip
+
+        if ev == "ENTERQUEUE":
+            offered(line.at)
+            caller = line.data[1] if len(line.data) > 1 else ""
+            if caller and caller.lower() not in ("unknown", "anonymous", "<unknown>"):
+                out[-1]["customer_id"] = caller[:200]
+            return out
+        if ev in REFUSED:
+            offered(line.at)
+            call.done = True
+            out.append({"type": "call.ended", "occurred_at": iso(line.at), **base,
+                        "ended_by": "system", "asterisk_event": ev})  # fmt: skip
+            return out
+        if ev in UNANSWERED_EXITS:
+            by, i = UNANSWERED_EXITS[ev]
+            wait = line.num(i)
+            if call.entered is None:
+                offered(line.at - wait)
+            assert call.entered is not None
+            call.done = True
+            out.append({"type": "call.ended", "occurred_at": iso(call.entered + wait), **base,
+                        "ended_by": by, "asterisk_event": ev})  # fmt: skip
+            return out
+        if agent is None:
+            raise Malformed(f"{ev}: no agent")
+        if ev == "RINGNOANSWER":
+            ring = line.num(0) / 1000  # milliseconds
+            out.append({"type": "call.ringing", "occurred_at": iso(line.at - ring), **base,
+                        "agent_id": agent})  # fmt: skip
+            return out
+        if ev == "CONNECT":
+            hold, ring = line.num(0), line.num(2)
+            if call.entered is None:
+                offered(line.at - hold)
+            assert call.entered is not None
+            at = call.entered + hold
+            call.answered, call.agent = at, agent
+            out += [
+                {"type": "call.ringing", "occurred_at": iso(at - ring), **base, "agent_id": agent},
+                {"type": "call.answered", "occurred_at": iso(at), **base, "agent_id": agent},
+                _agent_event(at, agent, {"state": "on_call"}),
+            ]
+            return out
+        if ev == "WRAPUPSTART":
+            wrap = line.num(0)
+            # from the call's end, so after-call work equals the logged wrap time
+            start = call.ended if call.ended is not None else line.at
+            out += [
+                # a microsecond after the end: the end set the agent available,
+                # and wrap-up must follow it, not tie with it
+                _agent_event(start + 1e-6, agent, {"state": "wrap_up"}),
+                {"type": "call.wrapup_ended", "occurred_at": iso(start + wrap), **base,
+                 "agent_id": agent},
+                _agent_event(start + wrap, agent, {"state": "available"}),
+            ]  # fmt: skip
+            return out
+        # COMPLETE* and transfers: (hold, talk) at data 0,1 or, for transfers, 2,3
+        off = 2 if ev in TRANSFERS else 0
+        hold, talk = line.num(off), line.num(off + 1)
+        if call.answered is None:
+            if call.entered is None:
+                offered(line.at - talk - hold)
+            assert call.entered is not None
+            call.answered, call.agent = call.entered + hold, agent
+            out += [
+                {"type": "call.answered", "occurred_at": iso(call.answered), **base,
+                 "agent_id": agent},
+                _agent_event(call.answered, agent, {"state": "on_call"}),
+            ]  # fmt: skip
+        end = call.answered + talk
+        call.done, call.ended = True, end
+        if ev in TRANSFERS:
+            target = line.data[0] if line.data else ""
+            out.append({"type": "call.transferred", "occurred_at": iso(end), **base,
+                        "agent_id": agent, "asterisk_event": ev,
+                        **({"to": target[:200]} if target else {})})  # fmt: skip
+            by = "agent"
+        else:
+            by = COMPLETES[ev]
+        out += [
+            {"type": "call.ended", "occurred_at": iso(end), **base, "ended_by": by},
+            _agent_event(end, agent, {"state": "available"}),
+        ]
+        return out
+
+    def forget_finished(self, keep_s: float = 3600.0) -> None:
+        """Drop calls that ended more than `keep_s` (log time) before the newest
+        line: a WRAPUPSTART comes right after its call; memory stays bounded on
+        a year's import."""
+        horizon = self.newest - keep_s
+        self.calls = {
+            k: c for k, c in self.calls.items() if not c.done or (c.ended or 0) >= horizon
+        }
+
+
+def _agent_event(at: float, agent: str, fields: dict[str, str]) -> dict[str, Any]:
+    return {"type": "agent.state", "occurred_at": iso(at), "agent_id": agent, **fields}

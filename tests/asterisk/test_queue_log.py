@@ -1,0 +1,188 @@
+"""queue_log lines to events, without a broker: every event kind of the hand
+fixture (tests/asterisk/hand.queue_log), durations that equal the logged ones,
+malformed lines reported in place, out-of-order input, database exports, and
+the two ways of counting a call that visits two queues."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.asterisk.feed import Reorder
+from services.asterisk.queue_log import Line, Malformed, Mapper, agent_id, read_lines
+
+HERE = Path(__file__).parent
+HAND = HERE / "hand.queue_log"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+T = 1793581200  # 2026-11-02 09:00:00 +08:00, the fixture's first call
+
+
+def mapped(text: str, mapper: Mapper | None = None) -> tuple[list[dict[str, Any]], Mapper]:
+    m = mapper or Mapper()
+    out: list[dict[str, Any]] = []
+    for item in read_lines(io.StringIO(text), SHANGHAI):
+        out += m.feed(item)
+    return out, m
+
+
+def at(e: dict[str, Any]) -> float:
+    return datetime.fromisoformat(e["occurred_at"]).timestamp()
+
+
+def of_call(events: list[dict[str, Any]], call: str) -> dict[str, dict[str, Any]]:
+    return {e["type"]: e for e in events if e.get("call_id") == call}
+
+
+def test_durations_are_the_logged_ones_whatever_the_line_times_say() -> None:
+    events, _ = mapped(HAND.read_text())
+    c1 = of_call(events, "1793581200.1@support")
+    # CONNECT: hold 10 → answered 10 s after ENTERQUEUE; COMPLETECALLER: talk 120
+    assert at(c1["call.answered"]) - at(c1["call.offered"]) == 10
+    assert at(c1["call.ended"]) - at(c1["call.answered"]) == 120
+    assert c1["call.ended"]["ended_by"] == "customer"
+    assert c1["call.offered"]["customer_id"] == "13800000001"
+    # the ring before the answer: data3 = 3 s, at the answering agent
+    rings = [
+        e
+        for e in events
+        if e["type"] == "call.ringing" and e["call_id"] == c1["call.answered"]["call_id"]
+    ]
+    assert [(e["agent_id"], at(c1["call.answered"]) - at(e)) for e in rings] == [
+        ("1001", 9.0),
+        ("1002", 3.0),
+    ]
+    # ABANDON: waittime in data3
+    c2 = of_call(events, "1793581220.2@support")
+    assert at(c2["call.ended"]) - at(c2["call.offered"]) == 30
+    assert c2["call.ended"]["ended_by"] == "customer"
+    # EXITWITHTIMEOUT, JOINEMPTY, EXITWITHKEY: ended by the system
+    for call, wait in (("1793581240.4@support", 60), ("1793581260.5@support", 0),
+                       ("1793581400.8@support", 5)):  # fmt: skip
+        c = of_call(events, call)
+        assert c["call.ended"]["ended_by"] == "system"
+        assert at(c["call.ended"]) - at(c["call.offered"]) == wait
+    # TRANSFER: transferred and ended by the agent after the logged 60 s
+    c6 = of_call(events, "1793581270.6@support")
+    assert at(c6["call.transferred"]) - at(c6["call.answered"]) == 60
+    assert c6["call.ended"]["ended_by"] == "agent" and c6["call.transferred"]["to"] == "2000"
+    # WRAPUPSTART: 15 s of after-call work from the call's end
+    c7 = of_call(events, "1793581280.7@support")
+    assert at(c7["call.wrapup_ended"]) - at(c7["call.ended"]) == 15
+    assert c7["call.answered"]["agent_id"] == "1003"  # SIP/1003 without its technology
+
+
+def test_agent_states_follow_logins_pauses_and_calls() -> None:
+    events, _ = mapped(HAND.read_text())
+    states = [(e["agent_id"], e["state"], e.get("reason"), at(e) - T)
+              for e in events if e["type"] == "agent.state"]  # fmt: skip
+    assert [s for s in states if s[0] == "1004"] == [
+        ("1004", "available", None, -100), ("1004", "not_ready", "lunch", 300),
+        ("1004", "available", None, 900), ("1004", "logged_out", None, 1000),
+    ]  # fmt: skip
+    # on a call from its answer to its end, then wrap-up for the logged 15 s
+    assert [s[1:] for s in states if s[0] == "1003"] == [
+        ("on_call", None, 100), ("available", None, 190),
+        ("wrap_up", None, pytest.approx(190, abs=1e-5)), ("available", None, 205),
+    ]  # fmt: skip
+
+
+def test_malformed_lines_are_reported_by_number_and_the_lines_around_them_still_count() -> None:
+    events, m = mapped(HAND.read_text())
+    assert m.stats.lines == 34
+    assert m.stats.malformed == [
+        "line 29: 1 fields; a queue_log line has at least 5",
+        "line 30: 3 fields; a queue_log line has at least 5",
+        "line 31: CONNECT data1: not a number: 'soon'",
+        "line 34: 1 fields; a queue_log line has at least 5",  # truncated last line
+    ]
+    assert dict(m.stats.skipped) == {"QUEUESTART": 1, "CONFIGRELOAD": 1, "unknown event FOOBAR": 1}
+    # the lines after the bad ones: 1004's unpause and logoff
+    assert [e["state"] for e in events if e.get("agent_id") == "1004"][-2:] == [
+        "available", "logged_out",
+    ]  # fmt: skip
+    assert len({e["event_id"] for e in events}) == len(events) == 43
+
+
+def test_out_of_order_lines_give_the_same_events_once_reordered() -> None:
+    lines = [ln for ln in HAND.read_text().splitlines(keepends=True) if ln.count("|") >= 4]
+    expected, _ = mapped("".join(lines))
+    shuffled = lines[:]
+    # neighbours swapped: a database export sorted by id, not by time
+    rnd = random.Random(7)
+    for i in range(0, len(shuffled) - 1, 2):
+        if rnd.random() < 0.7:
+            shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+    m, reorder, got = Mapper(), Reorder(60), []
+    for item in read_lines(io.StringIO("".join(shuffled)), SHANGHAI):
+        for ready in reorder.push(item):
+            got += m.feed(ready)
+    for ready in reorder.drain():
+        got += m.feed(ready)
+    key = lambda e: e["event_id"]  # noqa: E731
+    assert sorted(got, key=key) == sorted(expected, key=key)
+
+
+def test_a_database_export_maps_to_the_same_events_and_ids_as_the_file() -> None:
+    lines = [ln.rstrip("\n") for ln in HAND.read_text().splitlines() if ln.count("|") >= 4]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["time", "callid", "queuename", "agent", "event", "data1", "data2", "data3",
+                "data4", "data5"])  # fmt: skip
+    for ln in lines:
+        f = ln.split("|")
+        local = datetime.fromtimestamp(int(f[0]), SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+        w.writerow([local, *f[1:5], *(f[5:] + [""] * 5)[:5]])
+    from_file, _ = mapped("\n".join(lines) + "\n")
+    from_csv, m = mapped(buf.getvalue())
+    assert m.stats.malformed == ["line 30: CONNECT data1: not a number: 'soon'"]  # header = 1
+    assert from_csv == from_file
+
+
+def test_one_call_through_two_queues_counts_in_each_or_only_in_the_first() -> None:
+    text = "".join(ln for ln in HAND.read_text().splitlines(keepends=True) if "1793581400.8" in ln)
+    per_queue, _ = mapped(text)
+    assert {e["queue_id"] for e in per_queue if e["type"] == "call.offered"} == {"support", "sales"}
+    first_only, m = mapped(text, Mapper(call_per_queue=False))
+    offered = [e for e in first_only if e["type"] == "call.offered"]
+    assert [(e["call_id"], e["queue_id"]) for e in offered] == [("1793581400.8", "support")]
+    assert m.stats.skipped["ENTERQUEUE of a call already queued"] == 1
+    # answered in the second queue, counted on the call of the first
+    assert [e["agent_id"] for e in first_only if e["type"] == "call.answered"] == ["1002"]
+
+
+def test_a_call_whose_start_is_missing_is_derived_backwards_from_its_end() -> None:
+    # a file that begins mid-call: only the COMPLETEAGENT line (hold 12, talk 50)
+    events, _ = mapped(f"{T}|c-mid|support|PJSIP/1001|COMPLETEAGENT|12|50|1\n")
+    c = of_call(events, "c-mid@support")
+    assert at(c["call.offered"]) == T - 62 and at(c["call.answered"]) == T - 50
+    assert at(c["call.ended"]) == T
+
+
+@pytest.mark.parametrize(
+    ("raw", "strip", "want"),
+    [("PJSIP/1001", True, "1001"), ("SIP/alice", True, "alice"), ("Agent/7", True, "7"),
+     ("Local/1002@from-queue/n", True, "1002"), ("PJSIP/1001", False, "PJSIP/1001"),
+     ("Alice Wong", True, "Alice Wong"), ("NONE", True, None)],
+)  # fmt: skip
+def test_agent_ids_drop_the_channel_technology(raw: str, strip: bool, want: str | None) -> None:
+    assert agent_id(raw, strip) == want
+
+
+def test_event_ids_are_the_same_on_a_second_read() -> None:
+    first, _ = mapped(HAND.read_text())
+    second, _ = mapped(HAND.read_text())
+    assert [e["event_id"] for e in first] == [e["event_id"] for e in second]
+
+
+def test_a_line_that_is_not_queue_log_says_what_is_wrong() -> None:
+    items = list(read_lines(io.StringIO("abc|def|q|a|ENTERQUEUE\n"), SHANGHAI))
+    assert isinstance(items[0], Malformed)
+    assert "time: neither an epoch nor a timestamp: 'abc'" in str(items[0])
+    assert isinstance(next(read_lines(io.StringIO(f"{T}|c|q|a|CONNECT|1|x|2\n"), SHANGHAI)), Line)
