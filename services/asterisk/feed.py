@@ -233,6 +233,9 @@ class Checkpoint:
     offset: int
     calls: dict[str, Any]
     lineno: int = 0
+    # the file's first bytes (up to 64): a file truncated and written again past
+    # the offset has the same inode and size enough, but not the same start
+    head: bytes = b""
 
     @classmethod
     def load(cls, path: Path) -> Checkpoint | None:
@@ -245,14 +248,14 @@ class Checkpoint:
                 f"{path}: unreadable checkpoint ({exc}); move it away to start over"
             ) from None
         return cls(int(data["inode"]), int(data["offset"]), dict(data["calls"]),
-                   int(data.get("lineno", 0)))  # fmt: skip
+                   int(data.get("lineno", 0)), bytes.fromhex(data.get("head", "")))  # fmt: skip
 
     def save(self, path: Path) -> None:
         """Atomically: a crash leaves the old checkpoint or the new one."""
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("w") as fh:
             json.dump({"inode": self.inode, "offset": self.offset, "calls": self.calls,
-                       "lineno": self.lineno}, fh)  # fmt: skip
+                       "lineno": self.lineno, "head": self.head.hex()}, fh)  # fmt: skip
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -280,6 +283,7 @@ class Follower:
         self.metrics = metrics or FollowMetrics()
         self._seen_skips: dict[str, int] = {}
         self._seen_malformed = 0
+        self._head = b""
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -288,7 +292,12 @@ class Follower:
         if fh is None:
             return
         offset, lineno = 0, 0
-        if cp is not None and cp.inode == inode and cp.offset <= os.fstat(fh.fileno()).st_size:
+        if (
+            cp is not None
+            and cp.inode == inode
+            and cp.offset <= os.fstat(fh.fileno()).st_size
+            and _head(fh, len(cp.head)) == cp.head
+        ):
             offset, lineno = cp.offset, cp.lineno
             self.mapper.restore(cp.calls)
             log.info("resuming %s at byte %d (line %d)", self.path, offset, lineno)
@@ -299,6 +308,7 @@ class Follower:
                         self.path, inode, cp.inode)  # fmt: skip
             self.mapper.restore(cp.calls)
         fh.seek(offset)
+        self._head = _head(fh, min(HEAD, offset))
         partial = b""
         try:
             while not stop.is_set():
@@ -307,7 +317,7 @@ class Follower:
                     data = partial + chunk
                     cut = data.rfind(b"\n") + 1
                     partial = data[cut:]  # an unfinished last line waits for its end
-                    offset, lineno = await self._send(data[:cut], offset, lineno, inode)
+                    offset, lineno = await self._send(fh, data[:cut], offset, lineno, inode)
                     continue
                 size_now = os.fstat(fh.fileno()).st_size
                 self.metrics.behind.set(max(0, size_now - offset))
@@ -324,13 +334,15 @@ class Follower:
                     fh, inode = await self._open_when_present(stop)
                     if fh is None:
                         return
-                    offset, lineno, partial = 0, 0, b""
+                    offset, lineno, partial, self._head = 0, 0, b"", b""
                     continue
-                if st is not None and st.st_size < offset:
+                if st is not None and (
+                    st.st_size < offset or _head(fh, min(HEAD, offset)) != self._head
+                ):
                     self.metrics.rotations.inc()
                     log.info("%s truncated (copytruncate); from its start", self.path)
                     fh.seek(0)
-                    offset, lineno, partial = 0, 0, b""
+                    offset, lineno, partial, self._head = 0, 0, b"", b""
                     continue
                 await _pause(stop, self.poll_s)
         finally:
@@ -347,7 +359,9 @@ class Follower:
             return fh, os.fstat(fh.fileno()).st_ino
         return None, 0
 
-    async def _send(self, block: bytes, offset: int, lineno: int, inode: int) -> tuple[int, int]:
+    async def _send(
+        self, fh: Any, block: bytes, offset: int, lineno: int, inode: int
+    ) -> tuple[int, int]:
         """Map whole lines of `block` (starting at `offset`), post them in
         batches, checkpoint after each accepted batch."""
         lines = block.split(b"\n")[:-1]
@@ -371,7 +385,10 @@ class Follower:
             if i % BATCH_LINES == 0 or i == len(lines):
                 await self._post(events)
                 self.mapper.forget_finished()
-                Checkpoint(inode, pos, self.mapper.state(), lineno).save(self.checkpoint_path)
+                if len(self._head) < HEAD:
+                    self._head = _head(fh, min(HEAD, pos))
+                cp = Checkpoint(inode, pos, self.mapper.state(), lineno, self._head)
+                cp.save(self.checkpoint_path)
                 events = []
         self._count(len(lines), newest)
         return pos, lineno
@@ -406,6 +423,14 @@ class Follower:
                 self._seen_skips[reason] = count
         if newest:
             m.lag.set(max(0.0, time.time() - newest))
+
+
+HEAD = 64
+
+
+def _head(fh: Any, n: int) -> bytes:
+    """The first n bytes of the open file (without moving its position)."""
+    return os.pread(fh.fileno(), n, 0) if n else b""
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
