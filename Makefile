@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck promtool compose-cli chromium bench bench-stream clean
+.PHONY: venv run test lint typecheck promtool compose-cli chromium bench bench-stream bench-asterisk clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -61,13 +61,18 @@ chromium:
 			-y -qq --no-install-recommends chromium fonts-wqy-zenhei) >/dev/null 2>&1; } \
 		|| echo "chromium not installed: the wallboard browser tests will skip"
 
-# Pipeline throughput and freshness, then the wallboard feed with 500 clients.
+# Pipeline throughput and freshness, the wallboard feed with 500 clients, and
+# the Asterisk queue_log import of a 50-agent center's month.
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline
 	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.asterisk
 
 bench-stream: $(STAMP)
 	$(BIN)/python -m bench.stream
+
+bench-asterisk: $(STAMP)
+	$(BIN)/python -m bench.asterisk
 
 clean:
 	rm -rf $(VENV) .callkpi .pytest_cache .mypy_cache .ruff_cache

@@ -168,9 +168,8 @@ async def import_files(
 
     def take(ready: list[Line | Malformed], name: str) -> None:
         nonlocal events, since_send
+        mapper.source = name
         for item in ready:
-            if isinstance(item, Malformed):
-                item = Malformed(f"{name} {item}")
             events += mapper.feed(item)
             since_send += 1
 
@@ -191,7 +190,7 @@ async def import_files(
         finally:
             reader.close()
         before += path.stat().st_size
-    take(reorder.drain(), "")
+    take(reorder.drain(), ordered[-1].name if ordered else "")
     await send(events)
     await settle(0)
     seconds = time.monotonic() - started

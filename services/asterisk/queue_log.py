@@ -241,6 +241,7 @@ class Mapper:
     calls: dict[str, _Call] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     newest: float = 0.0  # the newest line time seen (epoch)
+    source: str = ""  # the file being read, named in malformed-line reports
 
     def state(self) -> dict[str, Any]:
         """Open calls, for a checkpoint (finished ones are dropped)."""
@@ -251,14 +252,15 @@ class Mapper:
 
     def feed(self, item: Line | Malformed) -> list[dict[str, Any]]:
         self.stats.lines += 1
+        where = f"{self.source} " if self.source else ""
         if isinstance(item, Malformed):
-            self.stats.bad(str(item))
+            self.stats.bad(f"{where}{item}")
             return []
         self.newest = max(self.newest, item.at)
         try:
             events = self._map(item)
         except Malformed as exc:
-            self.stats.bad(f"line {item.lineno}: {exc}")
+            self.stats.bad(f"{where}line {item.lineno}: {exc}")
             return []
         digest = hashlib.blake2b(item.key.encode(), digest_size=12).hexdigest()
         for i, e in enumerate(events):

@@ -1,0 +1,193 @@
+"""`make bench-asterisk`: `callkpi asterisk import` of a month of a 50-agent center.
+
+Generates the month's queue_log (deterministic: ENTERQUEUE, rings not answered,
+CONNECT, COMPLETE*, abandons, timeouts, transfers, pauses, logins), then, in one
+run so the machine's noise affects all of them alike:
+  1. the adapter alone: read, parse, map and serialise, no HTTP (its ceiling);
+  2. ingest alone: the same events, already mapped, posted in the same batches
+     (the ceiling of the receiving side);
+  3. the import: file → ingest, as `callkpi asterisk import` does it.
+
+Options: --days N, --agents N.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import random
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import orjson
+
+from bench.pipeline import spawn, wait_http
+from services.asterisk.feed import BATCH_LINES, import_files
+from services.asterisk.queue_log import Mapper, read_lines
+from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+
+TZ = ZoneInfo("Asia/Shanghai")
+START = 1790784000  # 2026-10-01 00:00 +08:00
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
+    """A center open 08:00–20:00 with `agents` agents in 3 queues; about 9 calls
+    per agent-hour offered, 90 % answered. Returns the number of lines."""
+    rnd = random.Random(seed)
+    queues = ["billing", "tech", "sales"]
+    members = [f"PJSIP/{1000 + a}" for a in range(agents)]
+    lines: list[tuple[float, str]] = []
+    n = 0
+    for d in range(days):
+        open_at, close_at = START + d * 86400 + 8 * 3600, START + d * 86400 + 20 * 3600
+        for m in members:
+            q = queues[int(m[-2:]) % 3]
+            lines.append((open_at - rnd.randint(0, 600), f"NONE|{q}|{m}|ADDMEMBER|"))
+            lunch = open_at + 4 * 3600 + rnd.randint(0, 3600)
+            lines.append((lunch, f"NONE|{q}|{m}|PAUSE|lunch"))
+            lines.append((lunch + 1800, f"NONE|{q}|{m}|UNPAUSE|"))
+            lines.append((close_at + rnd.randint(0, 600), f"NONE|{q}|{m}|REMOVEMEMBER|"))
+        t = float(open_at)
+        rate = agents * 9 / 3600
+        while True:
+            t += rnd.expovariate(rate)
+            if t >= close_at:
+                break
+            n += 1
+            cid, q = f"{int(t)}.{n}", rnd.choice(queues)
+            lines.append((t, f"{cid}|{q}||ENTERQUEUE||1380000{rnd.randint(0, 99999):05d}|1"))
+            wait = rnd.randint(0, 60)
+            r = rnd.random()
+            if r < 0.07:
+                lines.append((t + wait, f"{cid}|{q}|NONE|ABANDON|1|1|{wait}"))
+                continue
+            if r < 0.09:
+                lines.append((t + 300, f"{cid}|{q}|NONE|EXITWITHTIMEOUT|1|1|300"))
+                continue
+            agent = rnd.choice(members)
+            if rnd.random() < 0.1:
+                other = rnd.choice(members)
+                lines.append((t + wait - 1, f"{cid}|{q}|{other}|RINGNOANSWER|15000"))
+            lines.append((t + wait, f"{cid}|{q}|{agent}|CONNECT|{wait}|{cid}1|{rnd.randint(1, 6)}"))
+            talk = rnd.randint(30, 600)
+            end = rnd.choice(["COMPLETECALLER", "COMPLETEAGENT", "COMPLETEAGENT", "TRANSFER"])
+            if end == "TRANSFER":
+                data = f"2000|from-internal|{wait}|{talk}|1"
+            else:
+                data = f"{wait}|{talk}|1"
+            lines.append((t + wait + talk, f"{cid}|{q}|{agent}|{end}|{data}"))
+    lines.sort(key=lambda x: x[0])
+    with path.open("w") as fh:
+        for at, rest in lines:
+            fh.write(f"{int(at)}|{rest}\n")
+    return len(lines)
+
+
+def map_only(path: Path) -> tuple[int, int, float, list[bytes]]:
+    """(lines, events, seconds, NDJSON bodies per batch) of reading, parsing,
+    mapping and serialising the file, no HTTP."""
+    started = time.perf_counter()
+    mapper = Mapper()
+    bodies: list[bytes] = []
+    events: list[bytes] = []
+    with path.open() as fh:
+        for i, item in enumerate(read_lines(fh, TZ), start=1):
+            events += [orjson.dumps(e) for e in mapper.feed(item)]
+            if i % BATCH_LINES == 0:
+                bodies.append(b"\n".join(events))
+                events = []
+                mapper.forget_finished()
+    bodies.append(b"\n".join(events))
+    return mapper.stats.lines, mapper.stats.events, time.perf_counter() - started, bodies
+
+
+async def post_bodies(url: str, bodies: list[bytes]) -> float:
+    started = time.perf_counter()
+    sem = asyncio.Semaphore(2)
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+
+        async def one(body: bytes) -> None:
+            async with sem:
+                r = await client.post("/v1/events", content=body,
+                                      headers={"content-type": "application/x-ndjson"})  # fmt: skip
+                assert r.status_code == 202, r.text[:300]
+
+        await asyncio.gather(*(one(b) for b in bodies))
+    return time.perf_counter() - started
+
+
+async def run_import(url: str, path: Path) -> tuple[float, int]:
+    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+        out = await import_files([path], client, Mapper(), TZ, 60, progress=io.StringIO())
+    assert out.rejected == 0, out.summary()
+    return out.seconds, out.accepted
+
+
+def main(args: argparse.Namespace) -> None:
+    from services.migrations import upgrade
+
+    tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-asterisk-"))
+    path = tmp / "queue_log"
+    log(f"generating {args.days} days of a {args.agents}-agent center …")
+    n = generate(path, args.days, args.agents)
+    log(f"  {n:,} lines, {path.stat().st_size / 1e6:.1f} MB")
+    broker = EmbeddedBroker(log_path=tmp / "broker.log")
+    pg = EmbeddedPostgres(tmp / "pg", durable=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        broker.start()
+        db = pg.start()
+        upgrade(db)
+        port = free_port()
+        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap,
+               "CALLKPI_DATABASE_URL": db, "CALLKPI_HASH_KEY": "bench",
+               "CALLKPI_PARTITIONS": "8"}  # fmt: skip
+        # ingest only: what is measured is the import into it
+        procs.append(spawn(["ingest", "--port", str(port)], env, tmp / "ingest.log"))
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", 60)
+
+        lines, events, map_s, bodies = map_only(path)
+        log(f"  adapter alone: {lines:,} lines → {events:,} events in {map_s:.1f} s = "
+            f"{lines / map_s:,.0f} lines/s")  # fmt: skip
+        post_s = asyncio.run(post_bodies(url, bodies))
+        log(f"  ingest alone: {events:,} events in {post_s:.1f} s = {events / post_s:,.0f} "
+            f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
+        imp_s, accepted = asyncio.run(run_import(url, path))
+        log(f"  import: {lines:,} lines ({accepted:,} events accepted) in {imp_s:.1f} s")
+        log("")
+        log(f"summary (one run, this machine, {os.cpu_count()} cores; files in {tmp})")
+        log(f"  adapter alone (no HTTP)        {lines / map_s:>10,.0f} lines/s")
+        log(f"  ingest alone (pre-mapped)      {lines / post_s:>10,.0f} lines/s "
+            f"({events / post_s:,.0f} events/s, {events / lines:.2f} events per line)")  # fmt: skip
+        log(f"  callkpi asterisk import        {lines / imp_s:>10,.0f} lines/s "
+            f"= {post_s / imp_s:.0%} of the ingest ceiling (target 50,000 lines/s)")  # fmt: skip
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        pg.destroy()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--agents", type=int, default=50)
+    main(ap.parse_args())
