@@ -27,17 +27,13 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from bench.pipeline import spawn, wait_http
+from bench.pipeline import log, post_all, spawn, wait_http
 from services.asterisk.feed import BATCH_LINES, import_files
 from services.asterisk.queue_log import Mapper, read_lines
 from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = 1790784000  # 2026-10-01 00:00 +08:00
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
@@ -93,37 +89,18 @@ def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
     return len(lines)
 
 
-def map_only(path: Path) -> tuple[int, int, float, list[bytes]]:
-    """(lines, events, seconds, NDJSON bodies per batch) of reading, parsing,
-    mapping and serialising the file, no HTTP."""
+def map_only(path: Path) -> tuple[int, list[bytes], float]:
+    """(lines, events as JSON, seconds) of reading, parsing, mapping and
+    serialising the file, no HTTP."""
     started = time.perf_counter()
     mapper = Mapper()
-    bodies: list[bytes] = []
     events: list[bytes] = []
     with path.open() as fh:
         for i, item in enumerate(read_lines(fh, TZ), start=1):
             events += [orjson.dumps(e) for e in mapper.feed(item)]
             if i % BATCH_LINES == 0:
-                bodies.append(b"\n".join(events))
-                events = []
                 mapper.forget_finished()
-    bodies.append(b"\n".join(events))
-    return mapper.stats.lines, mapper.stats.events, time.perf_counter() - started, bodies
-
-
-async def post_bodies(url: str, bodies: list[bytes]) -> float:
-    started = time.perf_counter()
-    sem = asyncio.Semaphore(2)
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-
-        async def one(body: bytes) -> None:
-            async with sem:
-                r = await client.post("/v1/events", content=body,
-                                      headers={"content-type": "application/x-ndjson"})  # fmt: skip
-                assert r.status_code == 202, r.text[:300]
-
-        await asyncio.gather(*(one(b) for b in bodies))
-    return time.perf_counter() - started
+    return mapper.stats.lines, events, time.perf_counter() - started
 
 
 async def run_import(url: str, path: Path) -> tuple[float, int]:
@@ -157,10 +134,13 @@ def main(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/readyz", 60)
 
-        lines, events, map_s, bodies = map_only(path)
+        lines, mapped, map_s = map_only(path)
+        events = len(mapped)
         log(f"  adapter alone: {lines:,} lines → {events:,} events in {map_s:.1f} s = "
             f"{lines / map_s:,.0f} lines/s")  # fmt: skip
-        post_s = asyncio.run(post_bodies(url, bodies))
+        # batches of the events of BATCH_LINES lines, two in flight, as the import
+        per_batch = round(BATCH_LINES * events / lines)
+        post_s = asyncio.run(post_all(url, mapped, per_batch, concurrency=2))
         log(f"  ingest alone: {events:,} events in {post_s:.1f} s = {events / post_s:,.0f} "
             f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
         imp_s, accepted = asyncio.run(run_import(url, path))

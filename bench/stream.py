@@ -31,7 +31,7 @@ import httpx
 import orjson
 import psutil
 
-from bench.pipeline import pct, spawn, wait_http
+from bench.pipeline import log, pct, spawn, wait_http
 from services.api.stream import TICK_S
 from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
 
@@ -39,10 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "deploy" / "config" / "callkpi.example.yaml"
 PATH = "/v1/stream?entity=center:all&kind=team"
 ROUND_GAP_S = 3.0
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class Client:

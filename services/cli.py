@@ -494,7 +494,7 @@ def cmd_asterisk(args: argparse.Namespace) -> int:
     async def run_follow() -> int:
         checkpoint = Path(args.checkpoint or settings.data_dir / "asterisk-follow.json")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        metrics = FollowMetrics()
+        metrics = FollowMetrics(mapper.stats)
         if args.metrics_port:
             serve_metrics(metrics, args.metrics_port)
         stop = asyncio.Event()

@@ -77,9 +77,10 @@ def _bounds(
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-async def _require_entity(conn: Any, settings: Settings, kind: Kind, entity_id: str) -> None:
+async def require_entity(conn: Any, settings: Settings, kind: Kind, entity_id: str) -> None:
+    """404 for an entity neither in the roster nor in the data (a typo)."""
     if kind is Kind.CENTER and entity_id != "all":
-        raise HTTPException(status_code=404, detail="center: the only id is 'all'")
+        raise HTTPException(404, f"center {entity_id!r}: the only id is 'all'")
     if entity_id in settings.roster(kind.value):
         return
     if not await queries.entity_exists(conn, kind.value, entity_id):
@@ -88,14 +89,14 @@ async def _require_entity(conn: Any, settings: Settings, kind: Kind, entity_id: 
         )
 
 
-def _entity_extra(settings: Settings, kind: Kind, entity_id: str) -> dict[str, Any]:
+def entity_extra(settings: Settings, kind: Kind, entity_id: str) -> dict[str, Any]:
+    """What the roster says of an entity: a queue's or agent's team, a team's name."""
     if kind is Kind.QUEUE:
         return {"team": settings.queue_team(entity_id)}
     if kind is Kind.AGENT:
-        return {"team": settings.team_of_agent.get(entity_id, "unassigned")}
+        return {"team": settings.agent_team(entity_id)}
     if kind is Kind.TEAM:
-        names = {t.id: t.name for t in settings.teams}
-        return {"name": names.get(entity_id, "")}
+        return {"name": settings.team_names.get(entity_id, "")}
     return {}
 
 
@@ -114,7 +115,7 @@ async def get_kpis(
     with what is true now (`live`: calls waiting, agents by state)."""
     start, end, w = _bounds(settings, window, from_, to)
     sl_block = _sl(settings, sl)
-    await _require_entity(conn, settings, kind, entity_id)
+    await require_entity(conn, settings, kind, entity_id)
     counters = await queries.window_counters(conn, kind.value, entity_id, start, end)
     reasons = (
         await queries.reason_counters_by_entity(conn, kind.value, start, end, entity_id)
@@ -124,7 +125,7 @@ async def get_kpis(
     return {
         "kind": kind.value,
         "id": entity_id,
-        **_entity_extra(settings, kind, entity_id),
+        **entity_extra(settings, kind, entity_id),
         "window": w,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
@@ -154,7 +155,7 @@ async def get_intervals(
     except WindowError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     sl_block = _sl(settings, sl)
-    await _require_entity(conn, settings, kind, entity_id)
+    await require_entity(conn, settings, kind, entity_id)
     rows = await queries.interval_counters(conn, kind.value, entity_id, edges)
     reasons = await queries.interval_reasons(conn, kind.value, entity_id, edges)
     now = await live.load(conn, settings, datetime.now(UTC))
@@ -205,7 +206,7 @@ async def list_kpis(
         items.append(
             {
                 "id": i,
-                **_entity_extra(settings, kind, i),
+                **entity_extra(settings, kind, i),
                 **metrics_for(kind.value, counters, mine, sl),
                 "live": now.block(kind.value, i),
             }

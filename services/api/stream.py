@@ -28,7 +28,6 @@ import secrets
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
@@ -38,12 +37,14 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alerting.evaluator import alert_json, rule_span, rule_value
-from services.api import queries
+from services.alerting.evaluator import alert_json, rule_value
+from services.alerting.machine import Observation, breach
 from services.api.deps import EngineDep, SettingsDep
-from services.api.figures import Figures
+from services.api.figures import Figures, Span
+from services.api.kpis import Kind, entity_extra, require_entity
+from services.core.alert_rules import ScheduleClass
 from services.core.db import alerts
-from services.core.settings import UNASSIGNED_TEAM, Settings
+from services.core.settings import Settings
 from services.core.timewin import iso, trailing, window_bounds
 
 log = logging.getLogger("callkpi.stream")
@@ -97,13 +98,6 @@ AGENT_TODAY = (
 )
 
 Key = tuple[str, str]
-
-
-class Kind(StrEnum):
-    CENTER = "center"
-    TEAM = "team"
-    QUEUE = "queue"
-    AGENT = "agent"
 
 
 def _pick(metrics: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
@@ -267,9 +261,14 @@ class Hub:
         """Read the tiles of `keys` and hand the changed ones to their watchers.
         `keep`: keys to store although nobody watches them yet (a subscribe)."""
         now = datetime.now(UTC)
+        read = _Read(
+            m15=trailing(timedelta(minutes=15), now),
+            today=window_bounds("today", now, self.settings.tz),
+            schedule_class=self.settings.alerts.schedule.class_at(now, self.settings.tz),
+        )
         async with self.engine.connect() as conn:
             figures = Figures(conn, self.settings, now)
-            tiles = [(k, await self._tile(figures, k)) for k in keys if k != ALERTS_KEY]
+            tiles = [(k, await self._tile(figures, read, k)) for k in keys if k != ALERTS_KEY]
             if ALERTS_KEY in keys:
                 rows = await conn.execute(sa.select(alerts).where(alerts.c.state == "firing"))
                 items = [alert_json(dict(r._mapping), self.settings) for r in rows]
@@ -295,81 +294,81 @@ class Hub:
             if key in client.keys:
                 client.offer(update)
 
-    async def _tile(self, figures: Figures, key: Key) -> dict[str, Any]:
+    async def _tile(self, figures: Figures, read: _Read, key: Key) -> dict[str, Any]:
         kind, ident = key
         settings = self.settings
-        lv = await figures.live()
-        today = window_bounds("today", figures.now, settings.tz)
+        extra = entity_extra(settings, Kind(kind), ident)
+        block = (await figures.live()).block(kind, ident)
         if kind == "agent":
-            block = lv.block(kind, ident)
             block.pop("seconds_in_state")  # the page counts from `since`
             return {
                 "kind": kind,
                 "id": ident,
-                "team": settings.team_of_agent.get(ident, UNASSIGNED_TEAM),
-                "today": _pick(await figures.metrics(kind, ident, today), AGENT_TODAY),
+                **extra,
+                "today": _pick(await figures.metrics(kind, ident, read.today), AGENT_TODAY),
                 "live": block,
             }
-        m15 = trailing(timedelta(minutes=15), figures.now)
-        block = lv.block(kind, ident)
         wait = block["longest_wait_seconds"]
         # whole seconds: the tile shows no more, and it keeps the update rate at
         # one a second while calls wait
         block["longest_wait_seconds"] = None if wait is None else int(wait)
-        tile: dict[str, Any] = {
+        name = settings.center_name if kind == "center" else extra.pop("name", "") or ident
+        return {
             "kind": kind,
             "id": ident,
-            "name": _name(settings, kind, ident),
-            "m15": _pick(await figures.metrics(kind, ident, m15, open_time=False), TILE_15M),
-            "today": _pick(await figures.metrics(kind, ident, today, open_time=False), TILE_TODAY),
+            "name": name,
+            **extra,
+            "m15": _pick(await figures.metrics(kind, ident, read.m15, open_time=False), TILE_15M),
+            "today": _pick(
+                await figures.metrics(kind, ident, read.today, open_time=False), TILE_TODAY
+            ),
             "live": block,
-            "checks": await self._checks(figures, kind, ident),
+            "checks": await self._checks(figures, read.schedule_class, kind, ident),
         }
-        if kind == "queue":
-            tile["team"] = settings.queue_team(ident)
-        return tile
 
-    async def _checks(self, figures: Figures, kind: str, ident: str) -> list[dict[str, Any]]:
+    async def _checks(
+        self, figures: Figures, cls: ScheduleClass, kind: str, ident: str
+    ) -> list[dict[str, Any]]:
         """Each alert rule watching this entity, with the line in force now: what
         the page colours by. `crossed`: on the wrong side of the line;
-        `breached`: crossed on at least min_calls calls (the evaluator's test
-        without the hold time)."""
-        alerting = self.settings.alerts
-        cls = alerting.schedule.class_at(figures.now, self.settings.tz)
+        `breached`: the evaluator's test (crossed on at least min_calls calls),
+        without the hold time."""
         out = []
-        for rule in alerting.rules:
+        for rule in self.settings.alerts.rules:
             if rule.kind != kind or (rule.ids and kind != "center" and ident not in rule.ids):
                 continue
             threshold = rule.thresholds.in_force(cls)
             value, calls = await rule_value(figures, rule, ident)
-            start, end = rule_span(rule, figures.now)
-            crossed = (
-                value is not None and threshold is not None and rule.breached(value, threshold)
-            )
+            obs = Observation(figures.now, cls, threshold, value, calls)
             out.append(
                 {
                     "rule": rule.id,
                     "field": rule.field,
-                    "window_seconds": int((end - start).total_seconds()),
+                    "window_seconds": int(rule.window.total_seconds()),
                     "direction": rule.direction,
                     "schedule_class": cls,
                     "threshold": threshold,
                     "value": value,
                     "calls": calls,
                     "min_calls": rule.min_calls,
-                    "crossed": crossed,
-                    "breached": crossed and calls >= rule.min_calls,
+                    "crossed": (
+                        value is not None
+                        and threshold is not None
+                        and rule.breached(value, threshold)
+                    ),
+                    "breached": breach(rule, obs),
                 }
             )
         return out
 
 
-def _name(settings: Settings, kind: str, ident: str) -> str:
-    if kind == "center":
-        return settings.center_name
-    if kind == "team":
-        return next((t.name for t in settings.teams if t.id == ident and t.name), ident)
-    return ident
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What every tile of one read shares: its windows and the schedule class."""
+
+    m15: Span
+    today: Span
+    schedule_class: ScheduleClass
 
 
 # --- the endpoint --------------------------------------------------------------
@@ -416,8 +415,7 @@ async def _selection(
     if unknown:
         async with engine.connect() as conn:
             for k, ident in unknown:
-                if k == "center" or not await queries.entity_exists(conn, k, ident):
-                    raise HTTPException(404, f"{k} {ident!r}: not in the roster and no data")
+                await require_entity(conn, settings, Kind(k), ident)
     return keys
 
 

@@ -19,8 +19,10 @@ from typing import IO, Any, cast
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_pipe, read_lines
+from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_line, read_lines
 from services.ingest.client import post_events
 
 log = logging.getLogger("callkpi.asterisk")
@@ -201,16 +203,33 @@ async def import_files(
 
 
 # --- follow ---------------------------------------------------------------------
+class _MapperStats(Collector):
+    """The mapper's own counts (lines, skipped by reason, malformed), read at
+    scrape time rather than copied into counters after every batch."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        yield CounterMetricFamily("callkpi_asterisk_lines", "queue_log lines read", s.lines)
+        skipped = CounterMetricFamily(
+            "callkpi_asterisk_lines_skipped", "lines not mapped", labels=["reason"]
+        )
+        for reason, n in s.skipped.items():
+            skipped.add_metric([reason], n)
+        yield skipped
+        yield CounterMetricFamily(
+            "callkpi_asterisk_lines_malformed", "unreadable lines", s.malformed_count
+        )
+
+
 class FollowMetrics:
-    def __init__(self) -> None:
+    def __init__(self, stats: Stats) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.lines = Counter("callkpi_asterisk_lines", "queue_log lines read", registry=r)
+        r.register(_MapperStats(stats))
         self.events = Counter("callkpi_asterisk_events", "events sent to ingest", registry=r)
-        self.skipped = Counter(
-            "callkpi_asterisk_lines_skipped", "lines not mapped", ["reason"], registry=r
-        )
-        self.malformed = Counter("callkpi_asterisk_lines_malformed", "unreadable lines", registry=r)
         self.retries = Counter(
             "callkpi_asterisk_post_failures", "failed posts to ingest (retried)", registry=r
         )
@@ -279,9 +298,7 @@ class Follower:
         self.mapper = mapper
         self.tz = tz
         self.poll_s = poll_s
-        self.metrics = metrics or FollowMetrics()
-        self._seen_skips: dict[str, int] = {}
-        self._seen_malformed = 0
+        self.metrics = metrics or FollowMetrics(mapper.stats)
         self._head = b""
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -373,10 +390,8 @@ class Follower:
             text = raw.decode("utf-8", errors="replace")
             if not text.strip():
                 continue
-            try:
-                item: Line | Malformed = parse_pipe(text, lineno, self.tz)
-            except Malformed as exc:
-                item = Malformed(f"line {lineno}: {exc}")
+            item = parse_line(text, lineno, self.tz)
+            if isinstance(item, Malformed):
                 log.warning("%s %s", self.path.name, item)
             if isinstance(item, Line):
                 newest = max(newest, item.at)
@@ -389,7 +404,8 @@ class Follower:
                 cp = Checkpoint(inode, pos, self.mapper.state(), lineno, self._head)
                 cp.save(self.checkpoint_path)
                 events = []
-        self._count(len(lines), newest)
+        if newest:
+            self.metrics.lag.set(max(0.0, time.time() - newest))
         return pos, lineno
 
     async def _post(self, events: list[dict[str, Any]]) -> None:
@@ -408,20 +424,6 @@ class Follower:
             for rej in rejected[:3]:
                 log.warning("ingest rejected an event: %s", rej.get("error"))
             return
-
-    def _count(self, n: int, newest: float) -> None:
-        m, stats = self.metrics, self.mapper.stats
-        m.lines.inc(n)
-        if stats.malformed_count > self._seen_malformed:
-            m.malformed.inc(stats.malformed_count - self._seen_malformed)
-            self._seen_malformed = stats.malformed_count
-        for reason, count in stats.skipped.items():
-            new = count - self._seen_skips.get(reason, 0)
-            if new:
-                m.skipped.labels(reason).inc(new)
-                self._seen_skips[reason] = count
-        if newest:
-            m.lag.set(max(0.0, time.time() - newest))
 
 
 HEAD = 64

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -71,7 +72,6 @@ class Line:
     agent: str
     event: str
     data: tuple[str, ...]
-    text: str  # the line as read
     lineno: int
 
     @property
@@ -122,7 +122,15 @@ def parse_pipe(text: str, lineno: int, tz: ZoneInfo) -> Line:
     if len(data) == 1 and "," in data[0] and event not in ("ENTERQUEUE", "PAUSE", "INFO"):
         data = data[0].split(",")  # the older single-parameter, comma-joined form
     return Line(at, fields[1].strip(), fields[2].strip(), fields[3].strip(), event,
-                tuple(d.strip() for d in data), text.rstrip("\r\n"), lineno)  # fmt: skip
+                tuple(d.strip() for d in data), lineno)  # fmt: skip
+
+
+def parse_line(text: str, lineno: int, tz: ZoneInfo) -> Line | Malformed:
+    """A pipe-form line, or what is wrong with it (numbered), never an exception."""
+    try:
+        return parse_pipe(text, lineno, tz)
+    except Malformed as exc:
+        return Malformed(f"line {lineno}: {exc}")
 
 
 CSV_TIME = ("time", "timestamp", "created", "eventdate")
@@ -162,9 +170,7 @@ def csv_lines(rows: Iterable[list[str]], tz: ZoneInfo) -> Iterator[Line | Malfor
             yield Malformed(f"line {lineno}: {exc}")
 
 
-def read_lines(
-    chunks: Iterable[str], tz: ZoneInfo, first_lineno: int = 1
-) -> Iterator[Line | Malformed]:
+def read_lines(chunks: Iterable[str], tz: ZoneInfo) -> Iterator[Line | Malformed]:
     """queue_log text lines (pipe form), or a CSV export when the first line is a
     header. Malformed lines come out as `Malformed` in their place, so a caller
     reports them and goes on."""
@@ -172,22 +178,13 @@ def read_lines(
     first = next(it, None)
     if first is None:
         return
-    if first_lineno == 1 and "|" not in first and "callid" in first.lower():
-        rest = csv.reader([first, *it])
-        yield from csv_lines(rest, tz)
+    lines = chain([first], it)  # streamed: a year's export is never held whole
+    if "|" not in first and "callid" in first.lower():
+        yield from csv_lines(csv.reader(lines), tz)
         return
-    for lineno, text in enumerate(_chain(first, it), start=first_lineno):
-        if not text.strip():
-            continue
-        try:
-            yield parse_pipe(text, lineno, tz)
-        except Malformed as exc:
-            yield Malformed(f"line {lineno}: {exc}")
-
-
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
-    yield first
-    yield from rest
+    for lineno, text in enumerate(lines, start=1):
+        if text.strip():
+            yield parse_line(text, lineno, tz)
 
 
 def agent_id(raw: str, strip_technology: bool) -> str | None:

@@ -259,6 +259,13 @@ class Settings(BaseSettings):
             return None
         return load_scorecards(self.scorecard_file, set(AGENT_FIELDS))
 
+    @cached_property
+    def team_names(self) -> dict[str, str]:
+        return {t.id: t.name for t in self.teams}
+
+    def agent_team(self, agent_id: str) -> str:
+        return self.team_of_agent.get(agent_id, UNASSIGNED_TEAM)
+
     def queue_team(self, queue_id: str) -> str:
         return self.team_of_queue.get(queue_id, UNASSIGNED_TEAM)
 

@@ -19,7 +19,7 @@ from services.api import queries
 from services.core.configfile import digest
 from services.core.db import LOCK_PERIODS, period_versions
 from services.core.kpi import metrics_for, zero_counters
-from services.core.settings import UNASSIGNED_TEAM, Settings
+from services.core.settings import Settings
 from services.core.timewin import iso
 from services.payroll import audit
 from services.payroll.manual import manual_values
@@ -69,7 +69,7 @@ async def compute_figures(
         for ident in sorted(set(settings.roster(kind)) | set(counters) | extra):
             row = metrics_for(kind, counters.get(ident) or zero_counters(), reasons.get(ident))
             if kind == "agent":
-                row = {"team": settings.team_of_agent.get(ident, UNASSIGNED_TEAM), **row}
+                row = {"team": settings.agent_team(ident), **row}
             figures[ident] = row
         out[key] = figures if kind != "center" else figures["all"]
     cards = settings.scorecards
