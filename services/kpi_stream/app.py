@@ -90,6 +90,9 @@ def create_faust_app(settings: Settings, bootstrap: str) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        # Faust makes its data directory even with in-memory tables; the default
+        # is "<id>-data" in the working directory, which littered checkouts.
+        datadir=str(settings.data_dir / "faust"),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.partitions,
