@@ -295,12 +295,19 @@ class Processor:
         # recomputation under its lock came out different. A batch prepared in an
         # older epoch is recomputed from Postgres under its lock.
         self._epoch = 0
+        # Partitions we have recorded ourselves as the writer of since the last
+        # rebalance (see _claim). Only their states are cached: a claim vouches
+        # for what is read after it, not for what was cached before.
+        self._claimed: set[int] = set()
+        self._rebalances = 0
         self._commit_lock = asyncio.Lock()
         self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
 
     def forget(self) -> None:
         """Drop cached state: after a rebalance another worker may have written it."""
         self._customers.clear()
+        self._claimed.clear()
+        self._rebalances += 1
         self._distrust()
 
     def _distrust(self) -> None:
@@ -324,6 +331,9 @@ class Processor:
         return await self.commit_events(await self.prepare_events(envelopes))
 
     async def prepare_events(self, envelopes: Sequence[Envelope]) -> PreparedEvents:
+        unclaimed = sorted({env.partition for env in envelopes} - self._claimed)
+        if unclaimed:
+            await self._claim(unclaimed)
         epoch = self._epoch
         work = await self._compute(None, envelopes)
         # Registered even if the epoch moved meanwhile (this batch will then be
@@ -382,10 +392,12 @@ class Processor:
             # since must be recomputed. Its pending states stay: it is retried.
             self._distrust()
             raise
-        for call_id, state in work.calls.items():
-            self._calls.put(call_id, state)
-        for agent, timeline in work.agents.items():
-            self._agents.put(agent, timeline)
+        if self._claimed.issuperset(parts):
+            # (a rebalance since the claim: the next claim cannot vouch for these)
+            for call_id, state in work.calls.items():
+                self._calls.put(call_id, state)
+            for agent, timeline in work.agents.items():
+                self._agents.put(agent, timeline)
         self._discard(work)
         return prepared.n_events
 
@@ -425,6 +437,22 @@ class Processor:
         for agent, timeline in work.agents.items():
             if self._pending_agents.get(agent) is timeline:
                 del self._pending_agents[agent]
+
+    async def _claim(self, parts: list[int]) -> None:
+        """Record us as the last writer of partitions we start reading, before the
+        first batch there is computed. Without this, that batch (and the ones
+        computed during its commit) found another owner at commit and was
+        recomputed: after a start or a rebalance, the first few batches, 30k
+        events each in a backlog, were computed twice (measured: 4.6 s of a 21 s
+        catch-up). States read after the claim are current as long as nobody else
+        commits there, which the owner check at commit still verifies."""
+        rebalances = self._rebalances
+        async with self.pool.acquire() as conn, conn.transaction():
+            for p in parts:
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
+            await self._still_owner(conn, parts)
+        if rebalances == self._rebalances:  # else claim again after the rebalance
+            self._claimed.update(parts)
 
     async def _still_owner(self, conn: asyncpg.Connection, parts: list[int]) -> bool:
         """Record us as the last writer of `parts`; True if we already were for all

@@ -259,3 +259,59 @@ def test_a_batch_computed_while_the_previous_one_is_recomputed_is_recomputed_too
 
     got = asyncio.run(scenario())
     assert_same(got, expected([offered, answered, ended, foreign]))
+
+
+def test_first_batches_after_a_start_or_rebalance_are_not_computed_twice(
+    pg: EmbeddedPostgres,
+) -> None:
+    """A new worker (or one just given partitions) claims them before computing its
+    first batch there, so that batch, and the one computed while it commits, are
+    trusted at commit instead of recomputed under the lock. Another worker writing
+    in between still forces the recomputation."""
+    from services.kpi_stream.processor import RECOMPUTED
+
+    base = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+
+    def call(i: int) -> list[dict[str, Any]]:
+        t = base + timedelta(minutes=i)
+        return [
+            {"event_id": f"{i}o", "type": "call.offered", "occurred_at": t.isoformat(),
+             "call_id": f"C{i}", "queue_id": "billing"},
+            {"event_id": f"{i}e", "type": "call.ended", "occurred_at": t.isoformat(),
+             "call_id": f"C{i}", "ended_by": "customer"},
+        ]  # fmt: skip
+
+    url = new_database(pg)
+
+    async def scenario() -> tuple[float, float, float]:
+        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
+
+        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
+            pass
+
+        async def pipelined(p: Processor, batches: list[list[dict[str, Any]]]) -> None:
+            waiting = await p.prepare_events(envelopes(batches[0]))
+            for batch in batches[1:]:
+                _, waiting = await asyncio.gather(
+                    p.commit_events(waiting), p.prepare_events(envelopes(batch))
+                )
+            await p.commit_events(waiting)
+
+        try:
+            proc = Processor(SETTINGS, pool, send, "test")
+            start = RECOMPUTED._value.get()
+            await pipelined(proc, [call(i) for i in range(6)])
+            after_start = RECOMPUTED._value.get()
+            proc.forget()  # a rebalance
+            await pipelined(proc, [call(i) for i in range(6, 12)])
+            after_rebalance = RECOMPUTED._value.get()
+            other = Processor(SETTINGS, pool, send, "other")
+            await other.process_events(envelopes(call(12)))
+            await pipelined(proc, [call(12)])  # partition written by other since
+            return after_start - start, after_rebalance - after_start, RECOMPUTED._value.get()
+        finally:
+            await pool.close()
+
+    at_start, at_rebalance, total = asyncio.run(scenario())
+    assert (at_start, at_rebalance) == (0, 0)
+    assert total >= 1
