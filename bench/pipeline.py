@@ -164,13 +164,19 @@ async def freshness(url: str, rate: int, seconds: int) -> list[float]:
     return [s - p for s, p in zip(seen_at, posted_at, strict=True) if s is not None]
 
 
+# A worker that neither processes nor commits for this long is stuck: say where,
+# rather than wait for ever (a catch-up batch takes ~2 s).
+STALL_S = 120.0
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def group_lag(bootstrap: str) -> int:
-    """Records not yet committed by the worker group, over both topics (stage 1 and
-    the FCR stage): the worker is done only when both are drained."""
+async def group_lag(bootstrap: str) -> dict[str, int]:
+    """Records not yet committed by the worker group, per topic-partition, over both
+    topics (stage 1 and the FCR stage): the worker is done only when both are
+    drained."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="callkpi-worker",
@@ -183,9 +189,11 @@ async def group_lag(bootstrap: str) -> int:
             for p in (consumer.partitions_for_topic(t) or set())
         ]
         ends = await consumer.end_offsets(tps)
-        lag = 0
+        lag = {}
         for tp in tps:
-            lag += ends[tp] - ((await consumer.committed(tp)) or 0)
+            behind = ends[tp] - ((await consumer.committed(tp)) or 0)
+            if behind:
+                lag[f"{tp.topic}[{tp.partition}]"] = behind
         return lag
     finally:
         await consumer.stop()
@@ -199,7 +207,8 @@ async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, f
         t_first: float | None = None
         t_stage1: float | None = None
         n_first = 0
-        last_report = time.perf_counter()
+        last_report = last_progress = time.perf_counter()
+        progress: tuple[int, dict[str, int]] = (0, {})
         while True:
             n = await processed(pool)
             now = time.perf_counter()
@@ -207,8 +216,16 @@ async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, f
                 t_first, n_first = now, n
             if n >= events and t_stage1 is None:
                 t_stage1 = now
-            if t_stage1 is not None and await group_lag(bootstrap) == 0:
+            lag = await group_lag(bootstrap) if t_stage1 is not None else {}
+            if t_stage1 is not None and not lag:
                 break
+            if (n, lag) != progress:
+                progress, last_progress = (n, lag), now
+            elif now - last_progress > STALL_S:
+                raise SystemExit(
+                    f"no progress for {STALL_S:.0f} s: {n:,} of {events:,} events processed, "
+                    f"uncommitted records {lag or 'none'}; see the worker's log"
+                )
             if now - last_report > 5:
                 log(f"  … {n:,} / {events:,}" + (" (FCR stage draining)" if t_stage1 else ""))
                 last_report = now

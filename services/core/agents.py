@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from services.core.calls import MINUTE_US, Counters, DeltaKey, bucket_of
+from services.core.kpi import AGENT_STATES
 
 # A compact stored state change: [event_id, ts_us, state, reason | None]
 StateEvent = list[Any]
@@ -110,12 +111,15 @@ BucketTime = dict[int, Counters]
 BucketReasons = dict[tuple[int, str], int]
 
 
+_COLUMN = {state: f"{state}_us" for state in AGENT_STATES}
+
+
 def _segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: int) -> None:
     """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
     _eid, start, end, state, reason = seg
     if state == "logged_out" or end <= start:
         return
-    column = f"{state}_us"
+    column = _COLUMN[state]
     b = bucket_of(start)
     while b < end:
         overlap = (min(end, b + MINUTE_US) - max(start, b)) * sign
@@ -146,7 +150,13 @@ def add_change(
         _segment_time(time, time_reasons, seg, 1)
     for kind, ident in entities:
         for b, counters in time.items():
-            slot = deltas.setdefault((kind, ident, b), {})
+            key = (kind, ident, b)
+            slot = deltas.get(key)
+            if slot is None:
+                # an agent's own rows are new in a batch (one change per agent):
+                # a copy instead of adding counter by counter into an empty slot
+                deltas[key] = dict(counters)
+                continue
             for name, us in counters.items():
                 slot[name] = slot.get(name, 0) + us
         for (b, reason), us in time_reasons.items():

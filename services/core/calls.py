@@ -427,6 +427,9 @@ def add_delta(
 def prune(acc: dict[DeltaKey, Counters]) -> dict[DeltaKey, Counters]:
     out = {}
     for key, counters in acc.items():
+        if all(counters.values()):  # the common case, checked without a copy
+            out[key] = counters
+            continue
         nz = {k: v for k, v in counters.items() if v}
         if nz:
             out[key] = nz

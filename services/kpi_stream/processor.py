@@ -504,12 +504,16 @@ class Processor:
                 writes.append((_CALLS_UPSERT, _calls_rows(result.changed, part_of)))
             if tracked.changed:
                 writes.append((_TIMELINES_UPSERT, _timeline_rows(tracked.changed, part_of)))
-        if result.deltas:
-            writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
         if tracked.deltas:
             writes.append((_TIME_UPSERT, _delta_rows(tracked.deltas)))
         if tracked.reasons:
             writes.append((_REASONS_UPSERT, _reason_rows(tracked.reasons)))
+        # Last: the FCR stage and the sweep write the same kpi_buckets rows (the
+        # recent minutes of the center, teams and queues) and wait for this
+        # transaction's row locks; taken last, they are not held through the
+        # agent-time upserts (0.3-0.6 s of a 30k-event batch).
+        if result.deltas:
+            writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
         max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
         return _Work(result.changed, tracked.changed, writes, result.facts, max_ts, tracked.too_old)
 
