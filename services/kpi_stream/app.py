@@ -84,15 +84,18 @@ def assigned(app: faust.App) -> set[Any]:
 
 
 def create_faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    # Faust makes its data directory even with in-memory tables, with a plain
+    # mkdir (no parents); its default, "<id>-data" in the working directory,
+    # littered checkouts.
+    datadir = settings.data_dir / "faust"
+    datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         f"{settings.topic_prefix}-worker",
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
-        # Faust makes its data directory even with in-memory tables; the default
-        # is "<id>-data" in the working directory, which littered checkouts.
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(datadir),
         web_enabled=False,
         autodiscover=False,
         topic_partitions=settings.partitions,
