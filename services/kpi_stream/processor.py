@@ -349,8 +349,7 @@ class Processor:
         work = prepared.work
         try:
             async with self._commit_lock, self.pool.acquire() as conn, conn.transaction():
-                for p in parts:
-                    await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
+                await lock_partitions(conn, LOCK_EVENTS, parts)
                 owned = await self._still_owner(conn, parts)
                 if not owned:
                     # Another worker wrote here since we last did (or we just
@@ -448,8 +447,7 @@ class Processor:
         commits there, which the owner check at commit still verifies."""
         rebalances = self._rebalances
         async with self.pool.acquire() as conn, conn.transaction():
-            for p in parts:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_EVENTS, p)
+            await lock_partitions(conn, LOCK_EVENTS, parts)
             await self._still_owner(conn, parts)
         if rebalances == self._rebalances:  # else claim again after the rebalance
             self._claimed.update(parts)
@@ -530,8 +528,7 @@ class Processor:
         facts = [f for env in envelopes for f in env.items]
         parts = sorted({env.partition for env in envelopes})
         async with self.pool.acquire() as conn, conn.transaction():
-            for p in parts:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_FCR, p)
+            await lock_partitions(conn, LOCK_FCR, parts)
             watermark = await current_watermark(conn)
             customers = await self._load_customers(conn, {f["customer"] for f in facts})
             result = apply_facts(facts, customers, watermark, self.window_us)
@@ -547,8 +544,7 @@ class Processor:
         if not parts:
             return 0
         async with self.pool.acquire() as conn, conn.transaction():
-            for p in parts:
-                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_FCR, p)
+            await lock_partitions(conn, LOCK_FCR, parts)
             watermark = await current_watermark(conn)
             rows = await conn.fetch(
                 "SELECT DISTINCT customer FROM fcr_calls WHERE pending AND part = ANY($1::int[]) "
@@ -641,6 +637,13 @@ def _partitions(envelopes: Sequence[Envelope]) -> dict[str, int]:
             elif "call_id" in ev:
                 out[ev["call_id"]] = env.partition
     return out
+
+
+async def lock_partitions(conn: asyncpg.Connection, lock_class: int, parts: list[int]) -> None:
+    """Take the transaction-scoped advisory locks of `parts` (sorted: every caller
+    takes them in the same order, so two workers cannot deadlock on them)."""
+    for p in parts:
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", lock_class, p)
 
 
 async def current_watermark(conn: asyncpg.Connection) -> int:
