@@ -33,33 +33,31 @@ typecheck: $(STAMP)
 test: $(STAMP) lint typecheck promtool compose-cli chromium
 	$(BIN)/python -m pytest -q
 
+# $(call apt-best-effort,CHECK,PACKAGES,TIMEOUT_S,MESSAGE): unless CHECK succeeds,
+# install Debian PACKAGES when running as root with apt; otherwise print MESSAGE.
+# The tests that need these tools skip (or fall back) and say so.
+apt-best-effort = @{ $(1); } >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout $(3) apt-get install \
+		-y -qq --no-install-recommends $(2)) >/dev/null 2>&1; } \
+	|| echo "$(4)"
+
 # promtool (in Debian's prometheus package) checks deploy/prometheus/rules.yml and
 # runs its unit tests. Best effort: where it cannot be installed (not root, no
 # apt), the test parses the rules with promql-parser instead, and says so.
 promtool:
-	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install \
-			-y -qq --no-install-recommends prometheus) >/dev/null 2>&1; } \
-		|| echo "promtool not installed: the rules test will parse deploy/prometheus/rules.yml"
+	$(call apt-best-effort,command -v promtool,prometheus,300,promtool not installed: the rules test will parse deploy/prometheus/rules.yml)
 
 # `docker compose config` (or Debian's docker-compose) validates docker-compose.yml
 # without a Docker engine. Best effort, as promtool: the test skips and says so.
 compose-cli:
-	@docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null \
-		|| { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install \
-			-y -qq --no-install-recommends docker-compose) >/dev/null 2>&1; } \
-		|| echo "docker-compose not installed: the compose test will skip its config check"
+	$(call apt-best-effort,docker compose version || command -v docker-compose,docker-compose,300,docker-compose not installed: the compose test will skip its config check)
 
 # Debian's Chromium for the wallboard's browser tests (Playwright drives it through
 # executable_path; nothing is downloaded at test time), and a CJK font so team
 # names such as 账务班组 render in the screenshots. Best effort, as promtool: where
 # it cannot be installed the browser tests skip and say so.
 chromium:
-	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-		&& (apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install \
-			-y -qq --no-install-recommends chromium fonts-wqy-zenhei) >/dev/null 2>&1; } \
-		|| echo "chromium not installed: the wallboard browser tests will skip"
+	$(call apt-best-effort,command -v chromium,chromium fonts-wqy-zenhei,600,chromium not installed: the wallboard browser tests will skip)
 
 # Pipeline throughput and freshness, the wallboard feed with 500 clients, and
 # the Asterisk queue_log import of a 50-agent center's month.

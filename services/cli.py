@@ -418,30 +418,31 @@ async def _backfill(client: Any, sim: Any) -> None:
         return
     print(f"backfill: simulating {begin.date()} to {end.isoformat(timespec='minutes')} "
           f"at {sim.cfg.calls_per_hour:g} calls/h at peak", flush=True)  # fmt: skip
+    from services.ingest.client import IngestError, Sender
+
     started = last = time.monotonic()
     span = max((end - begin).total_seconds(), 1.0)
-    sent = 0
-    pending: asyncio.Task[int] | None = None
+    sender = Sender(client)  # a request in flight while the next batch is generated
     batch: list[dict[str, Any]] = []
-    for ev in sim.events():
-        batch.append(ev)
-        if len(batch) < 5000:
-            continue
-        # one request in flight while the next batch is generated
-        if pending is not None:
-            sent += await pending
-        pending, batch = asyncio.create_task(_post(client, batch)), []
-        await asyncio.sleep(0)
-        if time.monotonic() - last >= 5:
-            last = time.monotonic()
-            done = (datetime.fromisoformat(ev["occurred_at"]) - begin).total_seconds() / span
-            print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  {sent:,} events  "
-                  f"{sent / (last - started):,.0f}/s", flush=True)  # fmt: skip
-    if pending is not None:
-        sent += await pending
-    sent += await _post(client, batch)
-    print(f"backfill: done, {sent:,} events in {time.monotonic() - started:.0f} s; the worker "
-          "may take a few seconds more to count them", flush=True)  # fmt: skip
+    try:
+        for ev in sim.events():
+            batch.append(ev)
+            if len(batch) < 5000:
+                continue
+            await sender.send(batch)
+            batch = []
+            if time.monotonic() - last >= 5:
+                last = time.monotonic()
+                done = (datetime.fromisoformat(ev["occurred_at"]) - begin).total_seconds() / span
+                print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  "
+                      f"{sender.accepted:,} events  {sender.accepted / (last - started):,.0f}/s",
+                      flush=True)  # fmt: skip
+        await sender.send(batch)
+        await sender.flush()
+    except IngestError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"backfill: done, {sender.accepted:,} events in {time.monotonic() - started:.0f} s; "
+          "the worker may take a few seconds more to count them", flush=True)  # fmt: skip
 
 
 async def _wait_ready(client: Any, wait: float) -> None:

@@ -17,6 +17,7 @@ from services.core.db import period_versions
 from services.core.kpi import AGENT_FIELDS
 from services.core.settings import Settings
 from services.core.timewin import iso
+from services.ingest.app import BodyTooLarge, read_body
 from services.payroll import audit, scorecard
 from services.payroll.close import (
     CloseRefused,
@@ -358,9 +359,10 @@ async def upload_manual_items(
             409,
             "no scorecard configured (scorecard_file): manual items are only used by scorecards",
         )
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        raise HTTPException(413, f"body over {settings.max_body_bytes} bytes")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge as exc:
+        raise HTTPException(413, str(exc)) from None
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

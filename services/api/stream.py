@@ -400,7 +400,7 @@ async def _selection(
                 if kind is Kind.QUEUE:
                     roster = [q for q in roster if settings.queue_team(q) == team]
                 elif kind is Kind.AGENT:
-                    roster = [a for a in roster if settings.team_of_agent.get(a) == team]
+                    roster = [a for a in roster if settings.agent_team(a) == team]
                 elif kind is Kind.TEAM:
                     roster = [t for t in roster if t == team]
             keys.extend((kind.value, i) for i in roster)
@@ -411,7 +411,8 @@ async def _selection(
         raise HTTPException(422, "nothing to watch: give kind (and id) or entity=kind:id")
     if len(keys) > MAX_ENTITIES:
         raise HTTPException(422, f"{len(keys)} entities: at most {MAX_ENTITIES} per stream")
-    unknown = [k for k in keys if k[1] not in settings.roster(k[0])]
+    rosters = {k: set(settings.roster(k)) for k in {k for k, _ in keys}}
+    unknown = [(k, ident) for k, ident in keys if ident not in rosters[k]]
     if unknown:
         async with engine.connect() as conn:
             for k, ident in unknown:

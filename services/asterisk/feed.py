@@ -23,15 +23,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_line, read_lines
-from services.ingest.client import post_events
+from services.ingest.client import Sender, post_events
 
 log = logging.getLogger("callkpi.asterisk")
 
 # Lines per POST: large enough that HTTP costs little per line, small enough
 # that a retry re-sends little.
 BATCH_LINES = 2000
-# Two requests in flight keep ingest busy while the next batch is mapped.
-IN_FLIGHT = 2
 
 
 class Reorder:
@@ -142,28 +140,9 @@ async def import_files(
     ordered = sorted(paths, key=lambda p: first_time(p, tz))
     total = sum(p.stat().st_size for p in ordered)
     started = time.monotonic()
-    accepted = rejected = 0
     last_print = 0.0
     before = 0  # bytes of the files already read
-    in_flight: set[asyncio.Task[tuple[int, list[dict[str, Any]]]]] = set()
-
-    async def settle(limit: int) -> None:
-        nonlocal accepted, rejected
-        while len(in_flight) > limit:
-            finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-            for task in finished:
-                in_flight.discard(task)
-                ok, bad = task.result()
-                accepted += ok
-                rejected += len(bad)
-                for rej in bad[:3]:
-                    log.warning("ingest rejected an event: %s", rej.get("error"))
-
-    async def send(events: list[dict[str, Any]]) -> None:
-        if events:
-            in_flight.add(asyncio.create_task(post_events(client, events)))
-            await settle(IN_FLIGHT - 1)
-
+    sender = Sender(client)  # a request in flight while the next batch is mapped
     reorder = Reorder(reorder_s)
     events: list[dict[str, Any]] = []
     since_send = 0
@@ -181,7 +160,7 @@ async def import_files(
             for item in read_lines(reader, tz):
                 take(reorder.push(item), path.name)
                 if since_send >= BATCH_LINES:
-                    await send(events)
+                    await sender.send(events)
                     events, since_send = [], 0
                     mapper.forget_finished()
                     now = time.monotonic()
@@ -193,13 +172,13 @@ async def import_files(
             reader.close()
         before += path.stat().st_size
     take(reorder.drain(), ordered[-1].name if ordered else "")
-    await send(events)
-    await settle(0)
+    await sender.send(events)
+    await sender.flush()
     seconds = time.monotonic() - started
     if progress is not None:
         _progress(progress, mapper.stats.lines, total, total, seconds)
         print(file=progress)
-    return Outcome(mapper.stats, accepted, rejected, seconds)
+    return Outcome(mapper.stats, sender.accepted, sender.rejected, seconds)
 
 
 # --- follow ---------------------------------------------------------------------

@@ -147,18 +147,12 @@ def create_ingest_router(settings: Settings) -> APIRouter:
         request: Request, producer: Annotated[EventProducer, Depends(get_producer)]
     ) -> Response:
         """Accept a JSON array of events or NDJSON (`Content-Type: application/x-ndjson`)."""
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return _too_large(
-                f"body of {declared} bytes exceeds max_body_bytes={settings.max_body_bytes}"
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body.extend(chunk)
-            if len(body) > settings.max_body_bytes:
-                return _too_large(f"body exceeds max_body_bytes={settings.max_body_bytes}")
         try:
-            items, rejected = _parse_body(bytes(body), request.headers.get("content-type", ""))
+            body = await read_body(request, settings.max_body_bytes)
+        except BodyTooLarge as exc:
+            return _too_large(str(exc))
+        try:
+            items, rejected = _parse_body(body, request.headers.get("content-type", ""))
         except BodyError as exc:
             EVENTS_REJECTED.labels("malformed_json").inc()
             return json_response(
@@ -206,6 +200,24 @@ def create_ingest_router(settings: Settings) -> APIRouter:
         return json_response({"accepted": len(valid), "rejected": rejected}, 202)
 
     return router
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused past `limit` bytes without reading the rest: a
+    declared Content-Length is checked first, then the bytes as they arrive."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"body of {declared} bytes exceeds max_body_bytes={limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise BodyTooLarge(f"body exceeds max_body_bytes={limit}")
+    return bytes(body)
 
 
 def _too_large(message: str, reason: str = "too_large", count: int = 1) -> Response:

@@ -19,18 +19,15 @@ class IngestError(Exception):
 
 
 async def post_events(
-    client: Any, events: list[dict[str, Any]], attempts: int | None = 12
+    client: Any, events: list[dict[str, Any]], attempts: int = 12
 ) -> tuple[int, list[dict[str, Any]]]:
     """POST as NDJSON, retrying 503 and connection errors with backoff (event ids
-    make a retry harmless); `attempts=None` retries for ever (a follower must not
-    lose lines while ingest is down). Returns (accepted, rejected)."""
+    make a retry harmless). Returns (accepted, rejected)."""
     if not events:
         return 0, []
     body = b"\n".join(orjson.dumps(e) for e in events)
     delay = 0.25
-    attempt = 0
-    while attempts is None or attempt < attempts:
-        attempt += 1
+    for _attempt in range(attempts):
         try:
             r = await client.post(
                 "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
@@ -44,6 +41,41 @@ async def post_events(
             if r.status_code != 503:
                 raise IngestError(f"ingest answered {r.status_code}: {r.text[:500]}")
             log.warning("ingest unavailable (503); retrying in %.1fs", delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, MAX_BACKOFF_S)
+        if _attempt + 1 < attempts:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF_S)
     raise IngestError("ingest kept failing; giving up (re-run: event ids make it safe)")
+
+
+class Sender:
+    """Posts batches without waiting for each answer: up to `travelling` requests
+    stay in flight while the caller builds the next batch. Counts what ingest
+    accepted and rejected (the first rejections of each batch are logged); an
+    IngestError of any batch is raised by `send` or `flush`."""
+
+    def __init__(self, client: Any, travelling: int = 1) -> None:
+        self.client = client
+        self.travelling = travelling
+        self.accepted = 0
+        self.rejected = 0
+        self._tasks: set[asyncio.Task[tuple[int, list[dict[str, Any]]]]] = set()
+
+    async def send(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            self._tasks.add(asyncio.create_task(post_events(self.client, events)))
+            await asyncio.sleep(0)  # let the request start before the caller computes on
+        await self._settle(self.travelling)
+
+    async def flush(self) -> None:
+        await self._settle(0)
+
+    async def _settle(self, limit: int) -> None:
+        while len(self._tasks) > limit:
+            finished, _ = await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in finished:
+                self._tasks.discard(task)
+                ok, bad = task.result()
+                self.accepted += ok
+                self.rejected += len(bad)
+                for rej in bad[:3]:
+                    log.warning("ingest rejected event %s: %s", rej.get("index"), rej.get("error"))
