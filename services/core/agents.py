@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -39,8 +40,9 @@ def compact_state(event: Mapping[str, Any]) -> StateEvent:
     return [event["event_id"], int(event["ts"]), event["state"], event.get("reason") or None]
 
 
-def _key(ev: StateEvent) -> tuple[int, str]:
-    return (ev[1], ev[0])
+# (time, id): the timeline's order, a total order on a deduplicated set
+_key = itemgetter(1, 0)
+_ts = itemgetter(1)
 
 
 def _segments(timeline: list[StateEvent], lo: int, hi: int, cap_us: int) -> set[Segment]:
@@ -59,6 +61,15 @@ class TimelineChange:
     added: set[Segment] = field(default_factory=set)
 
 
+def _stored_copy(timeline: list[StateEvent], ev: StateEvent) -> StateEvent:
+    """The timeline's event with ev's id: found by ev's own key when it is the same
+    event again (a replay), else by a scan (a conflicting copy, rare)."""
+    i = bisect_left(timeline, _key(ev), key=_key)
+    if i < len(timeline) and timeline[i][0] == ev[0]:
+        return timeline[i]
+    return next(e for e in timeline if e[0] == ev[0])
+
+
 def merge_states(
     timeline: list[StateEvent], new: Iterable[StateEvent], cap_us: int
 ) -> TimelineChange | None:
@@ -67,32 +78,47 @@ def merge_states(
     As with call events, a repeated id with different content keeps the copy
     whose serialisation sorts first, so the result never depends on arrival order.
     """
-    by_id = {ev[0]: ev for ev in timeline}
-    changed_keys: list[tuple[int, str]] = []
+    ids = {ev[0] for ev in timeline}
+    added: dict[str, StateEvent] = {}
+    replaced: list[StateEvent] = []
     for ev in new:
-        old = by_id.get(ev[0])
+        eid = ev[0]
+        old = added.get(eid)
+        if old is None and eid in ids:
+            old = _stored_copy(timeline, ev)
         if old == ev:
             continue
         if old is not None:
             if orjson.dumps(ev) >= orjson.dumps(old):
                 continue
-            changed_keys.append(_key(old))
-        by_id[ev[0]] = ev
-        changed_keys.append(_key(ev))
-    if not changed_keys:
+            if eid not in added:
+                replaced.append(old)
+        added[eid] = ev
+    if not added:
         return None
-    merged = sorted(by_id.values(), key=_key)
+    fresh = sorted(added.values(), key=_key)
+    if not replaced and (not timeline or _key(fresh[0]) > _key(timeline[-1])):
+        # the common case, events in order: appended without re-sorting the timeline
+        merged = timeline + fresh
+    else:
+        gone = {ev[0] for ev in replaced}
+        merged = sorted([ev for ev in timeline if ev[0] not in gone] + fresh, key=_key)
+    changed_keys = [_key(ev) for ev in replaced] + [_key(fresh[0]), _key(fresh[-1])]
     lo_key, hi_key = min(changed_keys), max(changed_keys)
     # Segments outside [predecessor of lo_key, hi_key] have the same start event and
     # the same next event before and after the merge; only the stretch between can
     # differ, and the set difference cancels whatever did not.
-    old_keys = [_key(e) for e in timeline]
-    new_keys = [_key(e) for e in merged]
     before = _segments(
-        timeline, bisect_left(old_keys, lo_key) - 1, bisect_right(old_keys, hi_key) + 1, cap_us
+        timeline,
+        bisect_left(timeline, lo_key, key=_key) - 1,
+        bisect_right(timeline, hi_key, key=_key) + 1,
+        cap_us,
     )
     after = _segments(
-        merged, bisect_left(new_keys, lo_key) - 1, bisect_right(new_keys, hi_key) + 1, cap_us
+        merged,
+        bisect_left(merged, lo_key, key=_key) - 1,
+        bisect_right(merged, hi_key, key=_key) + 1,
+        cap_us,
     )
     return TimelineChange(merged, before - after, after - before)
 
@@ -101,7 +127,7 @@ def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:
     """Drop events before `horizon_us` but the last of them (it starts the segment
     in force at the horizon). Their segments were counted already; a state event
     before the horizon is refused by track_agents (docs/metrics.md)."""
-    i = bisect_left([e[1] for e in timeline], horizon_us)
+    i = bisect_left(timeline, horizon_us, key=_ts)
     return timeline[i - 1 :] if i > 1 else timeline
 
 

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from services.core.agents import StateEvent, add_change, agent_entities, merge_states, trim
-from services.core.calls import Counters, DeltaKey
+from services.core.calls import Counters, DeltaKey, prune
 from services.core.timewin import interval_edges
 
 MIN = 60_000_000
@@ -126,6 +128,35 @@ def test_the_same_event_delivered_again_changes_nothing() -> None:
     first = merge_states([], evs, CAP)
     assert first is not None
     assert merge_states(first.timeline, evs, CAP) is None
+
+
+def test_conflicting_copies_of_one_state_event_count_once_whatever_the_order() -> None:
+    # "2" is sent twice with different times and states (a buggy source): whichever
+    # copy arrives first, and whether the copies share a batch or not, the copy
+    # whose serialisation sorts first is the one counted, once.
+    t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    base = [st("1", t0, "available"), st("3", t0 + timedelta(minutes=30), "logged_out")]
+    early = st("2", t0 + timedelta(minutes=5), "on_call")
+    late = st("2", t0 + timedelta(minutes=20), "wrap_up")
+    winner = min(early, late, key=lambda e: orjson.dumps(e))
+
+    def counted(*batches: list[StateEvent]) -> Any:
+        # a copy replaced later leaves zeros behind (added, then taken away)
+        deltas, reasons = apply(*batches)
+        return prune(deltas), {k: v for k, v in reasons.items() if v}
+
+    expected = counted([*base, winner])
+    assert expected[0][("agent", "a1", us(t0 + timedelta(minutes=5)))]["on_call_us"] == MIN
+    orders = [
+        [base, [early], [late]],
+        [base, [late], [early]],
+        [[late], base, [early]],
+        [[early, late], base],
+        [[late, early, *base]],
+        [base, [late], [late, early]],
+    ]
+    for batches in orders:
+        assert counted(*batches) == expected, batches
 
 
 def test_trimming_keeps_the_state_in_force_at_the_horizon() -> None:
