@@ -8,11 +8,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, zero_counters
+from services.core.kpi import COUNTER_TABLES, zero_counters
 
-# Call counters and agent time are kept in two tables (services/core/kpi.py says
-# why); every read sums both over the same buckets and merges the two halves.
-_TABLES = (("kpi_buckets", CALL_COUNTERS), ("kpi_time_buckets", AGENT_TIME_COUNTERS))
+# Call counters, agent time and FCR counters are kept in three tables
+# (services/core/kpi.py says why); every read sums them over the same buckets.
+_TABLES = COUNTER_TABLES
 
 
 def _sums(columns: tuple[str, ...]) -> str:

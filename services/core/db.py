@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
+from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, FCR_COUNTERS
 from services.core.settings import Settings
 
 metadata = sa.MetaData()
@@ -42,6 +42,15 @@ kpi_time_buckets = sa.Table(
     sa.Column("entity_id", sa.Text, primary_key=True),
     sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
     *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in AGENT_TIME_COUNTERS),
+)
+
+kpi_fcr_buckets = sa.Table(
+    "kpi_fcr_buckets",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in FCR_COUNTERS),
 )
 
 calls = sa.Table(

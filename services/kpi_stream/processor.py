@@ -29,7 +29,7 @@ from services.core.agents import ReasonKey, StateEvent
 from services.core.calls import Compact, Contribution, Counters, DeltaKey
 from services.core.db import LOCK_EVENTS, LOCK_FCR
 from services.core.events import EventError, normalize, partition_for
-from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS
+from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, COUNTER_TABLES, FCR_COUNTERS
 from services.core.settings import Settings
 from services.kpi_stream.core import (
     CallState,
@@ -80,6 +80,7 @@ ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
 
 _BUCKET_UPSERT = _additive_upsert("kpi_buckets", CALL_COUNTERS)
 _TIME_UPSERT = _additive_upsert("kpi_time_buckets", AGENT_TIME_COUNTERS)
+_FCR_BUCKET_UPSERT = _additive_upsert("kpi_fcr_buckets", FCR_COUNTERS)
 
 # Call states and FCR rows travel the same way as bucket deltas: one JSON document,
 # `json` columns (stored as text, no jsonb conversion), no per-element encoding.
@@ -506,10 +507,6 @@ class Processor:
             writes.append((_TIME_UPSERT, _delta_rows(tracked.deltas)))
         if tracked.reasons:
             writes.append((_REASONS_UPSERT, _reason_rows(tracked.reasons)))
-        # Last: the FCR stage and the sweep write the same kpi_buckets rows (the
-        # recent minutes of the center, teams and queues) and wait for this
-        # transaction's row locks; taken last, they are not held through the
-        # agent-time upserts (0.3-0.6 s of a 30k-event batch).
         if result.deltas:
             writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
         max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
@@ -533,7 +530,7 @@ class Processor:
             customers = await self._load_customers(conn, {f["customer"] for f in facts})
             result = apply_facts(facts, customers, watermark, self.window_us)
             await self._write_fcr(conn, result.changed)
-            await write_deltas(conn, result.deltas)
+            await write_fcr_deltas(conn, result.deltas)
         self._cache_fcr(customers, result.changed)
         return len(facts)
 
@@ -559,7 +556,7 @@ class Processor:
             customers = await self._load_customers(conn, names)
             result = apply_facts((), customers, watermark, self.window_us, touched=names)
             await self._write_fcr(conn, result.changed)
-            await write_deltas(conn, result.deltas)
+            await write_fcr_deltas(conn, result.deltas)
         self._cache_fcr(customers, result.changed)
         return len(rows)
 
@@ -612,7 +609,7 @@ class Processor:
     async def enforce_retention(self) -> None:
         s = self.settings
         async with self.pool.acquire() as conn:
-            for table in ("kpi_buckets", "kpi_time_buckets", "kpi_reason_buckets"):
+            for table in (*(t for t, _ in COUNTER_TABLES), "kpi_reason_buckets"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE bucket < now() - make_interval(days => $1)",
                     s.retention_days,
@@ -651,10 +648,10 @@ async def current_watermark(conn: asyncpg.Connection) -> int:
     return int(value) if value is not None else 0
 
 
-async def write_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters]) -> None:
-    """One upsert of call-counter deltas for a whole batch (stage 2, the sweep)."""
+async def write_fcr_deltas(conn: asyncpg.Connection, deltas: Mapping[DeltaKey, Counters]) -> None:
+    """One upsert of FCR counter deltas for a whole batch (stage 2, the sweep)."""
     if deltas:
-        await conn.execute(_BUCKET_UPSERT, _delta_rows(deltas))
+        await conn.execute(_FCR_BUCKET_UPSERT, _delta_rows(deltas))
 
 
 def _delta_rows(deltas: Mapping[DeltaKey, Counters]) -> str:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from services.core.db import asyncpg_dsn
 from services.core.events import normalize, partition_for, routing_key
-from services.core.kpi import AGENT_TIME_COUNTERS, CALL_COUNTERS, COUNTERS, metrics_for
+from services.core.kpi import COUNTER_TABLES, COUNTERS, metrics_for
 from services.devstack import EmbeddedPostgres
 from services.kpi_stream.processor import Envelope, PreparedEvents, Processor
 from tests.conftest import new_database
@@ -32,10 +32,7 @@ class Crash(Exception):
 
 async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[str, Any]]:
     per_entity: dict[tuple[str, str], dict[str, int]] = {}
-    for table, columns in (
-        ("kpi_buckets", CALL_COUNTERS),
-        ("kpi_time_buckets", AGENT_TIME_COUNTERS),
-    ):
+    for table, columns in COUNTER_TABLES:
         sums = ", ".join(f"sum({c})::bigint AS {c}" for c in columns)
         for r in await conn.fetch(f"SELECT kind, entity_id, {sums} FROM {table} GROUP BY 1, 2"):
             slot = per_entity.setdefault((r["kind"], r["entity_id"]), dict.fromkeys(COUNTERS, 0))
