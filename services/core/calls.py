@@ -50,13 +50,33 @@ class Contribution:
     entities: dict[EntityKey, Counters]
 
     def to_json(self) -> list[Any]:
-        return [self.bucket_us, [[k, i, c] for (k, i), c in self.entities.items()]]
+        """[bucket_us, [[counters, [kind, id, kind, id, ...]], ...]]: entities with
+        the same counters share one entry. The center, team and queue of a call
+        always do (and with FCR counters its agent too), so the stored call and
+        FCR rows are a third smaller than with one entry per entity."""
+        groups: list[list[Any]] = []
+        for (kind, ident), counters in self.entities.items():
+            for group in groups:
+                if group[0] == counters:
+                    group[1].extend((kind, ident))
+                    break
+            else:
+                groups.append([counters, [kind, ident]])
+        return [self.bucket_us, groups]
 
     @staticmethod
     def from_json(data: list[Any] | None) -> Contribution | None:
         if not data:
             return None
-        return Contribution(int(data[0]), {(k, i): dict(c) for k, i, c in data[1]})
+        entities: dict[EntityKey, Counters] = {}
+        for entry in data[1]:
+            if len(entry) == 3:  # stored by earlier versions: [kind, id, counters]
+                entities[(entry[0], entry[1])] = dict(entry[2])
+                continue
+            counters, ids = entry
+            for j in range(0, len(ids), 2):
+                entities[(ids[j], ids[j + 1])] = dict(counters)
+        return Contribution(int(data[0]), entities)
 
 
 EMPTY = Contribution(0, {})

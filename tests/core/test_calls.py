@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.calls import Compact, call_contribution, compact, fcr_contributions, merge_events
+import orjson
+
+from services.core.calls import (
+    Compact,
+    Contribution,
+    call_contribution,
+    compact,
+    fcr_contributions,
+    merge_events,
+)
 from services.core.settings import KpiDefinitions
 
 S = 1_000_000
@@ -202,3 +211,22 @@ def test_second_survey_replaces_the_first_and_goes_to_the_agent_who_answered_las
     assert "complaints" not in center  # the latest disposition says no complaint
     assert (center["sales"], center["sales_amount_cents"]) == (1, 12)  # 12.5 cents, half-even
     assert e[("agent", "b")]["surveys"] == 1 and "surveys" not in e[("agent", "a")]
+
+
+def test_a_contribution_is_stored_with_shared_counters_once_and_reads_back_equal() -> None:
+    same = {"offered": 1, "answered": 1, "talk_us": 81_034_000}
+    c = Contribution(
+        1_790_825_700_000_000,
+        {
+            ("center", "all"): dict(same),
+            ("team", "billing"): dict(same),
+            ("queue", "q3"): dict(same),
+            ("agent", "a3-2"): {"answered": 1, "presented": 1},
+        },
+    )
+    stored = c.to_json()
+    assert len(stored[1]) == 2  # center, team and queue share one entry
+    assert Contribution.from_json(orjson.loads(orjson.dumps(stored))) == c
+    # the one-entry-per-entity form earlier versions stored still reads back
+    earlier = [c.bucket_us, [[k, i, counters] for (k, i), counters in c.entities.items()]]
+    assert Contribution.from_json(earlier) == c
