@@ -12,7 +12,8 @@ from services.core.kpi import COUNTER_TABLES, zero_counters
 
 # Call counters, agent time and FCR counters are kept in three tables
 # (services/core/kpi.py says why); every read sums them over the same buckets.
-_TABLES = COUNTER_TABLES
+# Existence and entity lists need only the first two: an FCR row is always for a
+# call that has a kpi_buckets row in the same bucket.
 
 
 def _sums(columns: tuple[str, ...]) -> str:
@@ -40,7 +41,7 @@ async def window_counters(
     conn: AsyncConnection, kind: str, entity_id: str, start: datetime, end: datetime
 ) -> dict[str, int]:
     out = zero_counters()
-    for table, columns in _TABLES:
+    for table, columns in COUNTER_TABLES:
         result = await conn.execute(
             sa.text(
                 f"SELECT {_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = :i "
@@ -58,7 +59,7 @@ async def window_counters_by_entity(
     conn: AsyncConnection, kind: str, start: datetime, end: datetime
 ) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for table, columns in _TABLES:
+    for table, columns in COUNTER_TABLES:
         result = await conn.execute(
             sa.text(
                 f"SELECT entity_id, {_sums(columns)} FROM {table} WHERE kind = :k "
@@ -76,7 +77,7 @@ async def interval_counters(
 ) -> list[dict[str, int]]:
     """Counters per interval [edges[i], edges[i+1]); grouped in SQL with width_bucket."""
     out = [zero_counters() for _ in range(len(edges) - 1)]
-    for table, columns in _TABLES:
+    for table, columns in COUNTER_TABLES:
         result = await conn.execute(
             sa.text(
                 "SELECT width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
