@@ -461,14 +461,13 @@ async def _wait_ready(client: Any, wait: float) -> None:
 
 async def _post(client: Any, events: list[dict[str, Any]]) -> int:
     """POST with retries (services/ingest/client.py); logs the first rejections."""
-    from services.ingest.client import IngestError, post_events
+    from services.ingest.client import IngestError, log_rejections, post_events
 
     try:
         accepted, rejected = await post_events(client, events)
     except IngestError as exc:
         raise SystemExit(str(exc)) from None
-    for rej in rejected[:5]:
-        log.warning("rejected event %s: %s", rej.get("index"), rej.get("error"))
+    log_rejections(rejected)
     return accepted
 
 
@@ -522,30 +521,39 @@ async def _replay(
 ) -> int:
     import httpx
 
-    sent = read = malformed = 0
+    from services.ingest.client import IngestError, Sender
+
+    read = malformed = 0
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
+        sender = Sender(client)  # a request in flight while the next batch is read
         batch: list[dict[str, Any]] = []
         done_bytes = 0
-        with path.open("rb") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                done_bytes += len(line)
-                if not line.strip():
-                    continue
-                try:
-                    batch.append(orjson.loads(line))
-                except orjson.JSONDecodeError as exc:
-                    print(f"{path}:{lineno}: malformed JSON, skipped ({exc})", file=sys.stderr)
-                    malformed += 1
-                    continue
-                read += 1
-                if len(batch) >= batch_size:
-                    sent += await _post(client, batch)
-                    batch = []
-                    rate = read / max(time.monotonic() - started, 1e-6)
-                    print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
-                          f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
-        sent += await _post(client, batch)
+        try:
+            with path.open("rb") as fh:
+                for lineno, line in enumerate(fh, start=1):
+                    done_bytes += len(line)
+                    if not line.strip():
+                        continue
+                    try:
+                        batch.append(orjson.loads(line))
+                    except orjson.JSONDecodeError as exc:
+                        print(f"{path}:{lineno}: malformed JSON, skipped ({exc})",
+                              file=sys.stderr)  # fmt: skip
+                        malformed += 1
+                        continue
+                    read += 1
+                    if len(batch) >= batch_size:
+                        await sender.send(batch)
+                        batch = []
+                        rate = read / max(time.monotonic() - started, 1e-6)
+                        print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
+                              f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
+            await sender.send(batch)
+            await sender.flush()
+        except IngestError as exc:
+            raise SystemExit(str(exc)) from None
+    sent = sender.accepted
     print(
         f"\nreplayed {read} events, {sent} accepted, {malformed} malformed lines skipped",
         file=sys.stderr,

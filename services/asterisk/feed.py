@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_line, read_lines
-from services.ingest.client import Sender, post_events
+from services.ingest.client import Sender, log_rejections, post_events
 
 log = logging.getLogger("callkpi.asterisk")
 
@@ -400,8 +400,7 @@ class Follower:
                 delay = min(delay * 2, 10.0)
                 continue
             self.metrics.events.inc(accepted)
-            for rej in rejected[:3]:
-                log.warning("ingest rejected an event: %s", rej.get("error"))
+            log_rejections(rejected)
             return
 
 

@@ -47,6 +47,12 @@ async def post_events(
     raise IngestError("ingest kept failing; giving up (re-run: event ids make it safe)")
 
 
+def log_rejections(rejected: list[dict[str, Any]], limit: int = 3) -> None:
+    """Log the first `limit` events ingest rejected from one request."""
+    for rej in rejected[:limit]:
+        log.warning("ingest rejected event %s: %s", rej.get("index"), rej.get("error"))
+
+
 class Sender:
     """Posts batches without waiting for each answer: up to `travelling` requests
     stay in flight while the caller builds the next batch. Counts what ingest
@@ -77,5 +83,4 @@ class Sender:
                 ok, bad = task.result()
                 self.accepted += ok
                 self.rejected += len(bad)
-                for rej in bad[:3]:
-                    log.warning("ingest rejected event %s: %s", rej.get("index"), rej.get("error"))
+                log_rejections(bad)

@@ -638,9 +638,11 @@ def _partitions(envelopes: Sequence[Envelope]) -> dict[str, int]:
 
 async def lock_partitions(conn: asyncpg.Connection, lock_class: int, parts: list[int]) -> None:
     """Take the transaction-scoped advisory locks of `parts` (sorted: every caller
-    takes them in the same order, so two workers cannot deadlock on them)."""
-    for p in parts:
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", lock_class, p)
+    takes them in the same order, so two workers cannot deadlock on them), in one
+    round trip: unnest yields the array in order, and each row takes its lock."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock($1, p) FROM unnest($2::int[]) AS p", lock_class, parts
+    )
 
 
 async def current_watermark(conn: asyncpg.Connection) -> int:
