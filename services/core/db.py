@@ -35,13 +35,30 @@ kpi_buckets = sa.Table(
 )
 sa.Index("ix_kpi_buckets_kind_bucket", kpi_buckets.c.kind, kpi_buckets.c.bucket)
 
+# Agents' rows are append-only (several per minute possible, every read sums them);
+# team and center rows are one per minute, upserted on the partial unique index.
+# Migration 0009 says why.
 kpi_time_buckets = sa.Table(
     "kpi_time_buckets",
     metadata,
-    sa.Column("kind", sa.Text, primary_key=True),
-    sa.Column("entity_id", sa.Text, primary_key=True),
-    sa.Column("bucket", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("entity_id", sa.Text, nullable=False),
+    sa.Column("bucket", sa.DateTime(timezone=True), nullable=False),
     *(sa.Column(n, sa.BigInteger, nullable=False, server_default="0") for n in AGENT_TIME_COUNTERS),
+)
+sa.Index(
+    "ix_kpi_time_buckets_key",
+    kpi_time_buckets.c.kind,
+    kpi_time_buckets.c.entity_id,
+    kpi_time_buckets.c.bucket,
+)
+sa.Index(
+    "ux_kpi_time_buckets_rollup",
+    kpi_time_buckets.c.kind,
+    kpi_time_buckets.c.entity_id,
+    kpi_time_buckets.c.bucket,
+    unique=True,
+    postgresql_where=kpi_time_buckets.c.kind != "agent",
 )
 
 kpi_fcr_buckets = sa.Table(
