@@ -25,7 +25,6 @@ from services.core.agents import (
     ReasonKey,
     StateEvent,
     add_change,
-    agent_entities,
     compact_state,
     merge_states,
     trim,
@@ -95,9 +94,9 @@ def track_agents(
     settings: Settings,
 ) -> AgentResult:
     """Merge state events into the agents' timelines (`timelines` holds every agent
-    of `by_agent`, None for one not seen before) and return the time deltas."""
+    of `by_agent`, None for one not seen before) and return the agents' own time
+    deltas (their teams' and the center's are summed from them when written)."""
     out = AgentResult()
-    team_of = settings.team_of_agent
     cap_us = settings.kpi.max_state_us
     for agent, new in by_agent.items():
         known = timelines.get(agent) or []
@@ -115,8 +114,7 @@ def track_agents(
         change = merge_states(known, placeable, cap_us)
         if change is None:
             continue
-        ents = agent_entities(agent, team_of.get(agent, UNASSIGNED_TEAM))
-        add_change(out.deltas, out.reasons, change, ents)
+        add_change(out.deltas, out.reasons, change, agent)
         out.changed[agent] = trim(change.timeline, horizon)
     out.deltas = prune(out.deltas)
     out.reasons = {k: v for k, v in out.reasons.items() if v}

@@ -60,7 +60,7 @@ SendFacts = Callable[[dict[int, list[dict[str, Any]]]], Awaitable[None]]
 # The deltas travel as one JSON array of rows expanded by json_to_recordset: orjson
 # and Postgres' JSON parser are both C, whereas asyncpg encodes 21 bigint[] arrays
 # element by element (measured: ~40% of the worker's Python time at 12k rows/batch).
-def _additive_upsert(table: str, columns: tuple[str, ...], arbiter: str = "") -> str:
+def _additive_upsert(table: str, columns: tuple[str, ...]) -> str:
     """One set-based upsert adding counters to minute-bucket rows. The ORDER BY
     makes concurrent transactions lock rows in the same order: no deadlocks."""
     return """
@@ -68,10 +68,9 @@ INSERT INTO {t} (kind, entity_id, bucket, {cols})
 SELECT k, i, to_timestamp(b), {coalesced}
 FROM json_to_recordset($1::json) AS x(k text, i text, b bigint, {typed})
 ORDER BY k, i, b
-ON CONFLICT (kind, entity_id, bucket){arbiter} DO UPDATE SET {updates}
+ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
 """.format(
         t=table,
-        arbiter=arbiter,
         cols=", ".join(columns),
         coalesced=", ".join(f"coalesce({c}, 0)" for c in columns),
         typed=", ".join(f"{c} bigint" for c in columns),
@@ -80,17 +79,31 @@ ON CONFLICT (kind, entity_id, bucket){arbiter} DO UPDATE SET {updates}
 
 
 _BUCKET_UPSERT = _additive_upsert("kpi_buckets", CALL_COUNTERS)
-# Team and center time rows are upserted; agents' own rows, 96% of them, are
-# appended without a conflict check (migration 0009 says why).
-_TIME_UPSERT = _additive_upsert("kpi_time_buckets", AGENT_TIME_COUNTERS, " WHERE kind <> 'agent'")
-_TIME_APPEND = """
+# Agent time arrives as the agents' own rows, each with the agent's team (the
+# "t" field); one statement writes them and adds their sums to the team and
+# center rows ("all": the center's one entity), which Postgres aggregates in C.
+# The agents' rows, 96% of them, are appended without a conflict check; team and
+# center rows stay one per minute (migration 0009 says why).
+_TIME_WRITE = """
+WITH x AS MATERIALIZED (
+  SELECT i, t, b, {coalesced}
+  FROM json_to_recordset($1::json) AS x(i text, t text, b bigint, {typed})
+), own AS (
+  INSERT INTO kpi_time_buckets (kind, entity_id, bucket, {cols})
+  SELECT 'agent', i, to_timestamp(b), {cols} FROM x
+)
 INSERT INTO kpi_time_buckets (kind, entity_id, bucket, {cols})
-SELECT k, i, to_timestamp(b), {coalesced}
-FROM json_to_recordset($1::json) AS x(k text, i text, b bigint, {typed})
+SELECT r.kind, r.id, to_timestamp(x.b), {sums}
+FROM x CROSS JOIN LATERAL (VALUES ('team', x.t), ('center', 'all')) AS r(kind, id)
+GROUP BY r.kind, r.id, x.b
+ORDER BY r.kind, r.id, x.b
+ON CONFLICT (kind, entity_id, bucket) WHERE kind <> 'agent' DO UPDATE SET {updates}
 """.format(
     cols=", ".join(AGENT_TIME_COUNTERS),
-    coalesced=", ".join(f"coalesce({c}, 0)" for c in AGENT_TIME_COUNTERS),
+    coalesced=", ".join(f"coalesce({c}, 0) AS {c}" for c in AGENT_TIME_COUNTERS),
     typed=", ".join(f"{c} bigint" for c in AGENT_TIME_COUNTERS),
+    sums=", ".join(f"sum({c})::bigint" for c in AGENT_TIME_COUNTERS),
+    updates=", ".join(f"{c} = kpi_time_buckets.{c} + EXCLUDED.{c}" for c in AGENT_TIME_COUNTERS),
 )
 _FCR_BUCKET_UPSERT = _additive_upsert("kpi_fcr_buckets", FCR_COUNTERS)
 
@@ -116,13 +129,17 @@ ON CONFLICT (agent_id) DO UPDATE SET
   reason = EXCLUDED.reason, since_us = EXCLUDED.since_us, updated_at = EXCLUDED.updated_at
 """
 
-_REASONS_UPSERT = """
-INSERT INTO kpi_reason_buckets (kind, entity_id, bucket, reason, not_ready_us)
-SELECT k, i, to_timestamp(b), r, u
-FROM json_to_recordset($1::json) AS x(k text, i text, b bigint, r text, u bigint)
-ORDER BY k, i, b, r
+# Not-ready time per reason, written as agent time is (agent rows, each with its
+# team; team and center sums added by Postgres). Every row here is upserted.
+_REASONS_WRITE = """
+INSERT INTO kpi_reason_buckets AS kr (kind, entity_id, bucket, reason, not_ready_us)
+SELECT e.kind, e.id, to_timestamp(x.b), x.r, sum(x.u)::bigint
+FROM json_to_recordset($1::json) AS x(i text, t text, b bigint, r text, u bigint)
+CROSS JOIN LATERAL (VALUES ('agent', x.i), ('team', x.t), ('center', 'all')) AS e(kind, id)
+GROUP BY e.kind, e.id, x.b, x.r
+ORDER BY e.kind, e.id, x.b, x.r
 ON CONFLICT (kind, entity_id, bucket, reason) DO UPDATE SET
-  not_ready_us = kpi_reason_buckets.not_ready_us + EXCLUDED.not_ready_us
+  not_ready_us = kr.not_ready_us + EXCLUDED.not_ready_us
 """
 
 _FCR_UPSERT = """
@@ -515,13 +532,11 @@ class Processor:
                 writes.append((_CALLS_UPSERT, _calls_rows(result.changed, part_of)))
             if tracked.changed:
                 writes.append((_TIMELINES_UPSERT, _timeline_rows(tracked.changed, part_of)))
-        rollups, own = _time_writes(tracked.deltas)
-        if rollups:
-            writes.append((_TIME_UPSERT, _delta_rows(rollups)))
-        if own:
-            writes.append((_TIME_APPEND, _delta_rows(own)))
+        team = self.settings.agent_team
+        if tracked.deltas:
+            writes.append((_TIME_WRITE, _agent_time_rows(tracked.deltas, team)))
         if tracked.reasons:
-            writes.append((_REASONS_UPSERT, _reason_rows(tracked.reasons)))
+            writes.append((_REASONS_WRITE, _reason_rows(tracked.reasons, team)))
         if result.deltas:
             writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
         max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
@@ -687,23 +702,27 @@ def _delta_rows(deltas: Mapping[DeltaKey, Counters]) -> str:
     ).decode()
 
 
-def _time_writes(
-    deltas: Mapping[DeltaKey, Counters],
-) -> tuple[dict[DeltaKey, Counters], dict[DeltaKey, Counters]]:
-    """Split agent-time deltas into team and center rows (upserted) and agents'
-    own rows (appended)."""
-    rollups: dict[DeltaKey, Counters] = {}
-    own: dict[DeltaKey, Counters] = {}
-    for key, counters in deltas.items():
-        (own if key[0] == "agent" else rollups)[key] = counters
-    return rollups, own
-
-
-def _reason_rows(reasons: Mapping[ReasonKey, int]) -> str:
+def _agent_time_rows(deltas: Mapping[DeltaKey, Counters], team: Callable[[str], str]) -> str:
+    """Agents' own time rows, each with the agent's team (see _TIME_WRITE)."""
     return orjson.dumps(
         [
-            {"k": kind, "i": ident, "b": bucket_us // 1_000_000, "r": reason, "u": us}
-            for (kind, ident, bucket_us, reason), us in reasons.items()
+            {"i": ident, "t": team(ident), "b": bucket_us // 1_000_000} | counters
+            for (_kind, ident, bucket_us), counters in deltas.items()
+        ]
+    ).decode()
+
+
+def _reason_rows(reasons: Mapping[ReasonKey, int], team: Callable[[str], str]) -> str:
+    return orjson.dumps(
+        [
+            {
+                "i": ident,
+                "t": team(ident),
+                "b": bucket_us // 1_000_000,
+                "r": reason,
+                "u": us,
+            }
+            for (_kind, ident, bucket_us, reason), us in reasons.items()
         ]
     ).decode()
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 
-from services.core.agents import StateEvent, add_change, agent_entities, merge_states, trim
+from services.core.agents import StateEvent, add_change, merge_states, trim
 from services.core.calls import Counters, DeltaKey, prune
 from services.core.timewin import interval_edges
 
@@ -29,12 +29,11 @@ def apply(*batches: list[StateEvent]) -> tuple[dict[DeltaKey, Counters], dict[An
     timeline: list[StateEvent] = []
     deltas: dict[DeltaKey, Counters] = {}
     reasons: dict[Any, int] = {}
-    ents = agent_entities("a1", "billing")
     for batch in batches:
         change = merge_states(timeline, batch, CAP)
         if change is None:
             continue
-        add_change(deltas, reasons, change, ents)
+        add_change(deltas, reasons, change, "a1")
         timeline = change.timeline
     return deltas, reasons
 
@@ -176,7 +175,7 @@ def test_a_state_longer_than_the_cap_counts_only_up_to_the_cap() -> None:
     for batch in ([st("1", t0, "available")], [st("2", t0 + timedelta(days=2), "on_call")]):
         change = merge_states(timeline, batch, cap)
         assert change is not None
-        add_change(deltas, reasons, change, agent_entities("a1", "billing"))
+        add_change(deltas, reasons, change, "a1")
         timeline = change.timeline
     agent = [(b, c) for (k, _i, b), c in deltas.items() if k == "agent"]
     assert sum(c["logged_in_us"] for _b, c in agent) == cap

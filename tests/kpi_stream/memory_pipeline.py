@@ -25,6 +25,10 @@ from services.kpi_stream.core import (
 KEY = b"test-key"
 
 
+def rollup(agent: str, settings: Settings) -> tuple[tuple[str, str], ...]:
+    return (("agent", agent), ("team", settings.agent_team(agent)), ("center", "all"))
+
+
 class MemoryPipeline:
     def __init__(self, settings: Settings, rnd: random.Random | None = None) -> None:
         self.settings = settings
@@ -47,9 +51,15 @@ class MemoryPipeline:
         merge_into(self.buckets, result.deltas)
         agents = track_agents(by_agent, {a: self.timelines.get(a) for a in by_agent}, self.settings)
         self.timelines.update(agents.changed)
-        merge_into(self.buckets, agents.deltas)
-        for key, us in agents.reasons.items():
-            self.reasons[key] = self.reasons.get(key, 0) + us
+        # the agents' rows and their team and center sums, as the worker's
+        # statements write them (services/kpi_stream/processor.py)
+        for (_k, agent, bucket), counters in agents.deltas.items():
+            for entity in rollup(agent, self.settings):
+                merge_into(self.buckets, {(*entity, bucket): counters})
+        for (_k, agent, bucket, reason), us in agents.reasons.items():
+            for entity in rollup(agent, self.settings):
+                key = (*entity, bucket, reason)
+                self.reasons[key] = self.reasons.get(key, 0) + us
         for ts in (result.max_ts, agents.max_ts):
             if ts is not None:
                 self.watermark = max(self.watermark, ts)
