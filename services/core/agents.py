@@ -146,16 +146,23 @@ def _segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: 
     if state == "logged_out" or end <= start:
         return
     column = _COLUMN[state]
+    rk_reason = (reason or NO_REASON) if state == "not_ready" else None
+    # The hottest loop of agent tracking (a minute of every segment): plain
+    # comparisons instead of min/max calls, and a slot created whole.
     b = bucket_of(start)
     while b < end:
-        overlap = (min(end, b + MINUTE_US) - max(start, b)) * sign
-        slot = time.setdefault(b, {})
-        slot["logged_in_us"] = slot.get("logged_in_us", 0) + overlap
-        slot[column] = slot.get(column, 0) + overlap
-        if state == "not_ready":
-            rk = (b, reason or NO_REASON)
+        nb = b + MINUTE_US
+        overlap = ((nb if nb < end else end) - (b if b > start else start)) * sign
+        slot = time.get(b)
+        if slot is None:
+            time[b] = {"logged_in_us": overlap, column: overlap}
+        else:
+            slot["logged_in_us"] += overlap
+            slot[column] = slot.get(column, 0) + overlap
+        if rk_reason is not None:
+            rk = (b, rk_reason)
             reasons[rk] = reasons.get(rk, 0) + overlap
-        b += MINUTE_US
+        b = nb
 
 
 def add_change(

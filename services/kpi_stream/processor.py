@@ -704,12 +704,14 @@ def _delta_rows(deltas: Mapping[DeltaKey, Counters]) -> str:
 
 def _agent_time_rows(deltas: Mapping[DeltaKey, Counters], team: Callable[[str], str]) -> str:
     """Agents' own time rows, each with the agent's team (see _TIME_WRITE)."""
-    return orjson.dumps(
-        [
-            {"i": ident, "t": team(ident), "b": bucket_us // 1_000_000} | counters
-            for (_kind, ident, bucket_us), counters in deltas.items()
-        ]
-    ).decode()
+    teams: dict[str, str] = {}
+    rows = []
+    for (_kind, ident, bucket_us), counters in deltas.items():
+        t = teams.get(ident)
+        if t is None:
+            t = teams[ident] = team(ident)
+        rows.append(dict(counters, i=ident, t=t, b=bucket_us // 1_000_000))
+    return orjson.dumps(rows).decode()
 
 
 def _reason_rows(reasons: Mapping[ReasonKey, int], team: Callable[[str], str]) -> str:
