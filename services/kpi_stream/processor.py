@@ -80,10 +80,11 @@ ON CONFLICT (kind, entity_id, bucket) DO UPDATE SET {updates}
 
 _BUCKET_UPSERT = _additive_upsert("kpi_buckets", CALL_COUNTERS)
 # Agent time arrives as the agents' own rows, each with the agent's team (the
-# "t" field); one statement writes them and adds their sums to the team and
-# center rows ("all": the center's one entity), which Postgres aggregates in C.
-# The agents' rows, 96% of them, are appended without a conflict check; team and
-# center rows stay one per minute (migration 0009 says why).
+# "t" field); one statement writes them and adds their sums to the rows of the
+# entities an agent rolls up to, which Postgres aggregates in C. The agents' rows,
+# 96% of them, are appended without a conflict check; team and center rows stay
+# one per minute (migration 0009 says why).
+_ROLLUPS = "('team', x.t), ('center', 'all')"  # "all": the center's one entity
 _TIME_WRITE = """
 WITH x AS MATERIALIZED (
   SELECT i, t, b, {coalesced}
@@ -94,11 +95,12 @@ WITH x AS MATERIALIZED (
 )
 INSERT INTO kpi_time_buckets (kind, entity_id, bucket, {cols})
 SELECT r.kind, r.id, to_timestamp(x.b), {sums}
-FROM x CROSS JOIN LATERAL (VALUES ('team', x.t), ('center', 'all')) AS r(kind, id)
+FROM x CROSS JOIN LATERAL (VALUES {rollups}) AS r(kind, id)
 GROUP BY r.kind, r.id, x.b
 ORDER BY r.kind, r.id, x.b
 ON CONFLICT (kind, entity_id, bucket) WHERE kind <> 'agent' DO UPDATE SET {updates}
 """.format(
+    rollups=_ROLLUPS,
     cols=", ".join(AGENT_TIME_COUNTERS),
     coalesced=", ".join(f"coalesce({c}, 0) AS {c}" for c in AGENT_TIME_COUNTERS),
     typed=", ".join(f"{c} bigint" for c in AGENT_TIME_COUNTERS),
@@ -131,11 +133,11 @@ ON CONFLICT (agent_id) DO UPDATE SET
 
 # Not-ready time per reason, written as agent time is (agent rows, each with its
 # team; team and center sums added by Postgres). Every row here is upserted.
-_REASONS_WRITE = """
+_REASONS_WRITE = f"""
 INSERT INTO kpi_reason_buckets AS kr (kind, entity_id, bucket, reason, not_ready_us)
 SELECT e.kind, e.id, to_timestamp(x.b), x.r, sum(x.u)::bigint
 FROM json_to_recordset($1::json) AS x(i text, t text, b bigint, r text, u bigint)
-CROSS JOIN LATERAL (VALUES ('agent', x.i), ('team', x.t), ('center', 'all')) AS e(kind, id)
+CROSS JOIN LATERAL (VALUES ('agent', x.i), {_ROLLUPS}) AS e(kind, id)
 GROUP BY e.kind, e.id, x.b, x.r
 ORDER BY e.kind, e.id, x.b, x.r
 ON CONFLICT (kind, entity_id, bucket, reason) DO UPDATE SET
@@ -540,14 +542,7 @@ class Processor:
         if result.deltas:
             writes.append((_BUCKET_UPSERT, _delta_rows(result.deltas)))
         max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
-        return _Work(
-            result.changed,
-            tracked.changed,
-            writes,
-            result.facts,
-            max_ts,
-            tracked.too_old,
-        )
+        return _Work(result.changed, tracked.changed, writes, result.facts, max_ts, tracked.too_old)
 
     def _by_fcr_partition(self, facts: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}
@@ -717,13 +712,7 @@ def _agent_time_rows(deltas: Mapping[DeltaKey, Counters], team: Callable[[str], 
 def _reason_rows(reasons: Mapping[ReasonKey, int], team: Callable[[str], str]) -> str:
     return orjson.dumps(
         [
-            {
-                "i": ident,
-                "t": team(ident),
-                "b": bucket_us // 1_000_000,
-                "r": reason,
-                "u": us,
-            }
+            {"i": ident, "t": team(ident), "b": bucket_us // 1_000_000, "r": reason, "u": us}
             for (_kind, ident, bucket_us, reason), us in reasons.items()
         ]
     ).decode()
