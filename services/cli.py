@@ -28,6 +28,7 @@ import orjson
 
 from services.core.auth import SCOPES
 from services.core.settings import DEV_HASH_KEY, ConfigError, Settings, load_settings
+from services.ingest.client import IngestError
 
 log = logging.getLogger("callkpi")
 
@@ -418,29 +419,26 @@ async def _backfill(client: Any, sim: Any) -> None:
         return
     print(f"backfill: simulating {begin.date()} to {end.isoformat(timespec='minutes')} "
           f"at {sim.cfg.calls_per_hour:g} calls/h at peak", flush=True)  # fmt: skip
-    from services.ingest.client import IngestError, Sender
+    from services.ingest.client import Sender
 
     started = last = time.monotonic()
     span = max((end - begin).total_seconds(), 1.0)
     sender = Sender(client)  # a request in flight while the next batch is generated
     batch: list[dict[str, Any]] = []
-    try:
-        for ev in sim.events():
-            batch.append(ev)
-            if len(batch) < 5000:
-                continue
-            await sender.send(batch)
-            batch = []
-            if time.monotonic() - last >= 5:
-                last = time.monotonic()
-                done = (datetime.fromisoformat(ev["occurred_at"]) - begin).total_seconds() / span
-                print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  "
-                      f"{sender.accepted:,} events  {sender.accepted / (last - started):,.0f}/s",
-                      flush=True)  # fmt: skip
+    for ev in sim.events():
+        batch.append(ev)
+        if len(batch) < 5000:
+            continue
         await sender.send(batch)
-        await sender.flush()
-    except IngestError as exc:
-        raise SystemExit(str(exc)) from None
+        batch = []
+        if time.monotonic() - last >= 5:
+            last = time.monotonic()
+            done = (datetime.fromisoformat(ev["occurred_at"]) - begin).total_seconds() / span
+            print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  "
+                  f"{sender.accepted:,} events  {sender.accepted / (last - started):,.0f}/s",
+                  flush=True)  # fmt: skip
+    await sender.send(batch)
+    await sender.flush()
     print(f"backfill: done, {sender.accepted:,} events in {time.monotonic() - started:.0f} s; "
           "the worker may take a few seconds more to count them", flush=True)  # fmt: skip
 
@@ -461,12 +459,9 @@ async def _wait_ready(client: Any, wait: float) -> None:
 
 async def _post(client: Any, events: list[dict[str, Any]]) -> int:
     """POST with retries (services/ingest/client.py); logs the first rejections."""
-    from services.ingest.client import IngestError, log_rejections, post_events
+    from services.ingest.client import log_rejections, post_events
 
-    try:
-        accepted, rejected = await post_events(client, events)
-    except IngestError as exc:
-        raise SystemExit(str(exc)) from None
+    accepted, rejected = await post_events(client, events)
     log_rejections(rejected)
     return accepted
 
@@ -521,7 +516,7 @@ async def _replay(
 ) -> int:
     import httpx
 
-    from services.ingest.client import IngestError, Sender
+    from services.ingest.client import Sender
 
     read = malformed = 0
     started = time.monotonic()
@@ -529,30 +524,26 @@ async def _replay(
         sender = Sender(client)  # a request in flight while the next batch is read
         batch: list[dict[str, Any]] = []
         done_bytes = 0
-        try:
-            with path.open("rb") as fh:
-                for lineno, line in enumerate(fh, start=1):
-                    done_bytes += len(line)
-                    if not line.strip():
-                        continue
-                    try:
-                        batch.append(orjson.loads(line))
-                    except orjson.JSONDecodeError as exc:
-                        print(f"{path}:{lineno}: malformed JSON, skipped ({exc})",
-                              file=sys.stderr)  # fmt: skip
-                        malformed += 1
-                        continue
-                    read += 1
-                    if len(batch) >= batch_size:
-                        await sender.send(batch)
-                        batch = []
-                        rate = read / max(time.monotonic() - started, 1e-6)
-                        print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
-                              f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
-            await sender.send(batch)
-            await sender.flush()
-        except IngestError as exc:
-            raise SystemExit(str(exc)) from None
+        with path.open("rb") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                done_bytes += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    batch.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    print(f"{path}:{lineno}: malformed JSON, skipped ({exc})", file=sys.stderr)
+                    malformed += 1
+                    continue
+                read += 1
+                if len(batch) >= batch_size:
+                    await sender.send(batch)
+                    batch = []
+                    rate = read / max(time.monotonic() - started, 1e-6)
+                    print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
+                          f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
+        await sender.send(batch)
+        await sender.flush()
     sent = sender.accepted
     print(
         f"\nreplayed {read} events, {sent} accepted, {malformed} malformed lines skipped",
@@ -731,6 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"callkpi: {exc}", file=sys.stderr)
         return 2
+    except IngestError as exc:
+        # every command that feeds ingest (simulate, replay, asterisk import/follow)
+        print(f"callkpi: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

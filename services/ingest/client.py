@@ -27,7 +27,7 @@ async def post_events(
         return 0, []
     body = b"\n".join(orjson.dumps(e) for e in events)
     delay = 0.25
-    for _attempt in range(attempts):
+    for attempt in range(1, attempts + 1):
         try:
             r = await client.post(
                 "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
@@ -41,7 +41,7 @@ async def post_events(
             if r.status_code != 503:
                 raise IngestError(f"ingest answered {r.status_code}: {r.text[:500]}")
             log.warning("ingest unavailable (503); retrying in %.1fs", delay)
-        if _attempt + 1 < attempts:
+        if attempt < attempts:
             await asyncio.sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF_S)
     raise IngestError("ingest kept failing; giving up (re-run: event ids make it safe)")
