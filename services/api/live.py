@@ -15,13 +15,9 @@ from services.api import queries
 from services.core.agents import NO_REASON, open_overlap
 from services.core.kpi import AGENT_STATES
 from services.core.settings import UNASSIGNED_TEAM, Settings
-from services.core.timewin import iso
+from services.core.timewin import epoch_us, iso
 
 LIVE_STATES = (*AGENT_STATES, "logged_out")
-
-
-def _us(t: datetime) -> int:
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +31,7 @@ class Live:
     cap_us: int  # max_state_hours: an older open state is a lost event, not work
 
     def _stale(self, since: int) -> bool:
-        return _us(self.now) - since > self.cap_us
+        return epoch_us(self.now) - since > self.cap_us
 
     def _agents_of(self, kind: str, ident: str) -> list[tuple[str, str, str | None, int]]:
         if kind == "center":
@@ -59,7 +55,7 @@ class Live:
     ) -> None:
         """Add the open state of each of the entity's agents, up to now, inside
         [start, end) (in place). Past ranges before the state began get nothing."""
-        now_us, s_us, e_us = _us(self.now), _us(start), _us(end)
+        now_us, s_us, e_us = epoch_us(self.now), epoch_us(start), epoch_us(end)
         for _agent, state, reason, since in self._agents_of(kind, ident):
             if state == "logged_out":
                 continue
@@ -89,7 +85,7 @@ class Live:
                 "state": state,
                 "reason": reason,
                 "since": iso(datetime.fromtimestamp(since / 1_000_000, self.tz), self.tz),
-                "seconds_in_state": max(0, _us(self.now) - since) / 1_000_000,
+                "seconds_in_state": max(0, epoch_us(self.now) - since) / 1_000_000,
                 "stale": state != "logged_out" and self._stale(since),
             }
         if kind == "center":

@@ -1,4 +1,5 @@
-"""SQL for the figures: sums of minute-bucket counters over a time range."""
+"""SQL for the figures: sums of minute-bucket counters over a time range, and of
+agents' state segments' overlap with it."""
 
 from __future__ import annotations
 
@@ -8,12 +9,59 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.core.agents import SEGMENT_PIECE_US
 from services.core.kpi import COUNTER_TABLES, zero_counters
+from services.core.timewin import epoch_us
 
 # Call counters, agent time and FCR counters are kept in three tables
 # (services/core/kpi.py says why); every read sums them over the same buckets.
 # Existence and entity lists need only the first two: an FCR row is always for a
 # call that has a kpi_buckets row in the same bucket.
+#
+# An agent's own time is in agent_segments (migration 0010), plus the minute rows
+# of kpi_time_buckets and kpi_reason_buckets written before it: agent reads add
+# both. The API's ranges are whole minutes, so a segment's overlap with a range is
+# exactly what its minute buckets would hold.
+_SEGMENT_TIME = """
+SELECT iv.n AS slot, g.agent_id, g.state, g.reason,
+       sum(g.sign * (least(g.end_us, iv.e) - greatest(g.start_us, iv.s)))::bigint AS us
+FROM unnest(CAST(:s AS bigint[]), CAST(:e AS bigint[])) WITH ORDINALITY AS iv(s, e, n)
+JOIN agent_segments g
+  ON g.start_us >= iv.s - :piece AND g.start_us < iv.e AND g.end_us > iv.s
+-- the whole range again as plain values, which the indexes can use
+WHERE g.start_us >= :lo AND g.start_us < :hi {one}
+GROUP BY iv.n, g.agent_id, g.state, g.reason
+"""
+
+
+async def _segment_time(
+    conn: AsyncConnection, edges: list[datetime], agent_id: str | None = None
+) -> list[Any]:
+    """Rows (slot, agent_id, state, reason, us): agents' segment time per interval
+    [edges[slot-1], edges[slot]), per agent (or for one), state and reason."""
+    one = "AND g.agent_id = :i" if agent_id is not None else ""
+    result = await conn.execute(
+        sa.text(_SEGMENT_TIME.format(one=one)),
+        {
+            "s": [epoch_us(t) for t in edges[:-1]],
+            "e": [epoch_us(t) for t in edges[1:]],
+            "i": agent_id,
+            "piece": SEGMENT_PIECE_US,
+            "lo": epoch_us(edges[0]) - SEGMENT_PIECE_US,
+            "hi": epoch_us(edges[-1]),
+        },
+    )
+    return list(result)
+
+
+def _add_time(into: dict[str, int], state: str, us: int) -> None:
+    into["logged_in_us"] += us
+    into[f"{state}_us"] += us
+
+
+def _add_reason(into: dict[str, int], row: Any) -> None:
+    if row.state == "not_ready":
+        into[row.reason] = into.get(row.reason, 0) + int(row.us)
 
 
 def _sums(columns: tuple[str, ...]) -> str:
@@ -30,7 +78,8 @@ async def entity_exists(conn: AsyncConnection, kind: str, entity_id: str) -> boo
     row = await conn.execute(
         sa.text(
             "SELECT 1 FROM kpi_buckets WHERE kind = :k AND entity_id = :i "
-            "UNION ALL SELECT 1 FROM kpi_time_buckets WHERE kind = :k AND entity_id = :i LIMIT 1"
+            "UNION ALL SELECT 1 FROM kpi_time_buckets WHERE kind = :k AND entity_id = :i "
+            "UNION ALL SELECT 1 FROM agent_timelines WHERE :k = 'agent' AND agent_id = :i LIMIT 1"
         ),
         {"k": kind, "i": entity_id},
     )
@@ -52,6 +101,9 @@ async def window_counters(
         row = result.first()
         if row is not None:
             _take(row, columns, out)
+    if kind == "agent":
+        for r in await _segment_time(conn, [start, end], entity_id):
+            _add_time(out, r.state, int(r.us))
     return out
 
 
@@ -69,6 +121,9 @@ async def window_counters_by_entity(
         )
         for row in result:
             _take(row, columns, out.setdefault(row.entity_id, zero_counters()))
+    if kind == "agent":
+        for r in await _segment_time(conn, [start, end]):
+            _add_time(out.setdefault(r.agent_id, zero_counters()), r.state, int(r.us))
     return out
 
 
@@ -88,6 +143,9 @@ async def interval_counters(
         )
         for row in result:
             _take(row, columns, out[int(row.slot) - 1])
+    if kind == "agent":
+        for r in await _segment_time(conn, edges, entity_id):
+            _add_time(out[int(r.slot) - 1], r.state, int(r.us))
     return out
 
 
@@ -95,7 +153,8 @@ async def known_entities(conn: AsyncConnection, kind: str) -> list[str]:
     result = await conn.execute(
         sa.text(
             "SELECT entity_id FROM kpi_buckets WHERE kind = :k "
-            "UNION SELECT entity_id FROM kpi_time_buckets WHERE kind = :k"
+            "UNION SELECT entity_id FROM kpi_time_buckets WHERE kind = :k "
+            "UNION SELECT agent_id FROM agent_timelines WHERE :k = 'agent'"
         ),
         {"k": kind},
     )
@@ -133,6 +192,9 @@ async def reason_counters_by_entity(
     out: dict[str, dict[str, int]] = {}
     for row in result:
         out.setdefault(row.entity_id, {})[row.reason] = int(row.us)
+    if kind == "agent":
+        for r in await _segment_time(conn, [start, end], entity_id):
+            _add_reason(out.setdefault(r.agent_id, {}), r)
     return out
 
 
@@ -151,6 +213,9 @@ async def interval_reasons(
     out: list[dict[str, int]] = [{} for _ in range(len(edges) - 1)]
     for row in result:
         out[int(row.slot) - 1][row.reason] = int(row.us)
+    if kind == "agent":
+        for r in await _segment_time(conn, edges, entity_id):
+            _add_reason(out[int(r.slot) - 1], r)
     return out
 
 

@@ -3,10 +3,11 @@
 An agent's states form a timeline: each event starts a *segment* that lasts until
 the agent's next event (by time, then event id) but at most `max_state_hours`
 (after that the agent counts as logged out), and the last one stays open. A
-closed segment adds its length to every minute bucket it overlaps, by wall time
-(a state held 09:50–10:10 puts ten minutes in each hour), so any window or
-interval sums whole buckets. The open segment is added at read time up to "now"
-(services/api/queries.py), never stored.
+closed segment is stored as it is (agent_segments), and a read sums its overlap
+with the asked range, by wall time: a state held 09:50–10:10 puts ten minutes in
+each hour. Team and center time is split into minute buckets when written
+(services/kpi_stream/processor.py). The open segment is added at read time up to
+"now" (services/api/live.py), never stored.
 
 Like call assembly, the figures are a function of the *set* of events, not of
 their arrival order: a late event splits the segment it falls in, and the delta
@@ -24,14 +25,10 @@ from typing import Any
 
 import orjson
 
-from services.core.calls import MINUTE_US, Counters, DeltaKey, bucket_of
-from services.core.kpi import AGENT_STATES
-
 # A compact stored state change: [event_id, ts_us, state, reason | None]
 StateEvent = list[Any]
 # (start event id, start, end, state, reason): identifies a closed segment
 Segment = tuple[str, int, int, str, str | None]
-ReasonKey = tuple[str, str, int, str]  # (kind, id, bucket_us, reason)
 
 NO_REASON = "unspecified"
 
@@ -131,67 +128,28 @@ def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:
     return timeline[i - 1 :] if i > 1 else timeline
 
 
-# One agent's time deltas by minute bucket, before they are spread to the agent,
-# team and center rows: {bucket_us: {column: us}}, {(bucket_us, reason): us}.
-BucketTime = dict[int, Counters]
-BucketReasons = dict[tuple[int, str], int]
+# Segments are stored cut at whole hours, so every row that overlaps [s, e) starts
+# after s minus this, whatever the longest state (max_state_hours): reads bound
+# their index scans with it. An hour keeps most segments whole (a few minutes each).
+SEGMENT_PIECE_US = 3_600_000_000
+
+# A row of agent_segments: (agent, start_us, end_us, state, reason, sign).
+SegmentRow = tuple[str, int, int, str, str | None, int]
 
 
-_COLUMN = {state: f"{state}_us" for state in AGENT_STATES}
-
-
-def _segment_time(time: BucketTime, reasons: BucketReasons, seg: Segment, sign: int) -> None:
-    """Add (sign=1) or remove (sign=-1) a closed segment's time, minute by minute."""
-    _eid, start, end, state, reason = seg
-    if state == "logged_out" or end <= start:
-        return
-    column = _COLUMN[state]
-    rk_reason = (reason or NO_REASON) if state == "not_ready" else None
-    # The hottest loop of agent tracking (a minute of every segment): plain
-    # comparisons instead of min/max calls, and a slot created whole.
-    b = bucket_of(start)
-    while b < end:
-        nb = b + MINUTE_US
-        overlap = ((nb if nb < end else end) - (b if b > start else start)) * sign
-        slot = time.get(b)
-        if slot is None:
-            time[b] = {"logged_in_us": overlap, column: overlap}
-        else:
-            slot["logged_in_us"] += overlap
-            slot[column] = slot.get(column, 0) + overlap
-        if rk_reason is not None:
-            rk = (b, rk_reason)
-            reasons[rk] = reasons.get(rk, 0) + overlap
-        b = nb
-
-
-def add_change(
-    deltas: dict[DeltaKey, Counters],
-    reasons: dict[ReasonKey, int],
-    change: TimelineChange,
-    agent: str,
-) -> None:
-    """Add a timeline change's time (added segments minus removed ones) to the
-    agent's own minute buckets. Team and center sums are added by Postgres, in the
-    statement that writes these rows (services/kpi_stream/processor.py): adding
-    every agent-minute to two more rows here was a sixth of the worker's CPU."""
-    time: BucketTime = {}
-    time_reasons: BucketReasons = {}
-    for seg in change.removed:
-        _segment_time(time, time_reasons, seg, -1)
-    for seg in change.added:
-        _segment_time(time, time_reasons, seg, 1)
-    for b, counters in time.items():
-        key = ("agent", agent, b)
-        slot = deltas.get(key)
-        if slot is None:
-            deltas[key] = counters  # fresh per call, used once: no copy
-            continue
-        for name, us in counters.items():
-            slot[name] = slot.get(name, 0) + us
-    for (b, reason), us in time_reasons.items():
-        rk = ("agent", agent, b, reason)
-        reasons[rk] = reasons.get(rk, 0) + us
+def signed_segments(change: TimelineChange, agent: str) -> list[SegmentRow]:
+    """A timeline change as rows of agent_segments: each removed segment with sign
+    -1, each added one with +1 (the two sets never share a segment). Logged-out and
+    empty segments count no time and are left out; a not-ready segment without a
+    reason is stored as NO_REASON, other states without one."""
+    rows: list[SegmentRow] = []
+    for segments, sign in ((change.removed, -1), (change.added, 1)):
+        for _eid, start, end, state, reason in segments:
+            if state == "logged_out" or end <= start:
+                continue
+            why = (reason or NO_REASON) if state == "not_ready" else None
+            rows.append((agent, start, end, state, why, sign))
+    return rows
 
 
 def open_overlap(since_us: int, now_us: int, start_us: int, end_us: int, cap_us: int) -> int:

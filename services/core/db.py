@@ -35,9 +35,9 @@ kpi_buckets = sa.Table(
 )
 sa.Index("ix_kpi_buckets_kind_bucket", kpi_buckets.c.kind, kpi_buckets.c.bucket)
 
-# Agents' rows are append-only (several per minute possible, every read sums them);
-# team and center rows are one per minute, upserted on the partial unique index.
-# Migration 0009 says why.
+# Team and center agent time, one row per minute, upserted on the partial unique
+# index. Agents' own rows (append-only, migration 0009) are only those written
+# before migration 0010 moved agents' time to agent_segments; reads add them.
 kpi_time_buckets = sa.Table(
     "kpi_time_buckets",
     metadata,
@@ -60,6 +60,21 @@ sa.Index(
     unique=True,
     postgresql_where=kpi_time_buckets.c.kind != "agent",
 )
+
+# Agents' own time: closed state segments, signed and append-only, cut at whole
+# hours (migration 0010 says why). Reads sum their overlap with the asked range.
+agent_segments = sa.Table(
+    "agent_segments",
+    metadata,
+    sa.Column("agent_id", sa.Text, nullable=False),
+    sa.Column("start_us", sa.BigInteger, nullable=False),
+    sa.Column("end_us", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("sign", sa.SmallInteger, nullable=False),
+)
+sa.Index("ix_agent_segments_agent", agent_segments.c.agent_id, agent_segments.c.start_us)
+sa.Index("ix_agent_segments_start", agent_segments.c.start_us, postgresql_using="brin")
 
 kpi_fcr_buckets = sa.Table(
     "kpi_fcr_buckets",

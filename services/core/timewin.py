@@ -17,6 +17,11 @@ class WindowError(ValueError):
     pass
 
 
+def epoch_us(t: datetime) -> int:
+    """Exact microseconds since the epoch (no float rounding)."""
+    return int(t.timestamp()) * 1_000_000 + t.microsecond
+
+
 def floor_minute(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
 

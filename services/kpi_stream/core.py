@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.core.agents import (
-    ReasonKey,
+    SegmentRow,
     StateEvent,
-    add_change,
     compact_state,
     merge_states,
+    signed_segments,
     trim,
 )
 from services.core.calls import (
@@ -82,8 +82,7 @@ def group_events(
 @dataclass(slots=True)
 class AgentResult:
     changed: dict[str, list[StateEvent]] = field(default_factory=dict)
-    deltas: dict[DeltaKey, Counters] = field(default_factory=dict)
-    reasons: dict[ReasonKey, int] = field(default_factory=dict)
+    segments: list[SegmentRow] = field(default_factory=list)
     max_ts: int | None = None
     too_old: int = 0  # state events beyond retention, not counted
 
@@ -94,8 +93,9 @@ def track_agents(
     settings: Settings,
 ) -> AgentResult:
     """Merge state events into the agents' timelines (`timelines` holds every agent
-    of `by_agent`, None for one not seen before) and return the agents' own time
-    deltas (their teams' and the center's are summed from them when written)."""
+    of `by_agent`, None for one not seen before) and return the segments that
+    changed, signed (their teams' and the center's minutes are summed from them
+    when written)."""
     out = AgentResult()
     cap_us = settings.kpi.max_state_us
     for agent, new in by_agent.items():
@@ -114,10 +114,8 @@ def track_agents(
         change = merge_states(known, placeable, cap_us)
         if change is None:
             continue
-        add_change(out.deltas, out.reasons, change, agent)
+        out.segments += signed_segments(change, agent)
         out.changed[agent] = trim(change.timeline, horizon)
-    out.deltas = prune(out.deltas)
-    out.reasons = {k: v for k, v in out.reasons.items() if v}
     return out
 
 

@@ -1,17 +1,15 @@
-"""Agent state time: split across minute buckets, days and daylight-saving changes
-by wall time, whatever order the state changes arrive in."""
+"""Agent state timelines: the segments they count, whatever order the state changes
+arrive in. Splitting segments across minutes, days and daylight-saving changes is
+done by Postgres, and tested there (tests/api/test_queries.py)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import orjson
 
-from services.core.agents import StateEvent, add_change, merge_states, trim
-from services.core.calls import Counters, DeltaKey, prune
-from services.core.timewin import interval_edges
+from services.core.agents import SegmentRow, StateEvent, merge_states, signed_segments, trim
 
 MIN = 60_000_000
 CAP = 48 * 60 * MIN  # longer than any state below but the capped one
@@ -25,39 +23,29 @@ def st(eid: str, t: datetime, state: str, reason: str | None = None) -> StateEve
     return [eid, us(t), state, reason]
 
 
-def apply(*batches: list[StateEvent]) -> tuple[dict[DeltaKey, Counters], dict[Any, int]]:
+def apply(*batches: list[StateEvent], cap: int = CAP) -> list[SegmentRow]:
     timeline: list[StateEvent] = []
-    deltas: dict[DeltaKey, Counters] = {}
-    reasons: dict[Any, int] = {}
+    rows: list[SegmentRow] = []
     for batch in batches:
-        change = merge_states(timeline, batch, CAP)
+        change = merge_states(timeline, batch, cap)
         if change is None:
             continue
-        add_change(deltas, reasons, change, "a1")
+        rows += signed_segments(change, "a1")
         timeline = change.timeline
-    return deltas, reasons
+    return rows
 
 
-def per_interval(deltas: dict[DeltaKey, Counters], edges: list[datetime], field: str) -> list[int]:
-    out = [0] * (len(edges) - 1)
-    for (kind, _i, bucket), c in deltas.items():
-        if kind != "agent":
-            continue
-        for i in range(len(out)):
-            if us(edges[i]) <= bucket < us(edges[i + 1]):
-                out[i] += c.get(field, 0)
-    return out
+def net(rows: list[SegmentRow]) -> dict[tuple[int, int, str, str | None], int]:
+    """The segments that count, with their multiplicity (an added segment removed
+    later counts zero times)."""
+    c: Counter[tuple[int, int, str, str | None]] = Counter()
+    for _a, start, end, state, reason, sign in rows:
+        c[(start, end, state, reason)] += sign
+    return {k: v for k, v in c.items() if v}
 
 
-def test_a_state_held_from_0950_to_1010_puts_ten_minutes_in_each_hour() -> None:
-    d = datetime(2026, 11, 20, 9, 50, 30, tzinfo=UTC)
-    deltas, _ = apply([st("1", d, "available"), st("2", d + timedelta(minutes=20), "on_call")])
-    edges = [datetime(2026, 11, 20, h, tzinfo=UTC) for h in (9, 10, 11)]
-    assert per_interval(deltas, edges, "available_us") == [int(9.5 * MIN), int(10.5 * MIN)]
-    assert per_interval(deltas, edges, "logged_in_us") == [int(9.5 * MIN), int(10.5 * MIN)]
-    # the first and last minute buckets hold only their share
-    first = deltas[("agent", "a1", us(d.replace(second=0)))]
-    assert first == {"logged_in_us": 30_000_000, "available_us": 30_000_000}
+def time_in(rows: list[SegmentRow], state: str | None = None) -> int:
+    return sum(sign * (e - s) for _a, s, e, st_, _r, sign in rows if state in (None, st_))
 
 
 def test_a_late_event_splits_the_segment_it_falls_in_and_nothing_else() -> None:
@@ -69,56 +57,26 @@ def test_a_late_event_splits_the_segment_it_falls_in_and_nothing_else() -> None:
         st("4", t0 + timedelta(minutes=15), "not_ready", "lunch"),
         st("5", t0 + timedelta(minutes=45), "logged_out"),
     ]
-    in_order, reasons_a = apply(evs)
-    late, reasons_b = apply([evs[0], evs[2], evs[4]], [evs[3], evs[1]], evs)  # out of order, twice
-
-    def total(d: dict[DeltaKey, Counters], f: str) -> int:
-        return sum(c.get(f, 0) for (k, _i, _b), c in d.items() if k == "agent")
-
-    for f, minutes in (("available_us", 10), ("on_call_us", 4), ("wrap_up_us", 1),
-                       ("not_ready_us", 30), ("logged_in_us", 45)):  # fmt: skip
-        assert total(in_order, f) == minutes * MIN, f
-        assert total(late, f) == minutes * MIN, f
-    assert sum(v for (k, *_r), v in reasons_b.items() if k == "agent") == 30 * MIN
-    assert {r for (_k, _i, _b, r) in reasons_a} == {"lunch"}
+    in_order = apply(evs)
+    late = apply([evs[0], evs[2], evs[4]], [evs[3], evs[1]], evs)  # out of order, twice
+    assert net(late) == net(in_order)
+    for state, minutes in (("available", 10), ("on_call", 4), ("wrap_up", 1),
+                           ("not_ready", 30), (None, 45)):  # fmt: skip
+        assert time_in(in_order, state) == minutes * MIN, state
+        assert time_in(late, state) == minutes * MIN, state
+    assert {r for _a, _s, _e, _st, r, _n in in_order} == {None, "lunch"}
 
 
-def test_a_state_across_local_midnight_is_split_between_the_two_days() -> None:
-    tz = ZoneInfo("Asia/Shanghai")
-    start = datetime(2026, 11, 20, 23, 30, tzinfo=tz)
-    deltas, _ = apply(
-        [st("1", start, "available"), st("2", start + timedelta(hours=1), "logged_out")]
-    )
-    edges = interval_edges(
-        datetime(2026, 11, 20, tzinfo=tz), datetime(2026, 11, 22, tzinfo=tz), "1d", tz
-    )
-    assert per_interval(deltas, edges, "logged_in_us") == [30 * MIN, 30 * MIN]
-
-
-def test_daylight_saving_days_hold_23_and_25_hours_of_a_state_held_all_day() -> None:
-    tz = ZoneInfo("America/New_York")
-    for day, hours in (
-        (datetime(2026, 3, 8, tzinfo=tz), 23),
-        (datetime(2026, 11, 1, tzinfo=tz), 25),
-    ):
-        nxt = datetime(day.year, day.month, day.day + 1, tzinfo=tz)
-        deltas, _ = apply(
-            [
-                st("1", day - timedelta(hours=1), "not_ready", "sick"),
-                st("2", nxt + timedelta(hours=1), "logged_out"),
-            ]
-        )
-        edges = interval_edges(day, nxt, "1d", tz)
-        assert per_interval(deltas, edges, "not_ready_us") == [hours * 60 * MIN]
-        # the hour intervals of that day: 23 or 25 of them, each a full hour
-        hourly = interval_edges(day, nxt, "1h", tz)
-        assert per_interval(deltas, hourly, "not_ready_us") == [60 * MIN] * hours
+def test_a_not_ready_state_without_a_reason_is_stored_as_unspecified() -> None:
+    t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+    rows = apply([st("1", t0, "not_ready"), st("2", t0 + timedelta(minutes=5), "available")])
+    assert rows == [("a1", us(t0), us(t0) + 5 * MIN, "not_ready", "unspecified", 1)]
 
 
 def test_logged_out_time_is_not_logged_in_time_and_the_open_state_is_not_stored() -> None:
     t0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-    deltas, _ = apply([st("1", t0, "logged_out"), st("2", t0 + timedelta(hours=1), "available")])
-    assert deltas == {}  # an hour logged out, then an open state: nothing closed yet
+    rows = apply([st("1", t0, "logged_out"), st("2", t0 + timedelta(hours=1), "available")])
+    assert rows == []  # an hour logged out, then an open state: nothing closed yet
 
 
 def test_the_same_event_delivered_again_changes_nothing() -> None:
@@ -139,13 +97,12 @@ def test_conflicting_copies_of_one_state_event_count_once_whatever_the_order() -
     late = st("2", t0 + timedelta(minutes=20), "wrap_up")
     winner = min(early, late, key=lambda e: orjson.dumps(e))
 
-    def counted(*batches: list[StateEvent]) -> Any:
-        # a copy replaced later leaves zeros behind (added, then taken away)
-        deltas, reasons = apply(*batches)
-        return prune(deltas), {k: v for k, v in reasons.items() if v}
+    def counted(*batches: list[StateEvent]) -> dict[tuple[int, int, str, str | None], int]:
+        # a copy replaced later is added, then taken away: it nets to nothing
+        return net(apply(*batches))
 
     expected = counted([*base, winner])
-    assert expected[0][("agent", "a1", us(t0 + timedelta(minutes=5)))]["on_call_us"] == MIN
+    assert expected[(us(t0), us(t0) + 5 * MIN, "available", None)] == 1
     orders = [
         [base, [early], [late]],
         [base, [late], [early]],
@@ -169,14 +126,5 @@ def test_a_state_longer_than_the_cap_counts_only_up_to_the_cap() -> None:
     # a logout that never came: available at 08:00 Monday, next event Wednesday
     t0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
     cap = 12 * 60 * MIN
-    timeline: list[StateEvent] = []
-    deltas: dict[DeltaKey, Counters] = {}
-    reasons: dict[Any, int] = {}
-    for batch in ([st("1", t0, "available")], [st("2", t0 + timedelta(days=2), "on_call")]):
-        change = merge_states(timeline, batch, cap)
-        assert change is not None
-        add_change(deltas, reasons, change, "a1")
-        timeline = change.timeline
-    agent = [(b, c) for (k, _i, b), c in deltas.items() if k == "agent"]
-    assert sum(c["logged_in_us"] for _b, c in agent) == cap
-    assert max(b for b, _c in agent) == us(t0) + cap - MIN
+    rows = apply([st("1", t0, "available")], [st("2", t0 + timedelta(days=2), "on_call")], cap=cap)
+    assert rows == [("a1", us(t0), us(t0) + cap, "available", None, 1)]

@@ -5,10 +5,11 @@ Postgres driver is checked against the same reference in test_processor.py."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
-from services.core.agents import ReasonKey, StateEvent
-from services.core.calls import Counters, DeltaKey
+from services.core.agents import StateEvent
+from services.core.calls import MINUTE_US, Counters, DeltaKey
 from services.core.events import normalize
 from services.core.kpi import metrics_for, sum_counters
 from services.core.settings import Settings
@@ -29,6 +30,15 @@ def rollup(agent: str, settings: Settings) -> tuple[tuple[str, str], ...]:
     return (("agent", agent), ("team", settings.agent_team(agent)), ("center", "all"))
 
 
+def minutes(start: int, end: int) -> Iterator[tuple[int, int]]:
+    """(minute bucket, µs of [start, end) in it), as the worker's SQL splits a
+    segment (generate_series over minutes) and as reads overlap the agents' own."""
+    b = start - start % MINUTE_US
+    while b < end:
+        yield b, min(end, b + MINUTE_US) - max(start, b)
+        b += MINUTE_US
+
+
 class MemoryPipeline:
     def __init__(self, settings: Settings, rnd: random.Random | None = None) -> None:
         self.settings = settings
@@ -37,7 +47,7 @@ class MemoryPipeline:
         self.customers: dict[str, dict[str, FcrRow]] = {}
         self.buckets: dict[DeltaKey, Counters] = {}
         self.timelines: dict[str, list[StateEvent]] = {}
-        self.reasons: dict[ReasonKey, int] = {}
+        self.reasons: dict[tuple[str, str, int, str], int] = {}
         self.watermark = 0
         self.facts: list[dict[str, Any]] = []  # the fcr topic
         self.fact_offset = 0
@@ -51,15 +61,16 @@ class MemoryPipeline:
         merge_into(self.buckets, result.deltas)
         agents = track_agents(by_agent, {a: self.timelines.get(a) for a in by_agent}, self.settings)
         self.timelines.update(agents.changed)
-        # the agents' rows and their team and center sums, as the worker's
-        # statements write them (services/kpi_stream/processor.py)
-        for (_k, agent, bucket), counters in agents.deltas.items():
-            for entity in rollup(agent, self.settings):
-                merge_into(self.buckets, {(*entity, bucket): counters})
-        for (_k, agent, bucket, reason), us in agents.reasons.items():
-            for entity in rollup(agent, self.settings):
-                key = (*entity, bucket, reason)
-                self.reasons[key] = self.reasons.get(key, 0) + us
+        # the segments' time by minute, for the agent, its team and the center, as
+        # the worker's statement and the reads count it (services/kpi_stream/processor.py)
+        for agent, start, end, state, reason, sign in agents.segments:
+            for bucket, us in minutes(start, end):
+                counters = {"logged_in_us": us * sign, f"{state}_us": us * sign}
+                for entity in rollup(agent, self.settings):
+                    merge_into(self.buckets, {(*entity, bucket): counters})
+                    if reason is not None:
+                        key = (*entity, bucket, reason)
+                        self.reasons[key] = self.reasons.get(key, 0) + us * sign
         for ts in (result.max_ts, agents.max_ts):
             if ts is not None:
                 self.watermark = max(self.watermark, ts)

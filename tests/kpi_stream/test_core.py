@@ -3,8 +3,7 @@ miscounted."""
 
 from __future__ import annotations
 
-from services.core.agents import StateEvent, trim
-from services.core.calls import Counters, DeltaKey
+from services.core.agents import SegmentRow, StateEvent, trim
 from services.core.settings import Settings
 from services.kpi_stream.core import track_agents
 
@@ -12,10 +11,9 @@ DAY = 86_400 * 1_000_000
 SETTINGS = Settings(call_state_retention_days=1, hash_key="test")
 
 
-def logged_in(deltas: dict[DeltaKey, Counters], agent: str) -> int:
-    return sum(
-        c.get("logged_in_us", 0) for (k, i, _b), c in deltas.items() if (k, i) == ("agent", agent)
-    )
+def time_in(segments: list[SegmentRow], *states: str) -> int:
+    """The net time the signed segments add in `states`."""
+    return sum(sign * (end - start) for _a, start, end, st, _r, sign in segments if st in states)
 
 
 def test_a_state_event_older_than_retention_is_refused_and_counts_nothing() -> None:
@@ -27,7 +25,7 @@ def test_a_state_event_older_than_retention_is_refused_and_counts_nothing() -> N
     late: StateEvent = ["late", 10 * 3_600_000_000 + 60_000_000, "not_ready", "lunch"]
     result = track_agents({"a1": [late]}, {"a1": kept}, SETTINGS)
     assert result.too_old == 1
-    assert result.changed == {} and result.deltas == {} and result.reasons == {}
+    assert result.changed == {} and result.segments == []
 
 
 def test_a_late_state_event_inside_retention_moves_time_between_states() -> None:
@@ -39,8 +37,5 @@ def test_a_late_state_event_inside_retention_moves_time_between_states() -> None
     result = track_agents({"a1": [late]}, {"a1": kept}, SETTINGS)
     assert result.too_old == 0
     # half an hour moves from available to not_ready; logged-in time is unchanged
-    assert logged_in(result.deltas, "a1") == 0
-    moved = sum(
-        c.get("not_ready_us", 0) for (k, _i, _b), c in result.deltas.items() if k == "agent"
-    )
-    assert moved == 30 * 60_000_000
+    assert time_in(result.segments, "available", "not_ready") == 0
+    assert time_in(result.segments, "not_ready") == 30 * 60_000_000

@@ -43,6 +43,18 @@ async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[s
         "FROM kpi_reason_buckets GROUP BY 1, 2, 3"
     ):
         reasons.setdefault((r["kind"], r["entity_id"]), {})[r["reason"]] = int(r["us"])
+    # agents' own time: their segments, whole
+    for r in await conn.fetch(
+        "SELECT agent_id, state, reason, sum(sign * (end_us - start_us))::bigint AS us "
+        "FROM agent_segments GROUP BY 1, 2, 3"
+    ):
+        key = ("agent", r["agent_id"])
+        slot = per_entity.setdefault(key, dict.fromkeys(COUNTERS, 0))
+        slot["logged_in_us"] += r["us"]
+        slot[f"{r['state']}_us"] += r["us"]
+        if r["reason"] is not None:
+            mine = reasons.setdefault(key, {})
+            mine[r["reason"]] = mine.get(r["reason"], 0) + r["us"]
     out = {}
     for key, counters in per_entity.items():
         if any(counters.values()):

@@ -88,3 +88,38 @@ def test_fcr_counters_move_to_their_own_table_and_back(db_url: str) -> None:
         "SELECT kind, offered, fcr_candidates, fcr_final, fcr_resolved FROM kpi_buckets ORDER BY 1",
     )[0]
     assert back == [("center", 9, 4, 2, 1), ("queue", 5, 0, 0, 0)]
+
+
+def test_agent_segments_become_agent_minute_rows_on_downgrade_and_come_back_empty(
+    db_url: str,
+) -> None:
+    cfg = alembic_config(db_url)
+    t = 1_793_610_000_000_000  # 2026-11-02 09:00:00 UTC, in µs
+    s = 1_000_000
+    _sql(
+        db_url,
+        "INSERT INTO agent_segments (agent_id, start_us, end_us, state, reason, sign) VALUES "
+        f"('a1', {t + 30 * s}, {t + 120 * s}, 'available', NULL, 1), "
+        f"('a1', {t + 120 * s}, {t + 180 * s}, 'not_ready', 'lunch', 1), "
+        # a segment a late event replaced: added, then taken away
+        f"('a1', {t + 120 * s}, {t + 150 * s}, 'on_call', NULL, 1), "
+        f"('a1', {t + 120 * s}, {t + 150 * s}, 'on_call', NULL, -1)",
+    )
+    command.downgrade(cfg, "0009")
+    minutes = _sql(
+        db_url,
+        "SELECT extract(epoch FROM bucket)::bigint, logged_in_us, available_us, on_call_us, "
+        "not_ready_us FROM kpi_time_buckets WHERE kind = 'agent' AND entity_id = 'a1' ORDER BY 1",
+        "SELECT extract(epoch FROM bucket)::bigint, reason, not_ready_us FROM kpi_reason_buckets",
+    )
+    m = t // s
+    assert minutes == [
+        [
+            (m, 30 * s, 30 * s, 0, 0),
+            (m + 60, 60 * s, 60 * s, 0, 0),
+            (m + 120, 60 * s, 0, 0, 60 * s),
+        ],
+        [(m + 120, "lunch", 60 * s)],
+    ]
+    command.upgrade(cfg, "head")
+    assert _sql(db_url, "SELECT count(*) FROM agent_segments") == [[(0,)]]
