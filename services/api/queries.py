@@ -54,9 +54,10 @@ async def _segment_time(
     return list(result)
 
 
-def _add_time(into: dict[str, int], state: str, us: int) -> None:
+def _add_time(into: dict[str, int], row: Any) -> None:
+    us = int(row.us)
     into["logged_in_us"] += us
-    into[f"{state}_us"] += us
+    into[f"{row.state}_us"] += us
 
 
 def _add_reason(into: dict[str, int], row: Any) -> None:
@@ -103,7 +104,7 @@ async def window_counters(
             _take(row, columns, out)
     if kind == "agent":
         for r in await _segment_time(conn, [start, end], entity_id):
-            _add_time(out, r.state, int(r.us))
+            _add_time(out, r)
     return out
 
 
@@ -123,7 +124,7 @@ async def window_counters_by_entity(
             _take(row, columns, out.setdefault(row.entity_id, zero_counters()))
     if kind == "agent":
         for r in await _segment_time(conn, [start, end]):
-            _add_time(out.setdefault(r.agent_id, zero_counters()), r.state, int(r.us))
+            _add_time(out.setdefault(r.agent_id, zero_counters()), r)
     return out
 
 
@@ -145,7 +146,7 @@ async def interval_counters(
             _take(row, columns, out[int(row.slot) - 1])
     if kind == "agent":
         for r in await _segment_time(conn, edges, entity_id):
-            _add_time(out[int(r.slot) - 1], r.state, int(r.us))
+            _add_time(out[int(r.slot) - 1], r)
     return out
 
 

@@ -104,7 +104,7 @@ WITH x AS MATERIALIZED (
   SELECT x.i, greatest(x.s, h), least(x.e, h + {hour}), x.st, x.r, x.n
   FROM x CROSS JOIN LATERAL generate_series(x.s - x.s % {hour}, x.e - 1, {hour}) AS h
 ), m AS MATERIALIZED (
-  -- a team's minutes first (agent-minutes outnumber them a hundredfold)
+  -- each team's minutes summed first: the rollups then read those, not every agent-minute
   SELECT x.t, x.st, x.r, b, sum(x.n * (least(x.e, b + {minute}) - greatest(x.s, b))) AS us
   FROM x CROSS JOIN LATERAL generate_series(x.s - x.s % {minute}, x.e - 1, {minute}) AS b
   GROUP BY x.t, x.st, x.r, b
@@ -573,7 +573,9 @@ class Processor:
             watermark = await current_watermark(conn)
             customers = await self._load_customers(conn, {f["customer"] for f in facts})
             result = apply_facts(facts, customers, watermark, self.window_us)
-            await self._write_fcr(conn, result.changed)
+            # a customer's facts arrive on its partition: no need to hash again
+            part_of = {f["customer"]: env.partition for env in envelopes for f in env.items}
+            await self._write_fcr(conn, result.changed, part_of)
             await write_fcr_deltas(conn, result.deltas)
         self._cache_fcr(customers, result.changed)
         return len(facts)
@@ -588,8 +590,8 @@ class Processor:
             await lock_partitions(conn, LOCK_FCR, parts)
             watermark = await current_watermark(conn)
             rows = await conn.fetch(
-                "SELECT DISTINCT customer FROM fcr_calls WHERE pending AND part = ANY($1::int[]) "
-                "AND offered_us < $2 LIMIT $3",
+                "SELECT DISTINCT customer, part FROM fcr_calls "
+                "WHERE pending AND part = ANY($1::int[]) AND offered_us < $2 LIMIT $3",
                 parts,
                 watermark - self.window_us,
                 limit,
@@ -599,7 +601,7 @@ class Processor:
             names = {r["customer"] for r in rows}
             customers = await self._load_customers(conn, names)
             result = apply_facts((), customers, watermark, self.window_us, touched=names)
-            await self._write_fcr(conn, result.changed)
+            await self._write_fcr(conn, result.changed, {r["customer"]: r["part"] for r in rows})
             await write_fcr_deltas(conn, result.deltas)
         self._cache_fcr(customers, result.changed)
         return len(rows)
@@ -631,15 +633,17 @@ class Processor:
         for name, rows in customers.items():
             self._customers.put(name, rows)
 
-    async def _write_fcr(self, conn: asyncpg.Connection, changed: Mapping[str, FcrRow]) -> None:
+    async def _write_fcr(
+        self, conn: asyncpg.Connection, changed: Mapping[str, FcrRow], part_of: Mapping[str, int]
+    ) -> None:
+        """Upsert changed FCR rows; `part_of`: each changed row's customer's partition."""
         if not changed:
             return
-        n = self.settings.partitions
         rows = [
             {
                 "c": cid,
                 "u": row.fact["customer"],
-                "p": partition_for(row.fact["customer"], n),
+                "p": part_of[row.fact["customer"]],
                 "t": row.fact["offered_at"],
                 "n": row.pending,
                 "f": row.fact,
