@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+
+from services.core.timewin import epoch_us
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "schemas" / "cti-event.v1.schema.json"
 
@@ -35,7 +37,6 @@ CALL_EVENT_TYPES = frozenset(
     }
 )
 AGENT_EVENT_TYPES = frozenset({"agent.state"})
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Event = dict[str, Any]
 
@@ -89,8 +90,7 @@ def parse_timestamp_us(value: str) -> int:
         raise EventError(f"occurred_at: not an RFC 3339 timestamp: {value!r}") from exc
     if dt.tzinfo is None or dt.utcoffset() is None:
         raise EventError(f"occurred_at: timestamp has no UTC offset: {value!r}")
-    delta = dt - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return epoch_us(dt)
 
 
 def hash_customer(customer_id: str, key: bytes) -> str:

@@ -64,16 +64,18 @@ COUNTERS: tuple[str, ...] = (
     *ABANDONED_WAIT_BINS,
 )
 FCR_COUNTERS: tuple[str, ...] = ("fcr_candidates", "fcr_final", "fcr_resolved", "fcr_failed")
-# Agent time lives in its own narrow table (kpi_time_buckets): an agent has a time
-# row for every minute it is logged in, and writing those as full-width call rows
-# halved worker throughput (make bench: 19.6k → 10.3k events/s). FCR counters have
+# Agent time lives apart from call counters: as full-width call rows, a row for
+# every logged-in agent-minute halved worker throughput (make bench: 19.6k → 10.3k
+# events/s). Team and center time is in the narrow kpi_time_buckets; an agent's
+# own time is its state segments (agent_segments, migration 0010). FCR counters have
 # theirs (kpi_fcr_buckets) because a second stage writes them: as columns of the
 # call rows, each FCR update rewrote a 50-column row and waited for call assembly's
 # row locks on the same minutes.
 CALL_COUNTERS: tuple[str, ...] = tuple(
     c for c in COUNTERS if c not in AGENT_TIME_COUNTERS and c not in FCR_COUNTERS
 )
-# Every read sums all three over the same buckets and merges them.
+# Every read sums all three over the same buckets and merges them (agent reads add
+# the segments' time: services/api/queries.py).
 COUNTER_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kpi_buckets", CALL_COUNTERS),
     ("kpi_time_buckets", AGENT_TIME_COUNTERS),

@@ -17,9 +17,14 @@ class WindowError(ValueError):
     pass
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_us(t: datetime) -> int:
-    """Exact microseconds since the epoch (no float rounding)."""
-    return int(t.timestamp()) * 1_000_000 + t.microsecond
+    """Microseconds since the epoch of an aware datetime, in integer arithmetic
+    (a float timestamp would round)."""
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def floor_minute(t: datetime) -> datetime:

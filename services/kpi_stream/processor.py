@@ -719,13 +719,10 @@ def _delta_rows(deltas: Mapping[DeltaKey, Counters]) -> str:
 
 def _segment_rows(segments: Iterable[SegmentRow], team: Callable[[str], str]) -> str:
     """Changed segments, each with its agent's team (see _SEGMENTS_WRITE)."""
-    teams: dict[str, str] = {}
-    rows = []
-    for agent, start, end, state, reason, sign in segments:
-        t = teams.get(agent)
-        if t is None:
-            t = teams[agent] = team(agent)
-        rows.append({"i": agent, "t": t, "s": start, "e": end, "st": state, "r": reason, "n": sign})
+    rows = [
+        {"i": agent, "t": team(agent), "s": start, "e": end, "st": state, "r": reason, "n": sign}
+        for agent, start, end, state, reason, sign in segments
+    ]
     return orjson.dumps(rows).decode()
 
 

@@ -1,9 +1,10 @@
-"""Agents' own time rows become append-only: written with COPY, summed at read.
+"""Agents' own time rows become append-only: plain inserts, summed at read.
 
 An agent has a time row for every minute it is logged in, about 96% of the rows
-of kpi_time_buckets. Upserting them (ON CONFLICT on the primary key) cost about
-14 µs a row; a plain COPY into a table with a non-unique index about 6 µs, and it
-was the worker's largest single cost (docs/architecture.md). An agent's minute is
+of kpi_time_buckets. Upserting them (ON CONFLICT on the primary key) cost 13-17 µs
+a row; a plain INSERT into a table with a non-unique index 9-10 µs, and it was
+the worker's largest single cost (docs/architecture.md). (Migration 0010 later
+moved agents' own time to state segments.) An agent's minute is
 written once per closed state segment touching it, so it has one or two rows in
 order and a few more after late events; every read sums them anyway.
 
