@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
             )
         )
         base = f"http://{args.host}:{args.port}"
-        previous = _previous_period(settings)
-        backfill = args.backfill_days
+        now = datetime.now(UTC)
+        plan = _payroll_plan(settings, now)
+        backfill: int = args.backfill_days
         if backfill is None:
-            backfill = 0 if previous is None else _days_since(settings, previous.start)
+            backfill = (
+                0 if plan.closable is None else _days_since(settings, plan.closable.start, now)
+            )
         if args.simulate:
             sim_log = open(data_dir / "simulator.log", "ab")  # noqa: SIM115
             children.append(
@@ -226,9 +230,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                      # agents, and 30 calls per 15 minutes center-wide at night
                      # (the daily profile bottoms out at 30%)
                      "--calls-per-hour", "400",
-                     # history at a quarter of the live rate: ~13k events a day,
-                     # so a month's backfill is about a minute, not four
-                     "--backfill-days", str(backfill), "--backfill-calls-per-hour", "100",
+                     "--backfill-days", str(backfill),
+                     "--backfill-calls-per-hour", str(_backfill_rate(backfill)),
                      *(["--understaff", args.understaff] if args.understaff else [])],
                     # progress (stdout) on the console, warnings in the log
                     stdout=None,
@@ -245,7 +248,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             f"  metrics     {base}/metrics\n"
             f"  ingest      POST {base}/v1/events\n"
             + ("  simulator   feeding a simulated center\n" if args.simulate else "")
-            + _payroll_banner(base, previous, backfill if args.simulate else 0)
+            + _payroll_banner(base, plan, settings, backfill if args.simulate else 0)
             + "Press Ctrl-C to stop everything.\n",
             flush=True,
         )
@@ -271,24 +274,65 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def _previous_period(settings: Settings) -> Any:
-    from services.payroll.periods import recent
+@dataclass(frozen=True)
+class PayrollPlan:
+    """Which pay period the demo fills with history and tells the user to close."""
 
-    periods = recent(datetime.now(UTC), settings.periods, settings.tz, count=2)
-    return periods[1] if len(periods) > 1 else None
+    previous: Any  # the period before the current one (None: explicit calendar, none)
+    closable: Any  # the newest one that can be closed now without force, or None
+    previous_from: datetime | None  # when `previous` becomes closable
 
 
-def _days_since(settings: Settings, start: datetime) -> int:
-    today = datetime.now(settings.tz).date()
+def _payroll_plan(settings: Settings, now: datetime) -> PayrollPlan:
+    """On the first days of a month the previous month cannot be closed yet (its
+    last calls' FCR windows are open), so the demo's history starts with the newest
+    period that can: the close it prints works on any day."""
+    from services.payroll.close import closable_from
+    from services.payroll.periods import latest_closable, recent
+
+    periods = recent(now, settings.periods, settings.tz, count=2)
+    previous = periods[1] if len(periods) > 1 else None
+    closable = latest_closable(now, settings.periods, settings.tz,
+                               settings.kpi.fcr_window_hours,
+                               settings.periods.close_grace_hours)  # fmt: skip
+    return PayrollPlan(previous, closable,
+                       None if previous is None else closable_from(settings, previous))  # fmt: skip
+
+
+# History at a quarter of the live rate for a month (~13k events a day, so a
+# month's backfill is about a minute, not four); a longer history (the month before
+# last, on the first days of a month) at a lower rate, so the demo starts as fast.
+BACKFILL_EVENTS_DAYS = 31
+BACKFILL_CALLS_PER_HOUR = 100
+
+
+def _backfill_rate(days: int) -> int:
+    if days <= BACKFILL_EVENTS_DAYS:
+        return BACKFILL_CALLS_PER_HOUR
+    return max(BACKFILL_CALLS_PER_HOUR * BACKFILL_EVENTS_DAYS // days, 20)
+
+
+def _days_since(settings: Settings, start: datetime, now: datetime) -> int:
+    today = now.astimezone(settings.tz).date()
     return max((today - start.astimezone(settings.tz).date()).days, 0)
 
 
-def _payroll_banner(base: str, previous: Any, backfill: int) -> str:
-    if previous is None:
-        return ""
-    p = previous.id
+def _payroll_banner(base: str, plan: PayrollPlan, settings: Settings, backfill: int) -> str:
+    out = ""
+    prev, ready = plan.previous, plan.closable
+    if prev is not None and (ready is None or ready.id != prev.id) and plan.previous_from:
+        out += (
+            f"  payroll     {prev.id} can be closed from "
+            f"{plan.previous_from.astimezone(settings.tz):%Y-%m-%d %H:%M} (its last calls' "
+            f"{settings.kpi.fcr_window_hours} h FCR windows and the "
+            f"{settings.periods.close_grace_hours} h grace);\n"
+            f"              until then ?force=true closes it with provisional FCR figures\n"
+        )
+    if ready is None:
+        return out
+    p = ready.id
     wait = " once the backfill is done" if backfill else ""
-    return (
+    return out + (
         f"  payroll     {base}/v1/periods (docs/payroll.md); close {p}{wait}:\n"
         f"              curl -X POST {base}/v1/periods/{p}/close\n"
         f"              curl -o {p}.csv '{base}/v1/periods/{p}/agents?format=csv'\n"

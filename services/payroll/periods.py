@@ -153,6 +153,20 @@ def earliest_close(period: Period, fcr_window_hours: int, grace_hours: int) -> d
     return period.end + timedelta(hours=fcr_window_hours + grace_hours)
 
 
+def latest_closable(
+    now: datetime, cfg: PeriodSettings, tz: ZoneInfo, fcr_window_hours: int, grace_hours: int
+) -> Period | None:
+    """The newest period that can be closed at `now` without force: its last calls'
+    FCR windows and the grace have ended. On the first days of a month that is not
+    the previous month but the one before it."""
+    # The window and the grace are at most 31 days each (KpiDefinitions,
+    # PeriodSettings), so even weekly periods need look back only this far.
+    for period in recent(now, cfg, tz, count=12):
+        if earliest_close(period, fcr_window_hours, grace_hours) <= now:
+            return period
+    return None
+
+
 def status(period: Period, now: datetime, closed: bool) -> Status:
     if closed:
         return "closed"

@@ -9,7 +9,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import ValidationError
 
-from services.payroll.periods import PeriodError, PeriodSettings, containing, parse, recent
+from services.payroll.periods import (
+    PeriodError,
+    PeriodSettings,
+    containing,
+    latest_closable,
+    parse,
+    recent,
+)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -63,3 +70,51 @@ def test_explicit_ranges_must_not_overlap() -> None:
         PeriodSettings.model_validate({"calendar": "explicit", "ranges": [
             {"id": "a", "from": "2026-10-01", "to": "2026-10-20"},
             {"id": "b", "from": "2026-10-20", "to": "2026-10-31"}]})  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("local_now", "expected"),
+    [
+        # 00:30 on the 1st: October's last calls' FCR windows (72 h + 6 h grace)
+        # ended long ago, November's end on the 4th at 06:00
+        ((2026, 12, 1, 0, 30), "2026-10"),
+        ((2026, 12, 4, 5, 59), "2026-10"),
+        ((2026, 12, 4, 6, 0), "2026-11"),
+        ((2026, 12, 31, 23, 59), "2026-11"),
+    ],
+)
+def test_latest_closable_is_the_newest_period_whose_fcr_windows_and_grace_have_ended(
+    local_now: tuple[int, ...], expected: str
+) -> None:
+    now = datetime(*local_now, tzinfo=SHANGHAI)
+    assert latest_closable(now, PeriodSettings(), SHANGHAI, 72, 6).id == expected  # type: ignore[union-attr]
+
+
+def test_latest_closable_counts_the_grace_on_the_wall_clock_across_a_daylight_saving_change() -> (
+    None
+):
+    # Berlin's summer time ends on 25 October 2026: October ends at local midnight
+    # in winter time (31 Oct 23:00 UTC), and its close is 72 real hours later
+    monthly = PeriodSettings()
+    assert (
+        latest_closable(datetime(2026, 11, 3, 23, tzinfo=UTC), monthly, BERLIN, 72, 0).id
+        == "2026-10"
+    )  # type: ignore[union-attr]
+    assert (
+        latest_closable(datetime(2026, 11, 3, 22, 59, tzinfo=UTC), monthly, BERLIN, 72, 0).id
+        == "2026-09"
+    )  # type: ignore[union-attr]
+    weekly = PeriodSettings(calendar="weekly")
+    # W43 (19-25 Oct) ends at Monday 26 Oct 00:00 CET = 25 Oct 23:00 UTC
+    assert (
+        latest_closable(datetime(2026, 10, 28, 23, tzinfo=UTC), weekly, BERLIN, 72, 0).id
+        == "2026-W43"
+    )  # type: ignore[union-attr]
+
+
+def test_latest_closable_is_none_before_any_explicit_period_can_close() -> None:
+    cfg = PeriodSettings.model_validate(
+        {"calendar": "explicit", "ranges": [{"id": "a", "from": "2026-10-01", "to": "2026-10-31"}]}
+    )
+    assert latest_closable(datetime(2026, 11, 2, tzinfo=UTC), cfg, SHANGHAI, 72, 6) is None
+    assert latest_closable(datetime(2026, 11, 4, tzinfo=UTC), cfg, SHANGHAI, 72, 6).id == "a"  # type: ignore[union-attr]
