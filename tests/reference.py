@@ -4,17 +4,21 @@ computes each figure straight from its definition with exact integers and
 Fractions. The streaming pipeline must agree with it whatever the delivery order,
 batching or duplication.
 
-It shares no code with services/ except the raw-event parsing of timestamps.
+It shares no code with services/ except the raw-event parsing of timestamps, and
+no data but the default list of withheld caller-id patterns (a setting).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any
+
+from services.core.events import WITHHELD_CALLER_IDS
 
 UNASSIGNED = "unassigned"
 US = 1_000_000
@@ -75,9 +79,20 @@ def reference(
     max_state_hours: int = 12,
     team_of_agent: dict[str, str] | None = None,
     by_bucket: bool = False,
+    withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
     team_of_agent = team_of_agent or {}
+
+    def customer(raw: str | None) -> str | None:
+        """No customer when absent, or when any withheld pattern matches it whole."""
+        if raw is None:
+            return None
+        stripped = raw.strip()
+        if any(re.fullmatch(p, stripped, re.IGNORECASE) for p in withheld_caller_ids):
+            return None
+        return raw
+
     unique: dict[str, dict[str, Any]] = {}
     for e in raw_events:
         unique.setdefault(
@@ -107,7 +122,7 @@ def reference(
             "t0": t0,
             "queue": offered["queue_id"],
             "team": team_of_queue.get(offered["queue_id"], UNASSIGNED),
-            "customer": offered.get("customer_id"),
+            "customer": customer(offered.get("customer_id")),
             "answered": bool(answers),
             "answered_at": answers[0]["_t"] if answers else None,
             "last_agent": answers[-1]["agent_id"] if answers else None,
@@ -304,7 +319,7 @@ def _mean_s(total_us: int, n: int) -> float | None:
     return None if n == 0 else float(Fraction(total_us, n * US))
 
 
-def _fcr_fields(flags: list[dict[str, bool]]) -> dict[str, Any]:
+def _fcr_fields(flags: list[dict[str, bool]], unidentified: int) -> dict[str, Any]:
     cand = len(flags)
     failed = sum(f["failed"] for f in flags)
     final = sum(f["final"] for f in flags)
@@ -315,6 +330,7 @@ def _fcr_fields(flags: list[dict[str, bool]]) -> dict[str, Any]:
         "fcr_resolved": resolved,
         "fcr_rate": _rate(resolved, final),
         "fcr_rate_provisional": _rate(cand - failed, cand),
+        "fcr_unidentified": unidentified,
     }
 
 
@@ -372,7 +388,10 @@ def _call_figures(
         "avg_hold_seconds": _mean_s(hold, n),
         "avg_acw_seconds": _mean_s(acw, n),
         "transfers": sum(1 for f in fs if f["transferred"]),
-        **_fcr_fields([x for x in fcrs if x is not None]),
+        **_fcr_fields(
+            [x for x in fcrs if x is not None],
+            sum(1 for f in answered if f["customer"] is None),
+        ),
     }
 
 
@@ -433,5 +452,8 @@ def _agent_figures(
         "avg_hold_seconds": _mean_s(hold, n),
         "avg_acw_seconds": _mean_s(acw_total, n),
         "transfers": transfers,
-        **_fcr_fields(flags),
+        **_fcr_fields(
+            flags,
+            sum(1 for c in cids if info[c]["last_agent"] == agent and info[c]["customer"] is None),
+        ),
     }

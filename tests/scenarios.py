@@ -14,6 +14,8 @@ QUEUES = ["billing", "tech", "orphan"]  # "orphan" is not in the roster
 TEAM_OF_QUEUE = {"billing": "billing", "tech": "tech"}
 AGENTS = ["a1", "a2", "a3"]
 CUSTOMERS = ["+8613800000001", "+8613800000002", "+8613800000003"]
+# How real PBXs write a caller id they do not have: none of them is a customer.
+WITHHELD = ["0", "", "anonymous", " Restricted ", "<unknown>", "PRIVATE"]
 # The same instant written with different offsets must mean the same thing.
 OFFSETS = [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
 
@@ -42,7 +44,7 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
     t0 = draw(st.integers(0, 3 * 3600)) * US + draw(st.sampled_from([0, 0, 1, 999_999]))
     offered: dict[str, Any] = {"queue_id": draw(st.sampled_from(QUEUES))}
     if draw(st.booleans()):
-        offered["customer_id"] = draw(st.sampled_from(CUSTOMERS))
+        offered["customer_id"] = draw(st.sampled_from(CUSTOMERS * 2 + WITHHELD))
     add(t0, "call.offered", **offered)
     kind = draw(
         st.sampled_from(["answered", "answered", "answered", "abandoned", "timed_out", "waiting"])

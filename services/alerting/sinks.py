@@ -61,8 +61,12 @@ class Publisher:
         self.engine = engine
         self.bootstrap = bootstrap
         # at least once: a re-send after a crash carries the same `key`
+        # one transition per record: a few hundred bytes, far below the limit
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", request_timeout_ms=10_000
+            bootstrap_servers=bootstrap,
+            acks="all",
+            request_timeout_ms=10_000,
+            max_request_size=settings.kafka_max_request_bytes,
         )
 
     async def start(self) -> None:

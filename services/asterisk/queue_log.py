@@ -34,6 +34,10 @@ from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
+# A caller id is copied as the PBX wrote it, less control characters, which the
+# event contract refuses: one of them would cost the whole call.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 # events that mean "the call left the queue unanswered", and who ended it
 UNANSWERED_EXITS = {
     "ABANDON": ("customer", 2),  # (ended_by, index of waittime in data)
@@ -310,9 +314,10 @@ class Mapper:
 
         if ev == "ENTERQUEUE":
             offered(line.at)
-            caller = line.data[1] if len(line.data) > 1 else ""
-            if caller and caller.lower() not in ("unknown", "anonymous", "<unknown>"):
-                out[-1]["customer_id"] = caller[:200]
+            if len(line.data) > 1:
+                # withheld numbers ("", "0", "anonymous", ...) are recognised at
+                # ingest by kpi.withheld_caller_ids, as for every other source
+                out[-1]["customer_id"] = _CONTROL.sub("", line.data[1])[:200]
             return out
         if ev in REFUSED:
             offered(line.at)

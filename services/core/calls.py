@@ -276,6 +276,10 @@ def assess(
     if s.sale_cents is not None:  # a sale is a positive amount as sent, even < 1 cent
         outcomes["sales"] = 1
         outcomes["sales_amount_cents"] = s.sale_cents
+    if s.outcome == "answered" and s.customer_id is None:
+        # no caller id, or a withheld one (dropped at ingest): not an FCR candidate,
+        # counted where the candidates are (the queue's side and who answered last)
+        outcomes["fcr_unidentified"] = 1
     c.update(outcomes)
     if s.answered_at is not None and s.ended_at is not None:
         start, end = s.answered_at, max(s.ended_at, s.answered_at)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -45,6 +48,52 @@ class EventError(ValueError):
     """Why an event is invalid; the message names the field."""
 
 
+# How PBXs and carriers write a caller id they do not have: withheld by the caller
+# (CLIR), not delivered by the network, or not a number at all. Matched whole,
+# ignoring case and surrounding blanks. A real bank's month had more than half of
+# its calls logged as "0": chained into one "customer", every one of them was the
+# repeat of the one before, and one key held 17,000 calls.
+WITHHELD_CALLER_IDS: tuple[str, ...] = (
+    r"[0+\-\s]*",  # "", "0", "00000", "+0", "-": no digits but zeros
+    r"(sip:)?anonymous(@.*)?",  # SIP (RFC 3323): anonymous@anonymous.invalid
+    r"<?unknown>?( caller)?",  # Asterisk writes "<unknown>" and "unknown"
+    r"restricted|private( number)?|unavailable|withheld|blocked|hidden",
+    r"no caller ?id|not available|out of area|none|null|n/?a",
+    r"[op]",  # Bellcore/CLASS caller-id codes: O = out of area, P = private
+)
+
+
+def withheld_matcher(patterns: Sequence[str]) -> re.Pattern[str]:
+    """One pattern that matches a whole caller id that is not a customer."""
+    return re.compile("|".join(f"(?:{p})" for p in patterns) or r"(?!)", re.IGNORECASE)
+
+
+# Ingest's clock against the events': an event stamped further ahead than this is a
+# wrong clock or a typo (year 9999), not a call. One such event used to move the
+# FCR watermark to 9999 and finalise every pending outcome at once.
+DEFAULT_MAX_FUTURE_US = 3600 * 1_000_000
+# The largest event ingest accepts, encoded: one event must always fit a Kafka
+# record with room to spare, whatever else shares its envelope.
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class DoorRules:
+    """What is refused at the door beyond the JSON Schema (Settings.door_rules)."""
+
+    withheld: re.Pattern[str] = field(default_factory=lambda: withheld_matcher(WITHHELD_CALLER_IDS))
+    max_future_us: int = DEFAULT_MAX_FUTURE_US
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    def is_withheld(self, caller: str) -> bool:
+        return self.withheld.fullmatch(caller.strip()) is not None
+
+
+DEFAULT_RULES = DoorRules()
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     import orjson
@@ -68,7 +117,13 @@ def _validators() -> tuple[Any, dict[str, Any]]:
 
 def _explain(exc: fastjsonschema.JsonSchemaValueException, event: Any) -> str:
     msg = str(exc.message)
-    if exc.name == "data.occurred_at" and "pattern" in msg:
+    control = _CONTROL.search(exc.value) if isinstance(exc.value, str) else None
+    if exc.rule == "pattern" and control is not None:
+        msg = (
+            f"{exc.name} must not contain control characters (U+0000-U+001F, U+007F); "
+            f"found U+{ord(control.group()):04X} at position {control.start()}"
+        )
+    elif exc.name == "data.occurred_at" and "pattern" in msg:
         msg = (
             "data.occurred_at must be an RFC 3339 timestamp with a UTC offset, "
             f"e.g. 2026-11-22T09:30:00+08:00; got {event.get('occurred_at')!r}"
@@ -107,19 +162,53 @@ def validate_event(event: Any) -> None:
         raise EventError(_explain(exc, event)) from None
 
 
-def normalize(event: Any, hash_key: bytes) -> Event:
+def normalize(
+    event: Any, hash_key: bytes, rules: DoorRules = DEFAULT_RULES, now_us: int | None = None
+) -> Event:
     """Validate one event and return the form the worker consumes.
 
-    Adds ``ts`` (µs since epoch, UTC) and replaces ``customer_id`` by its keyed hash.
-    Unknown extra fields are kept.
+    Adds ``ts`` (µs since epoch, UTC) and replaces ``customer_id`` by its keyed hash,
+    or drops it when it is a withheld or unknown number (`rules.withheld`): such a
+    call is no customer's. With `now_us` (the receiving clock), an event stamped more
+    than `rules.max_future_us` ahead of it is refused. Unknown extra fields are kept.
     """
+    if not isinstance(event, dict):
+        raise EventError(f"event must be a JSON object, got {_json_type(event)}")
     validate_event(event)
     out = dict(event)
-    out["ts"] = parse_timestamp_us(event["occurred_at"])
+    ts = parse_timestamp_us(event["occurred_at"])
+    if ts < 0:
+        raise EventError(
+            f"{event['type']}: occurred_at {event['occurred_at']!r} is before 1970-01-01T00:00:00Z"
+        )
+    if now_us is not None and ts - now_us > rules.max_future_us:
+        raise EventError(
+            f"{event['type']}: occurred_at {event['occurred_at']!r} is "
+            f"{(ts - now_us) / 3_600_000_000:,.1f} h ahead of ingest's clock (at most "
+            f"max_future_seconds={rules.max_future_us // 1_000_000} ahead; a wrong PBX clock?)"
+        )
+    out["ts"] = ts
     customer = out.get("customer_id")
     if customer is not None:
-        out["customer_id"] = hash_customer(customer, hash_key)
+        if rules.is_withheld(customer):
+            del out["customer_id"]
+        else:
+            out["customer_id"] = hash_customer(customer, hash_key)
     return out
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
 
 
 def routing_key(event: Event) -> str:

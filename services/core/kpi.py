@@ -46,11 +46,12 @@ COUNTERS: tuple[str, ...] = (
     "presented",
     "ring_count",
     "ring_us",
-    # first-call resolution
+    # first-call resolution (fcr_unidentified: answered, but no customer to chain)
     "fcr_candidates",
     "fcr_final",
     "fcr_resolved",
     "fcr_failed",
+    "fcr_unidentified",
     # surveys and dispositions (the latest of each per call counts)
     "surveys",
     "satisfied",
@@ -126,6 +127,7 @@ def _fcr(c: Mapping[str, int]) -> dict[str, Any]:
         "fcr_resolved": c["fcr_resolved"],
         "fcr_rate": ratio(c["fcr_resolved"], c["fcr_final"]),
         "fcr_rate_provisional": ratio(cand - c["fcr_failed"], cand),
+        "fcr_unidentified": c["fcr_unidentified"],
     }
 
 

@@ -9,6 +9,7 @@ Nested keys can be set from the environment with ``__``, for example
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,17 @@ from pydantic_settings import (
 from services.core.alert_rules import AlertSettings
 from services.core.auth import AuthSettings
 from services.core.configfile import digest, error_lines, read_yaml
+from services.core.events import WITHHELD_CALLER_IDS, DoorRules, withheld_matcher
 from services.core.kpi import AGENT_FIELDS
 from services.payroll.periods import PeriodSettings
 from services.payroll.scorecard import ScorecardError, Scorecards
 from services.payroll.scorecard import load as load_scorecards
 
 UNASSIGNED_TEAM = "unassigned"
+
+# A record's bytes beyond its envelope's items: Kafka's batch and record headers
+# (aiokafka's estimate_size_in_bytes: 61 + ~20) and the envelope's own keys, with room.
+RECORD_ALLOWANCE_BYTES = 512
 
 # A development-only key. `callkpi dev` accepts it; production commands refuse to
 # start with it so raw caller ids are never hashed with a key everyone knows.
@@ -53,6 +59,22 @@ class KpiDefinitions(BaseModel):
     # softphone that crashed), not work: it counts this long and no longer, so one
     # lost event cannot credit days of logged-in time to a pay period.
     max_state_hours: int = Field(12, ge=1, le=24 * 7)
+    # Caller ids that are no customer (withheld, unknown, "0"), as regular
+    # expressions matched against the whole id, ignoring case and blanks. Such calls
+    # count everywhere but are not FCR candidates (fcr_unidentified counts them).
+    # Applied at ingest, before hashing: changing it changes what is counted from
+    # then on, not the calls already stored.
+    withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS
+
+    @field_validator("withheld_caller_ids")
+    @classmethod
+    def _patterns_compile(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"[{i}] {pattern!r} is not a regular expression: {exc}") from None
+        return value
 
     @property
     def max_state_us(self) -> int:
@@ -128,10 +150,22 @@ class Settings(BaseSettings):
     # 8 lets a small deployment grow to 8 worker processes without re-partitioning.
     partitions: int = Field(8, ge=1, le=1024)
     replication_factor: int = Field(1, ge=1, le=7)
+    # The largest record any callkpi producer sends (aiokafka's max_request_size;
+    # 1 MiB, as Apache Kafka's default message.max.bytes allows). Envelopes of
+    # events, FCR facts and alerts are split to fit it, whatever the batch and the
+    # key distribution. Raise it only with the broker's and topics' own limits.
+    kafka_max_request_bytes: int = Field(1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
 
     # --- ingest --------------------------------------------------------------
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_batch_events: int = Field(20_000, ge=1)
+    # An event stamped further ahead of ingest's clock is refused (422): a PBX
+    # clock set wrong, or a typo. Events of any past year after 1970 are accepted,
+    # so histories import. One hour covers clocks that drift or jump by minutes.
+    max_future_seconds: int = Field(3600, ge=0, le=31 * 86_400)
+    # The largest single event ingest accepts, as encoded JSON (extra fields
+    # included); it must leave room in a Kafka record (kafka_max_request_bytes).
+    max_event_bytes: int = Field(64 * 1024, ge=1024)
     # Events of one request are packed per partition into records of at most this
     # many events: one Kafka record per few hundred events is what lets a Python
     # worker reach tens of thousands of events/s (one record costs ~130 µs in Faust).
@@ -210,6 +244,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _event_fits_a_record(self) -> Settings:
+        room = self.kafka_max_request_bytes - RECORD_ALLOWANCE_BYTES
+        if self.max_event_bytes > room:
+            raise ValueError(
+                f"max_event_bytes: {self.max_event_bytes} leaves no room in a Kafka record of "
+                f"kafka_max_request_bytes={self.kafka_max_request_bytes} (at most {room})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _scorecards_load(self) -> Settings:
         try:
             _ = self.scorecards
@@ -232,6 +276,15 @@ class Settings(BaseSettings):
     @cached_property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @cached_property
+    def door_rules(self) -> DoorRules:
+        """What ingest (and the worker, for plain events on the topic) refuses."""
+        return DoorRules(
+            withheld=withheld_matcher(self.kpi.withheld_caller_ids),
+            max_future_us=self.max_future_seconds * 1_000_000,
+            max_event_bytes=self.max_event_bytes,
+        )
 
     @cached_property
     def team_of_queue(self) -> dict[str, str]:

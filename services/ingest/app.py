@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import Counter as PromCounter
 
+from services.core.envelope import encode_item, pack
 from services.core.events import EventError, normalize, partition_for, routing_key
 from services.core.settings import Settings
 
@@ -52,7 +53,7 @@ class EventProducer:
             bootstrap_servers=self.bootstrap,
             acks="all",
             linger_ms=2,
-            max_request_size=16 * 1024 * 1024,
+            max_request_size=self.settings.kafka_max_request_bytes,
             compression_type=None,
             request_timeout_ms=10_000,
         )
@@ -63,20 +64,17 @@ class EventProducer:
             await self._producer.stop()
             self._producer = None
 
-    async def send(self, events: list[dict[str, Any]]) -> None:
-        """Produce and wait for every record to be acknowledged."""
+    async def send(self, by_part: dict[int, list[bytes]]) -> None:
+        """Produce the encoded events of each partition in envelopes that fit a
+        record, and wait for every record to be acknowledged."""
         if self._producer is None:
             raise KafkaError("producer not started")
         s = self.settings
-        by_part: dict[int, list[dict[str, Any]]] = {}
-        for ev in events:
-            by_part.setdefault(partition_for(routing_key(ev), s.partitions), []).append(ev)
         at = time.time_ns() // 1000
         futures = []
-        for part, evs in by_part.items():
-            for i in range(0, len(evs), s.envelope_max_events):
-                chunk = evs[i : i + s.envelope_max_events]
-                value = orjson.dumps({"v": 1, "at": at, "events": chunk})
+        for part, encoded in by_part.items():
+            for value in pack("events", encoded, at, s.kafka_max_request_bytes,
+                              s.envelope_max_events):  # fmt: skip
                 futures.append(
                     await self._producer.send(s.events_topic, value=value, partition=part)
                 )
@@ -84,31 +82,115 @@ class EventProducer:
             await asyncio.gather(*futures)
 
 
-def _parse_body(body: bytes, content_type: str) -> tuple[list[Any], list[dict[str, Any]]]:
-    """Returns (items, rejected). Items that could not be parsed are None."""
-    rejected: list[dict[str, Any]] = []
+class _Malformed:
+    """An NDJSON line that is not JSON (reported by line, not as a missing event)."""
+
+
+MALFORMED = _Malformed()
+
+
+def _parse_body(
+    body: bytes, content_type: str, max_events: int
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Returns (items, rejected); malformed NDJSON lines are MALFORMED items.
+    Raises BodyError past `max_events` items, as soon as the count is passed."""
     if "ndjson" in content_type or "jsonl" in content_type:
-        items: list[Any] = []
-        for lineno, line in enumerate(body.split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                rejected.append(
-                    {"index": len(items), "line": lineno, "error": f"malformed JSON: {exc}"}
-                )
-                items.append(None)
-        return items, rejected
+        return _parse_ndjson(body, max_events)
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BodyError(422, f"body is not valid JSON: {exc}") from None
     if isinstance(data, dict):
-        return [data], rejected
+        return [data], []
     if not isinstance(data, list):
         raise BodyError(422, "body must be a JSON array of events, an event object, or NDJSON")
-    return data, rejected
+    if len(data) > max_events:
+        raise BodyError(413, _too_many(len(data), max_events))
+    return data, []
+
+
+def _parse_ndjson(body: bytes, max_events: int) -> tuple[list[Any], list[dict[str, Any]]]:
+    items: list[Any] = []
+    rejected: list[dict[str, Any]] = []
+    # Blank lines are allowed, but not without end: a body of nothing but newlines
+    # is refused as soon as it has more lines than a full batch could need.
+    max_lines = 2 * max_events + 1000
+    pos, lineno, size = 0, 0, len(body)
+    while pos < size:
+        end = body.find(b"\n", pos)
+        if end < 0:
+            end = size
+        line = body[pos:end]
+        pos = end + 1
+        lineno += 1
+        if lineno > max_lines:
+            raise BodyError(413, f"body has more than {max_lines:,} lines")
+        if not line.strip():
+            continue
+        if len(items) == max_events:
+            raise BodyError(413, _too_many(len(items) + 1, max_events, f" (at line {lineno})"))
+        try:
+            items.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            rejected.append(
+                {"index": len(items), "line": lineno, "error": f"malformed JSON: {exc}"}
+            )
+            items.append(MALFORMED)
+    return items, rejected
+
+
+def _too_many(n: int, limit: int, where: str = "") -> str:
+    return f"batch of {n:,}{'+' if where else ''} events exceeds max_batch_events={limit}{where}"
+
+
+class Admitted:
+    """The events of one request that passed the door, encoded per partition."""
+
+    def __init__(self) -> None:
+        self.by_part: dict[int, list[bytes]] = {}
+        self.types: Counter[str] = Counter()
+        self.count = 0
+
+
+def admit(
+    items: list[Any],
+    rejected: list[dict[str, Any]],
+    settings: Settings,
+    hash_key: bytes,
+    now_us: int,
+) -> Admitted:
+    """Each item through the door: the JSON Schema, the limits of what the pipeline
+    can store (docs/metrics.md#what-ingest-refuses), and its encoded size. What
+    fails is added to `rejected` by index; nothing that passes can fail later."""
+    rules = settings.door_rules
+    out = Admitted()
+    for index, item in enumerate(items):
+        if item is MALFORMED:
+            continue
+        try:
+            ev = normalize(item, hash_key, rules, now_us)
+            encoded = encode_item(ev)
+        except EventError as exc:
+            rejected.append({"index": index, "error": str(exc)})
+            continue
+        except orjson.JSONEncodeError as exc:  # nested past orjson's 254 levels
+            rejected.append({"index": index, "error": f"{ev['type']}: cannot be encoded: {exc}"})
+            continue
+        if len(encoded) > rules.max_event_bytes:
+            rejected.append(
+                {
+                    "index": index,
+                    "error": f"{ev['type']}: event is {len(encoded):,} bytes encoded, more "
+                    f"than max_event_bytes={rules.max_event_bytes}",
+                }
+            )
+            continue
+        part = partition_for(routing_key(ev), settings.partitions)
+        out.by_part.setdefault(part, []).append(encoded)
+        out.types[ev["type"]] += 1
+        out.count += 1
+    rejected.sort(key=lambda r: r["index"])
+    return out
 
 
 class BodyError(Exception):
@@ -133,16 +215,22 @@ def create_ingest_router(settings: Settings) -> APIRouter:
     router = APIRouter(tags=["ingest"])
     hash_key = settings.hash_key.get_secret_value().encode("utf-8")
 
+    def door(body: bytes, content_type: str, now_us: int) -> tuple[Admitted, list[dict[str, Any]]]:
+        items, rejected = _parse_body(body, content_type, settings.max_batch_events)
+        return admit(items, rejected, settings, hash_key, now_us), rejected
+
     @router.post(
         "/v1/events",
         status_code=202,
         responses={
-            202: {"description": "At least one event accepted"},
-            413: {"description": "Body or batch too large"},
-            422: {"description": "No event accepted"},
-            503: {"description": "Kafka unavailable; safe to retry (event ids dedupe)"},
+            202: {"description": "At least one event accepted; the others are listed in "
+                  "`rejected` by index, with the reason"},
+            413: {"description": "Body or batch too large; nothing accepted"},
+            422: {"description": "No event accepted; each is listed in `rejected`"},
+            503: {"description": "Kafka unavailable; nothing is confirmed (some events may "
+                  "have been produced): retry the same events, their ids make it harmless"},
         },
-    )
+    )  # fmt: skip
     async def post_events(
         request: Request, producer: Annotated[EventProducer, Depends(get_producer)]
     ) -> Response:
@@ -152,39 +240,28 @@ def create_ingest_router(settings: Settings) -> APIRouter:
         except BodyTooLarge as exc:
             return _too_large(str(exc))
         try:
-            items, rejected = _parse_body(body, request.headers.get("content-type", ""))
+            # Parsing and checking 20,000 events takes a few hundred ms of CPU: in a
+            # thread, so health checks and other requests are answered meanwhile.
+            admitted, rejected = await asyncio.to_thread(
+                door, body, request.headers.get("content-type", ""), time.time_ns() // 1000
+            )
         except BodyError as exc:
+            if exc.status == 413:
+                return _too_large(exc.message, "batch_too_large")
             EVENTS_REJECTED.labels("malformed_json").inc()
             return json_response(
                 {"accepted": 0, "rejected": [{"index": None, "error": exc.message}]},
                 exc.status,
             )
-        if len(items) > settings.max_batch_events:
-            return _too_large(
-                f"batch of {len(items)} events exceeds "
-                f"max_batch_events={settings.max_batch_events}",
-                "batch_too_large",
-                len(items),
-            )
         if rejected:
-            EVENTS_REJECTED.labels("malformed_json").inc(len(rejected))
-        valid: list[dict[str, Any]] = []
-        for index, item in enumerate(items):
-            if item is None:
-                continue
-            try:
-                valid.append(normalize(item, hash_key))
-            except EventError as exc:
-                rejected.append({"index": index, "error": str(exc)})
-                EVENTS_REJECTED.labels("invalid").inc()
-        rejected.sort(key=lambda r: r["index"])
-        if not valid:
+            EVENTS_REJECTED.labels("invalid").inc(len(rejected))
+        if not admitted.count:
             return json_response({"accepted": 0, "rejected": rejected}, 422)
         try:
-            await producer.send(valid)
+            await producer.send(admitted.by_part)
         except (KafkaError, TimeoutError, OSError) as exc:
             log.warning("produce failed: %s", exc)
-            EVENTS_REJECTED.labels("unavailable").inc(len(valid))
+            EVENTS_REJECTED.labels("unavailable").inc(admitted.count)
             return json_response(
                 {
                     "accepted": 0,
@@ -195,9 +272,9 @@ def create_ingest_router(settings: Settings) -> APIRouter:
                 503,
                 headers={"Retry-After": "1"},
             )
-        for typ, n in Counter(ev["type"] for ev in valid).items():
+        for typ, n in admitted.types.items():
             EVENTS_INGESTED.labels(typ).inc(n)
-        return json_response({"accepted": len(valid), "rejected": rejected}, 202)
+        return json_response({"accepted": admitted.count, "rejected": rejected}, 202)
 
     return router
 
@@ -221,6 +298,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def _too_large(message: str, reason: str = "too_large", count: int = 1) -> Response:
+    # nothing of the request was accepted
     EVENTS_REJECTED.labels(reason).inc(count)
     return json_response({"accepted": 0, "rejected": [{"index": None, "error": message}]}, 413)
 

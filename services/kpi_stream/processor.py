@@ -28,7 +28,8 @@ from prometheus_client import Counter
 from services.core.agents import SEGMENT_PIECE_US, SegmentRow, StateEvent
 from services.core.calls import MINUTE_US, Compact, Contribution, Counters, DeltaKey
 from services.core.db import LOCK_EVENTS, LOCK_FCR
-from services.core.events import EventError, normalize, partition_for
+from services.core.envelope import Envelope
+from services.core.events import DEFAULT_RULES, DoorRules, EventError, normalize, partition_for
 from services.core.kpi import (
     AGENT_STATES,
     AGENT_TIME_COUNTERS,
@@ -250,26 +251,21 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    partition: int
-    ingested_us: int
-    items: list[dict[str, Any]]
-
-
-def decode_envelope(partition: int, raw: bytes, field: str) -> Envelope:
-    data = orjson.loads(raw)
-    return Envelope(partition, int(data.get("at", 0)), list(data[field]))
-
-
 class BadRecord(ValueError):
     """A record on the events topic that is neither an envelope nor a valid event."""
 
 
-def decode_events_record(partition: int, raw: bytes | None, hash_key: bytes) -> Envelope:
+def decode_events_record(
+    partition: int,
+    raw: bytes | None,
+    hash_key: bytes,
+    rules: DoorRules = DEFAULT_RULES,
+    now_us: int | None = None,
+) -> Envelope:
     """Our ingest writes envelopes of normalised events. Other producers may write
     plain canonical events (one per record, keyed by call_id); those are validated
-    and normalised here exactly as ingest would. Anything else is a BadRecord."""
+    and normalised here exactly as ingest would (with the worker's clock as `now_us`).
+    Anything else is a BadRecord."""
     try:
         data = orjson.loads(raw or b"")
     except orjson.JSONDecodeError as exc:
@@ -281,13 +277,9 @@ def decode_events_record(partition: int, raw: bytes | None, hash_key: bytes) -> 
             raise BadRecord("envelope holds an event that is not normalised (no integer ts)")
         return Envelope(partition, int(data.get("at") or 0), events)
     try:
-        return Envelope(partition, 0, [normalize(data, hash_key)])
+        return Envelope(partition, 0, [normalize(data, hash_key, rules, now_us)])
     except EventError as exc:
         raise BadRecord(f"invalid event: {exc}") from None
-
-
-def encode_envelope(field: str, items: Sequence[Mapping[str, Any]], at_us: int) -> bytes:
-    return orjson.dumps({"v": 1, "at": at_us, field: list(items)})
 
 
 @dataclass(slots=True)
