@@ -5,11 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.events import (
+    DoorRules,
     EventError,
     murmur2_fast,
     normalize,
     parse_timestamp_us,
     partition_for,
+    withheld_matcher,
 )
 
 
@@ -52,3 +54,44 @@ def test_fast_murmur2_equals_aiokafkas_on_any_bytes(data: bytes) -> None:
     from aiokafka.partitioner import murmur2
 
     assert murmur2_fast(data) == murmur2(data)
+
+
+OFFERED = {"event_id": "1", "type": "call.offered", "occurred_at": "2026-11-20T09:00:00Z",
+           "call_id": "c", "queue_id": "q"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "caller",
+    ["0", "", "  ", "0000000000", "+0", "-", "anonymous", "Anonymous",
+     "anonymous@anonymous.invalid", "sip:anonymous@10.0.0.1", "unknown", "<unknown>",
+     "Restricted", "PRIVATE", "Private Number", "Unavailable", "WITHHELD", "blocked", "P", "O",
+     " unknown "],
+)  # fmt: skip
+def test_a_withheld_caller_id_is_no_customer(caller: str) -> None:
+    assert "customer_id" not in normalize({**OFFERED, "customer_id": caller}, b"k")
+
+
+@pytest.mark.parametrize("caller", ["+8613800000001", "1001", "0800123456", "00", "Peter"])
+def test_a_real_caller_id_is_hashed(caller: str) -> None:
+    if caller == "00":  # all zeros is a PBX's "no number", however many
+        assert "customer_id" not in normalize({**OFFERED, "customer_id": caller}, b"k")
+        return
+    out = normalize({**OFFERED, "customer_id": caller}, b"k")
+    assert len(out["customer_id"]) == 64 and caller not in out["customer_id"]
+
+
+def test_withheld_patterns_come_from_the_rules_so_a_center_can_add_its_own() -> None:
+    rules = DoorRules(withheld=withheld_matcher([r"9{4}"]))
+    assert "customer_id" not in normalize({**OFFERED, "customer_id": "9999"}, b"k", rules)
+    assert "customer_id" in normalize({**OFFERED, "customer_id": "0"}, b"k", rules)
+
+
+def test_an_event_ahead_of_the_clock_is_refused_only_past_the_allowed_skew() -> None:
+    now = parse_timestamp_us("2026-11-20T08:00:00Z")
+    rules = DoorRules(max_future_us=3600 * 1_000_000)
+    assert normalize(OFFERED, b"k", rules, now_us=now)["ts"] == now + 3600 * 1_000_000
+    later = {**OFFERED, "occurred_at": "2026-11-20T09:00:00.000001Z"}
+    with pytest.raises(EventError, match=r"1\.0 h ahead of ingest's clock"):
+        normalize(later, b"k", rules, now_us=now)
+    # without a clock (tests, tools) nothing is refused for being late or early
+    assert normalize(later, b"k", rules)["ts"] > now

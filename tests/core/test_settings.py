@@ -80,3 +80,22 @@ def test_tokens_are_configured_by_hash_and_scope(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"auth\.tokens\.0\.scopes\.0"):
         load_settings(write(tmp_path, "auth: {tokens: [{name: a, sha256: " + "0" * 64
                                       + ", scopes: [root]}]}\n"))  # fmt: skip
+
+
+def test_an_event_limit_that_cannot_fit_a_record_is_refused_naming_both_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CALLKPI_CONFIG", raising=False)
+    with pytest.raises(
+        ConfigError,
+        match="max_event_bytes: 70000 leaves no room in a Kafka record of kafka_max_request_bytes=65536",
+    ):
+        load_settings(max_event_bytes=70_000, kafka_max_request_bytes=65_536)
+
+
+def test_a_withheld_pattern_that_is_not_a_regular_expression_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CALLKPI_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="withheld_caller_ids"):
+        load_settings(kpi={"withheld_caller_ids": ["(unclosed"]})
