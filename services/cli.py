@@ -4,6 +4,7 @@ callkpi dev [--config F] [--port 8000] [--simulate [--understaff 5m+30m]] [--dat
 callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
 callkpi periods list | close PERIOD [--force] | restate PERIOD --reason R [--by NAME]
+callkpi quarantine list | replay (--id N ... | --all)   events the worker set aside
 callkpi tokens new NAME --scope payroll [--scope …] | hash
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
@@ -550,6 +551,46 @@ def cmd_asterisk(args: argparse.Namespace) -> int:
     return asyncio.run(run_import() if args.action == "import" else run_follow())
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    """`callkpi quarantine list | replay`: the events the worker set aside, through
+    the API's admin endpoints (docs/operations.md#quarantine)."""
+    import httpx
+
+    with httpx.Client(base_url=args.url, timeout=120, headers=_bearer(args)) as client:
+        if args.action == "list":
+            params: dict[str, Any] = {"limit": args.limit, "replayed": args.replayed}
+            if args.stage:
+                params["stage"] = args.stage
+            r = client.get("/v1/admin/quarantine", params=params)
+            body = _api_json(r)
+            waiting = body["waiting"]
+            print(f"waiting: {sum(waiting.values())} "
+                  + " ".join(f"({k}: {v})" for k, v in sorted(waiting.items())))  # fmt: skip
+            for it in body["items"]:
+                where = f"{it['topic']}[{it['partition']}]@{it['offset']}#{it['index']}"
+                done = f"  replayed {it['replayed_at']}" if it["replayed_at"] else ""
+                print(f"{it['id']:>8}  {it['quarantined_at']}  {it['stage']:6}  {where}  "
+                      f"{it['event_id']!r}{done}\n          {it['error']}")  # fmt: skip
+            if body["next_after_id"]:
+                print(f"(more: the API's ?after_id={body['next_after_id']})")
+            return 0
+        if not args.ids and not args.all:
+            raise ConfigError("quarantine replay: name the items (--id N ...) or --all")
+        payload: dict[str, Any] = {"ids": args.ids} if args.ids else {"all": True}
+        if args.stage:
+            payload["stage"] = args.stage
+        replayed = _api_json(client.post("/v1/admin/quarantine/replay", json=payload))["replayed"]
+        print(f"replayed {len(replayed)} item(s): {' '.join(map(str, replayed)) or '-'}; the "
+              "worker counts them again (what still fails is set aside again)")  # fmt: skip
+        return 0
+
+
+def _api_json(r: Any) -> Any:
+    if r.status_code != 200:
+        raise IngestError(f"API answered {r.status_code}: {r.text[:500]}")
+    return r.json()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
     return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch, _bearer(args)))
@@ -737,6 +778,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--batch", type=int, default=2000)
     rep.add_argument("--token", help="API token with the ingest scope (auth on)")
     rep.set_defaults(func=cmd_replay)
+
+    qua = sub.add_parser(
+        "quarantine", help="events set aside by the worker: list, replay (docs/operations.md)"
+    )
+    qua_sub = qua.add_subparsers(dest="action", required=True)
+    ql = qua_sub.add_parser("list", help="what is waiting, oldest first, with its error")
+    ql.add_argument("--limit", type=int, default=50)
+    ql.add_argument("--replayed", action="store_true", help="include those already replayed")
+    qr = qua_sub.add_parser("replay", help="send items back through the worker after a fix")
+    qr.add_argument("--id", dest="ids", type=int, nargs="+", help="quarantine ids (from list)")
+    qr.add_argument("--all", action="store_true", help="every item still waiting")
+    for sp in (ql, qr):
+        sp.add_argument("--config", default=argparse.SUPPRESS)
+        sp.add_argument("--stage", choices=["events", "facts"])
+        sp.add_argument("--url", default="http://127.0.0.1:8000", help="the API's base URL")
+        sp.add_argument("--token", help="API token with the admin scope (auth on)")
+    qua.set_defaults(func=cmd_quarantine)
 
     ast = sub.add_parser("asterisk", help="Asterisk queue_log: import history, follow live")
     ast_sub = ast.add_subparsers(dest="action", required=True)

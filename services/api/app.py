@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from services.api import alerts, kpis, metrics, periods, stream, wallboard
+from services.api import alerts, kpis, metrics, periods, quarantine, stream, wallboard
 from services.api.deps import ConnDep, require
 from services.core.db import make_engine
 from services.core.settings import Settings
@@ -77,6 +76,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         # the pages hold no figures: they ask for a token and read /v1/stream
         app.include_router(wallboard.router)
         app.include_router(periods.router, dependencies=[require("payroll")])
+        app.include_router(quarantine.router, dependencies=[require("admin")])
     if ingest:
         app.include_router(create_ingest_router(settings), dependencies=[require("ingest")])
     app.include_router(metrics.router, dependencies=[require("read")])
@@ -87,7 +87,11 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(conn: ConnDep) -> dict[str, Any]:
-        await conn.execute(sa.text("SELECT 1"))
-        return {"ready": True}
+        """Ready when Postgres answers; `quarantined`: events the worker set aside
+        and nobody replayed yet, per stage (docs/operations.md#quarantine)."""
+        from services.api.queries import quarantine_waiting
+
+        waiting = await quarantine_waiting(conn)
+        return {"ready": True, "quarantined": {k: v["events"] for k, v in waiting.items()}}
 
     return app

@@ -83,8 +83,30 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
         "Ingest to figures committed (visible in the API), newest batch of any live worker",
     )
     lag.add_metric([], stats["lag_us"] / 1e6)
-    snap.families.extend([processed, lag])
+    snap.families.extend([processed, lag, *await _quarantine_families(conn, now)])
     registry = CollectorRegistry()
     registry.register(snap)
     body = generate_latest(REGISTRY) + generate_latest(registry)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _quarantine_families(conn: ConnDep, now: datetime) -> list[GaugeMetricFamily]:
+    """Events set aside and waiting for a replay, per stage, and how long the oldest
+    has waited (0 and absent when none): deploy/prometheus/rules.yml alerts on it."""
+    waiting = await queries.quarantine_waiting(conn)
+    count = GaugeMetricFamily(
+        "callkpi_quarantined_events",
+        "Events the worker set aside (processing them fails for good) and nobody replayed",
+        labels=["stage"],
+    )
+    age = GaugeMetricFamily(
+        "callkpi_quarantine_oldest_age_seconds",
+        "Seconds since the oldest event still waiting in the quarantine was set aside",
+        labels=["stage"],
+    )
+    for stage in ("events", "facts"):
+        w = waiting.get(stage)
+        count.add_metric([stage], float(w["events"]) if w else 0.0)
+        if w:
+            age.add_metric([stage], max(0.0, (now - w["oldest"]).total_seconds()))
+    return [count, age]

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.agents import SEGMENT_PIECE_US
+from services.core.db import quarantine
 from services.core.kpi import COUNTER_TABLES, zero_counters
 from services.core.timewin import epoch_us
 
@@ -239,3 +240,27 @@ async def waiting_calls(conn: AsyncConnection, max_age_s: int) -> list[tuple[str
         {"age": max_age_s},
     )
     return [(r.queue_id, int(r.n), r.oldest) for r in result]
+
+
+async def quarantine_waiting(conn: AsyncConnection) -> dict[str, dict[str, Any]]:
+    """Per stage: events set aside and not replayed since, and the oldest one's time."""
+    result = await conn.execute(
+        sa.text(
+            "SELECT stage, count(*) AS n, min(quarantined_at) AS oldest FROM quarantine "
+            "WHERE replayed_at IS NULL GROUP BY stage"
+        )
+    )
+    return {r.stage: {"events": int(r.n), "oldest": r.oldest} for r in result}
+
+
+async def quarantine_rows(
+    conn: AsyncConnection, *, stage: str | None, after_id: int, limit: int, replayed: bool
+) -> list[dict[str, Any]]:
+    """Quarantined items oldest first, after `after_id` (keyset paging)."""
+    q = quarantine
+    query = sa.select(q).where(q.c.id > after_id).order_by(q.c.id).limit(limit)
+    if stage is not None:
+        query = query.where(q.c.stage == stage)
+    if not replayed:
+        query = query.where(q.c.replayed_at.is_(None))
+    return [dict(r._mapping) for r in await conn.execute(query)]

@@ -266,6 +266,24 @@ audit_log = sa.Table(
 )
 
 
+# Events set aside by the worker (migration 0012, services/kpi_stream/quarantine.py)
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("part", sa.Integer, nullable=False),
+    sa.Column("record_offset", sa.BigInteger, nullable=False),
+    sa.Column("item", sa.Integer, nullable=False),
+    sa.Column("event_id", sa.Text),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("replayed_at", sa.DateTime(timezone=True)),
+)
+
+
 def sqlalchemy_url(url: str) -> str:
     """Accept postgres://, postgresql:// or postgresql+asyncpg:// and use asyncpg."""
     parts = urlsplit(url)

@@ -24,6 +24,18 @@ class Envelope:
     partition: int
     ingested_us: int
     items: list[dict[str, Any]]
+    offset: int = -1  # of its Kafka record; -1 where not read from Kafka
+    # Where each item stands in its record, when the envelope holds only some of
+    # them (screened, or bisected: services/kpi_stream/quarantine.py); () = all.
+    index: tuple[int, ...] = ()
+
+    # False: its events were not checked by this version of the door (see
+    # events.DOOR_VERSION); the worker checks each before counting it.
+    checked: bool = True
+
+    def origin(self, i: int) -> int:
+        """The index in the Kafka record of this envelope's item i."""
+        return self.index[i] if self.index else i
 
 
 class ItemTooLarge(ValueError):
@@ -36,12 +48,19 @@ def encode_item(item: Mapping[str, Any]) -> bytes:
 
 
 def pack(
-    field: str, encoded: Sequence[bytes], at_us: int, max_request_bytes: int, max_items: int
+    field: str,
+    encoded: Sequence[bytes],
+    at_us: int,
+    max_request_bytes: int,
+    max_items: int,
+    door: int | None = None,
 ) -> Iterator[bytes]:
     """Envelopes of the encoded items, in order: at most `max_items` each and each
-    small enough to be one record under `max_request_bytes`."""
+    small enough to be one record under `max_request_bytes`. `door`: the version
+    of the checks the items passed (ingest's events)."""
     room = max_request_bytes - RECORD_ALLOWANCE_BYTES
-    head = b'{"v":1,"at":%d,"%s":[' % (at_us, field.encode())
+    mark = b"" if door is None else b'"door":%d,' % door
+    head = b'{"v":1,"at":%d,%s"%s":[' % (at_us, mark, field.encode())
     chunk: list[bytes] = []
     size = len(head) + 2
     for item in encoded:
@@ -64,6 +83,7 @@ def encode_envelope(field: str, items: Sequence[Mapping[str, Any]], at_us: int) 
     return orjson.dumps({"v": 1, "at": at_us, field: list(items)})
 
 
-def decode_envelope(partition: int, raw: bytes, field: str) -> Envelope:
+def decode_envelope(partition: int, raw: bytes, field: str, offset: int = -1) -> Envelope:
+    """An envelope the worker itself wrote (FCR facts)."""
     data = orjson.loads(raw)
-    return Envelope(partition, int(data.get("at", 0)), list(data[field]))
+    return Envelope(partition, int(data.get("at", 0)), list(data[field]), offset)

@@ -23,7 +23,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from prometheus_client import Counter as PromCounter
 
 from services.core.envelope import encode_item, pack
-from services.core.events import EventError, normalize, partition_for, routing_key
+from services.core.events import (
+    DOOR_VERSION,
+    EventError,
+    normalize,
+    partition_for,
+    routing_key,
+)
 from services.core.settings import Settings
 
 log = logging.getLogger("callkpi.ingest")
@@ -74,7 +80,7 @@ class EventProducer:
         futures = []
         for part, encoded in by_part.items():
             for value in pack("events", encoded, at, s.kafka_max_request_bytes,
-                              s.envelope_max_events):  # fmt: skip
+                              s.envelope_max_events, door=DOOR_VERSION):  # fmt: skip
                 futures.append(
                     await self._producer.send(s.events_topic, value=value, partition=part)
                 )

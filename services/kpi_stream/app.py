@@ -26,13 +26,15 @@ from services.kpi_stream.processor import (
     Processor,
     decode_events_record,
 )
+from services.kpi_stream.quarantine import is_permanent
 
 log = logging.getLogger("callkpi.worker")
 
 T = TypeVar("T")
 
 BAD_RECORDS = Counter(
-    "callkpi_worker_bad_records_total", "Records on the events topic skipped as unreadable"
+    "callkpi_worker_bad_records_total",
+    "Records on the events topic that are no envelope and no valid event, set aside whole",
 )
 
 # Consumer-group timings. Faust's defaults (session 60 s, rebalance 60 s) make a
@@ -62,19 +64,37 @@ BATCH_RETRIES = Counter(
 )
 
 
-async def retrying(stage: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run `attempt` until it succeeds. A batch that fails (Postgres restarting, a
-    dropped connection) is retried, never skipped: its records are not
-    acknowledged, and skipping would lose them or stall offset commits behind them."""
+async def retrying(
+    stage: str,
+    attempt: Callable[[], Awaitable[T]],
+    settle: Callable[[BaseException], Awaitable[T]],
+) -> T:
+    """Run `attempt` until it succeeds. A batch that fails for a reason that may
+    pass (Postgres restarting, a dropped connection) is retried, never skipped: its
+    records are not acknowledged, and skipping would lose them or stall offset
+    commits behind them. One that fails for a reason no retry cures (the data) is
+    handed to `settle`, which counts what it can and quarantines the rest
+    (services/kpi_stream/quarantine.py); a transient error there is retried too."""
     delay = RETRY_FIRST_S
+    settling = False
     while True:
         try:
             return await attempt()
-        except Exception:
+        except Exception as exc:
+            if is_permanent(exc) and not settling:
+                # settled once; should settling itself fail so, it is a bug: retry
+                # it with backoff, loudly, rather than spin
+                attempt, settling = partial(settle, exc), True
+                continue
             BATCH_RETRIES.labels(stage).inc()
             log.exception("%s batch failed; retrying in %.1f s", stage, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def _never_permanent(exc: BaseException) -> None:
+    """Storing a quarantine row fails only for reasons that pass: retry it."""
+    raise exc
 
 
 def assigned(app: faust.App) -> set[Any]:
@@ -141,33 +161,56 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
 
     processor = Processor(settings, pool, send_facts, worker_id)
 
-    def decode(batch: Sequence[Any]) -> list[Envelope]:
+    async def decode(batch: Sequence[Any]) -> list[Envelope]:
         envelopes = []
         now_us = time.time_ns() // 1000
         for ev in batch:
+            msg = ev.message
             try:
                 envelopes.append(
                     decode_events_record(
-                        ev.message.partition, ev.value, key, settings.door_rules, now_us
+                        msg.partition, ev.value, key, settings.door_rules, now_us, msg.offset
                     )
                 )
             except BadRecord as exc:
-                # Skip it (the good records around it still count), say where it is.
+                # Set aside whole (the good records around it still count).
                 BAD_RECORDS.inc()
-                log.error(
-                    "skipping bad record %s[%d]@%d: %s",
-                    settings.events_topic,
-                    ev.message.partition,
-                    ev.message.offset,
-                    exc,
-                )
+                await retrying(
+                    "events",
+                    partial(processor.set_aside_record, msg.partition, msg.offset, ev.value,
+                            str(exc)),
+                    _never_permanent,
+                )  # fmt: skip
         return envelopes
 
     async def commit_then_ack(stream: Any, prepared: PreparedEvents | None, batch: Any) -> None:
         if prepared is not None:
-            await retrying("events", partial(processor.commit_events, prepared))
+            await retrying(
+                "events",
+                partial(processor.commit_events, prepared),
+                lambda exc: processor.set_aside_events(prepared.envelopes, exc, prepared),
+            )
         for ev in batch:
             await stream.ack(ev)
+
+    async def settle_then_ack(stream: Any, envelopes: list[Envelope], failure: BaseException,
+                              batch: Any) -> None:  # fmt: skip
+        await retrying(
+            "events",
+            partial(processor.set_aside_events, envelopes, failure),
+            lambda exc: processor.set_aside_events(envelopes, exc),
+        )
+        for ev in batch:
+            await stream.ack(ev)
+
+    async def prepare(envelopes: list[Envelope]) -> PreparedEvents | BaseException:
+        """The batch computed ahead, or the permanent error computing it raised (it
+        is then settled once the previous batch has committed)."""
+
+        async def failed(exc: BaseException) -> BaseException:
+            return exc
+
+        return await retrying("events", partial(processor.prepare_events, envelopes), failed)
 
     # Records are acknowledged only once their batch has committed (take_events
     # would ack them even when the batch raised, losing it). Batch N+1 is computed
@@ -180,15 +223,15 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
             async for batch in stream.noack_take(
                 settings.worker_take_max, within=settings.worker_take_within_seconds
             ):
-                envelopes = decode(batch)
-                prepared = (
-                    await retrying("events", partial(processor.prepare_events, envelopes))
-                    if envelopes
-                    else None
-                )
+                envelopes = await decode(batch)
+                prepared = await prepare(envelopes) if envelopes else None
                 if writing is not None:
                     await writing
-                writing = asyncio.create_task(commit_then_ack(stream, prepared, batch))
+                if isinstance(prepared, BaseException):
+                    step = settle_then_ack(stream, envelopes, prepared, batch)
+                else:
+                    step = commit_then_ack(stream, prepared, batch)
+                writing = asyncio.create_task(step)
         finally:
             if writing is not None and not writing.done():
                 # Let the last batch commit; if it cannot, its records stay
@@ -201,16 +244,23 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
         async with lock:
             await processor.process_facts(envelopes)
 
+    async def settle_facts(envelopes: list[Envelope], exc: BaseException) -> None:
+        async with lock:
+            await processor.set_aside_facts(envelopes, exc)
+
     @app.agent(fcr_topic, name="track_fcr")
     async def track_fcr(stream: Any) -> None:
         async for batch in stream.noack_take(
             settings.worker_take_max, within=settings.worker_take_within_seconds
         ):
             envelopes: list[Envelope] = [
-                decode_envelope(ev.message.partition, ev.value, "facts") for ev in batch
+                decode_envelope(ev.message.partition, ev.value, "facts", ev.message.offset)
+                for ev in batch
             ]
             if envelopes:
-                await retrying("facts", partial(store_facts, envelopes))
+                await retrying(
+                    "facts", partial(store_facts, envelopes), partial(settle_facts, envelopes)
+                )
             for ev in batch:
                 await stream.ack(ev)
 

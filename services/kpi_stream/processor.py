@@ -29,7 +29,15 @@ from services.core.agents import SEGMENT_PIECE_US, SegmentRow, StateEvent
 from services.core.calls import MINUTE_US, Compact, Contribution, Counters, DeltaKey
 from services.core.db import LOCK_EVENTS, LOCK_FCR
 from services.core.envelope import Envelope
-from services.core.events import DEFAULT_RULES, DoorRules, EventError, normalize, partition_for
+from services.core.events import (
+    DEFAULT_RULES,
+    DOOR_VERSION,
+    DoorRules,
+    EventError,
+    normalize,
+    partition_for,
+    recheck,
+)
 from services.core.kpi import (
     AGENT_STATES,
     AGENT_TIME_COUNTERS,
@@ -46,6 +54,7 @@ from services.kpi_stream.core import (
     group_events,
     track_agents,
 )
+from services.kpi_stream.quarantine import Item, bisect, describe, items_of, store
 
 log = logging.getLogger("callkpi.worker")
 
@@ -261,6 +270,7 @@ def decode_events_record(
     hash_key: bytes,
     rules: DoorRules = DEFAULT_RULES,
     now_us: int | None = None,
+    offset: int = -1,
 ) -> Envelope:
     """Our ingest writes envelopes of normalised events. Other producers may write
     plain canonical events (one per record, keyed by call_id); those are validated
@@ -275,9 +285,10 @@ def decode_events_record(
         # exact type checks: cheap enough for every event of every envelope
         if not all(type(ev) is dict and type(ev.get("ts")) is int for ev in events):
             raise BadRecord("envelope holds an event that is not normalised (no integer ts)")
-        return Envelope(partition, int(data.get("at") or 0), events)
+        checked = data.get("door") == DOOR_VERSION
+        return Envelope(partition, int(data.get("at") or 0), events, offset, checked=checked)
     try:
-        return Envelope(partition, 0, [normalize(data, hash_key, rules, now_us)])
+        return Envelope(partition, 0, [normalize(data, hash_key, rules, now_us)], offset)
     except EventError as exc:
         raise BadRecord(f"invalid event: {exc}") from None
 
@@ -292,6 +303,11 @@ class _Work:
     facts: list[dict[str, Any]]
     max_ts: int | None
     too_old: int
+
+    @staticmethod
+    def nothing() -> _Work:
+        """No result yet: a batch committed with it is computed under its lock."""
+        return _Work({}, {}, [], [], None, 0)
 
 
 @dataclass(slots=True)
@@ -311,11 +327,13 @@ class Processor:
         pool: asyncpg.Pool,
         send_facts: SendFacts,
         worker_id: str,
+        clock: Callable[[], int] = _now_us,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.send_facts = send_facts
         self.worker_id = worker_id
+        self.clock = clock  # µs since the epoch
         # Unique per process: a restarted worker with the same id must not take
         # the previous process's writes for its own (see _still_owner).
         self.owner = f"{worker_id}/{uuid.uuid4().hex[:12]}"
@@ -369,6 +387,7 @@ class Processor:
         return await self.commit_events(await self.prepare_events(envelopes))
 
     async def prepare_events(self, envelopes: Sequence[Envelope]) -> PreparedEvents:
+        envelopes = await self._screen(envelopes)
         unclaimed = sorted({env.partition for env in envelopes} - self._claimed)
         if unclaimed:
             await self._claim(unclaimed)
@@ -437,6 +456,92 @@ class Processor:
                 self._agents.put(agent, timeline)
         self._discard(work)
         return prepared.n_events
+
+    async def _screen(self, envelopes: Sequence[Envelope]) -> Sequence[Envelope]:
+        """Set aside, one by one, the events the door would refuse: of envelopes it
+        did not check (other producers, an older ingest), every check; of the
+        others, the clock only: an event stamped further ahead of our clock than
+        ingest allows would move the FCR watermark and an agent's timeline into
+        the future for good."""
+        rules = self.settings.door_rules
+        now = self.clock()
+        limit = now + rules.max_future_us
+        if all(env.checked for env in envelopes) and all(
+            ev["ts"] <= limit for env in envelopes for ev in env.items
+        ):
+            return envelopes
+        kept = []
+        for env in envelopes:
+            items, index = [], []
+            for i, ev in enumerate(env.items):
+                try:
+                    if env.checked:
+                        if ev["ts"] > limit:
+                            raise EventError(
+                                f"occurred_at {ev.get('occurred_at')!r} is past the worker's "
+                                f"clock + max_future_seconds={self.settings.max_future_seconds}"
+                            )
+                    else:
+                        recheck(ev, rules, now)
+                except EventError as exc:
+                    await self._set_aside_event(env, i, str(exc))
+                    continue
+                items.append(ev)
+                index.append(env.origin(i))
+            kept.append(replace(env, items=items, index=tuple(index), checked=True))
+        return kept
+
+    async def set_aside_events(
+        self,
+        envelopes: Sequence[Envelope],
+        failure: BaseException,
+        prepared: PreparedEvents | None = None,
+    ) -> None:
+        """A batch failed for good (`failure` is permanent): count what can be
+        counted and set aside the events that fail on their own."""
+        log.error("events batch fails for good (%s); bisecting it", describe(failure))
+        if prepared is not None:
+            self._discard(prepared.work)
+        self._distrust()
+
+        async def run(envs: list[Envelope]) -> None:
+            # Computed from Postgres under the lock, never from pending states: those
+            # of the failed batch (and of any batch computed on top of it) hold all of
+            # its events, so a half computed from them would find nothing new and
+            # write nothing. The recomputation bumps the epoch: batches computed
+            # ahead of this are computed again at their commit.
+            screened = await self._screen(envs)
+            n = sum(len(env.items) for env in screened)
+            await self.commit_events(PreparedEvents(screened, n, -1, _Work.nothing()))
+
+        async def aside(item: Item, exc: BaseException) -> None:
+            await self._set_aside_event(item[0], item[1], describe(exc))
+
+        await bisect(items_of(envelopes), failure, run, aside)
+
+    async def set_aside_facts(self, envelopes: Sequence[Envelope], failure: BaseException) -> None:
+        """As set_aside_events, for a batch of FCR facts (stage 2)."""
+        log.error("facts batch fails for good (%s); bisecting it", describe(failure))
+
+        async def aside(item: Item, exc: BaseException) -> None:
+            env, index = item
+            await store(self.pool, "facts", self.settings.fcr_topic, env.partition, env.offset,
+                        env.origin(index), env.items[index], describe(exc))  # fmt: skip
+
+        await bisect(items_of(envelopes), failure, self.process_facts, aside)
+
+    async def set_aside_record(
+        self, partition: int, offset: int, raw: bytes | None, why: str
+    ) -> None:
+        """An events record that is no envelope and no valid event, kept whole."""
+        text = (raw or b"").decode("utf-8", errors="replace")
+        await store(self.pool, "events", self.settings.events_topic, partition, offset, -1,
+                    text, why)  # fmt: skip
+
+    async def _set_aside_event(self, env: Envelope, i: int, error: str) -> None:
+        """Quarantine the envelope's item i (stored under its index in the record)."""
+        await store(self.pool, "events", self.settings.events_topic, env.partition, env.offset,
+                    env.origin(i), env.items[i], error)  # fmt: skip
 
     async def _recompute(self, conn: asyncpg.Connection, prepared: PreparedEvents) -> _Work:
         """Redo a batch from Postgres under its lock. If the result differs from the
