@@ -134,7 +134,7 @@ fcr_calls = sa.Table(
     sa.Column("fact", sa.JSON, nullable=False),
     sa.Column("contrib", sa.JSON),
 )
-sa.Index("ix_fcr_calls_customer", fcr_calls.c.customer)
+sa.Index("ix_fcr_calls_customer_time", fcr_calls.c.customer, fcr_calls.c.offered_us)
 sa.Index(
     "ix_fcr_calls_pending",
     fcr_calls.c.part,

@@ -183,10 +183,17 @@ def apply_facts(
     watermark_us: int,
     window_us: int,
     touched: Iterable[str] = (),
+    spans: Mapping[str, tuple[int, int]] | None = None,
 ) -> FcrResult:
     """Upsert facts into their customers' call lists (newest fact per call wins by
     its event count `n`, so a stale copy replayed later changes nothing) and
-    recompute FCR for every customer touched by a fact or listed in `touched`."""
+    recompute FCR for every customer touched by a fact or listed in `touched`.
+
+    `spans`: for a customer whose calls were loaded only from lo − window to
+    hi + window (`customers` holds those), only the calls offered in [lo − window,
+    hi] are recomputed: theirs are the outcomes a change in [lo, hi] can move, and
+    each one's window lies inside what was loaded. A customer without a span has
+    all of its calls loaded."""
     out = FcrResult()
     working: dict[str, dict[str, FcrRow]] = {}
 
@@ -207,9 +214,12 @@ def apply_facts(
         rows[fact["call_id"]] = FcrRow(dict(fact), row.contrib if row else None)
         out.changed[fact["call_id"]] = rows[fact["call_id"]]
 
-    for rows in working.values():
+    for customer, rows in working.items():
         new = fcr_contributions((r.fact for r in rows.values()), watermark_us, window_us)
+        span = spans.get(customer) if spans is not None else None
         for call_id, row in rows.items():
+            if span is not None and not span[0] - window_us <= row.fact["offered_at"] <= span[1]:
+                continue  # its window reaches past what was loaded; nothing moved it
             contrib = new.get(call_id)
             if contrib == row.contrib:
                 continue

@@ -168,6 +168,31 @@ ON CONFLICT (agent_id) DO UPDATE SET
   reason = EXCLUDED.reason, since_us = EXCLUDED.since_us, updated_at = EXCLUDED.updated_at
 """
 
+# The calls of each probed customer offered within one window ($4) of the probes'
+# times and of where the batch's calls ($3) were stored before (a late event can
+# move a call's offered time), with how many calls the customer has in all: a
+# customer whose calls were all loaded can be cached whole.
+_FCR_WINDOW_LOAD = """
+WITH probe(u, t) AS (
+  SELECT * FROM unnest($1::text[], $2::bigint[])
+  UNION ALL
+  SELECT customer, offered_us FROM fcr_calls
+  WHERE call_id = ANY($3::text[]) AND customer = ANY($1::text[])
+), span AS (
+  SELECT u, min(t) AS lo, max(t) AS hi,
+         (SELECT count(*) FROM fcr_calls c WHERE c.customer = probe.u) AS total
+  FROM probe GROUP BY u
+)
+SELECT s.u AS customer, s.lo, s.hi, s.total, f.call_id, f.fact, f.contrib
+FROM span s LEFT JOIN fcr_calls f
+  ON f.customer = s.u AND f.offered_us BETWEEN s.lo - $4 AND s.hi + $4
+"""
+
+# Customers kept whole in the FCR cache have at most this many calls: the cache
+# serves the many customers with a few calls each; one with thousands is loaded
+# by window from Postgres, which bounds what one key costs in memory and time.
+FCR_CACHE_MAX_CALLS = 64
+
 _FCR_UPSERT = """
 INSERT INTO fcr_calls (call_id, customer, part, offered_us, pending, fact, contrib)
 SELECT c, u, p, t, n, f, r
@@ -662,19 +687,30 @@ class Processor:
         return out
 
     # --- stage 2 ---------------------------------------------------------------
+    # A customer's calls are loaded only within one FCR window of the calls a batch
+    # changes (and of where those calls were before): that is all their outcomes
+    # depend on. A customer with thousands of calls (a switchboard, a number that
+    # should have been withheld) costs each batch its window, not its history,
+    # which was quadratic over an import. Customers whose every call was loaded,
+    # and who have few, stay in the cache whole.
     async def process_facts(self, envelopes: Sequence[Envelope]) -> int:
         facts = [f for env in envelopes for f in env.items]
         parts = sorted({env.partition for env in envelopes})
+        probes: dict[str, list[int]] = {}
+        for f in facts:
+            probes.setdefault(f["customer"], []).append(f["offered_at"])
         async with self.pool.acquire() as conn, conn.transaction():
             await lock_partitions(conn, LOCK_FCR, parts)
             watermark = await current_watermark(conn)
-            customers = await self._load_customers(conn, {f["customer"] for f in facts})
-            result = apply_facts(facts, customers, watermark, self.window_us)
+            customers, spans = await self._load_customers(
+                conn, probes, [f["call_id"] for f in facts]
+            )
+            result = apply_facts(facts, customers, watermark, self.window_us, spans=spans)
             # a customer's facts arrive on its partition: no need to hash again
             part_of = {f["customer"]: env.partition for env in envelopes for f in env.items}
             await self._write_fcr(conn, result.changed, part_of)
             await write_fcr_deltas(conn, result.deltas)
-        self._cache_fcr(customers, result.changed)
+        self._cache_fcr(customers, spans, result.changed)
         return len(facts)
 
     async def sweep(self, partitions: Iterable[int], limit: int = SWEEP_CHUNK) -> int:
@@ -687,48 +723,66 @@ class Processor:
             await lock_partitions(conn, LOCK_FCR, parts)
             watermark = await current_watermark(conn)
             rows = await conn.fetch(
-                "SELECT DISTINCT customer, part FROM fcr_calls "
-                "WHERE pending AND part = ANY($1::int[]) AND offered_us < $2 LIMIT $3",
+                "SELECT customer, part, min(offered_us) AS lo, max(offered_us) AS hi "
+                "FROM fcr_calls WHERE pending AND part = ANY($1::int[]) AND offered_us < $2 "
+                "GROUP BY customer, part LIMIT $3",
                 parts,
                 watermark - self.window_us,
                 limit,
             )
             if not rows:
                 return 0
-            names = {r["customer"] for r in rows}
-            customers = await self._load_customers(conn, names)
-            result = apply_facts((), customers, watermark, self.window_us, touched=names)
+            probes = {r["customer"]: [int(r["lo"]), int(r["hi"])] for r in rows}
+            customers, spans = await self._load_customers(conn, probes, [])
+            result = apply_facts((), customers, watermark, self.window_us, touched=probes,
+                                 spans=spans)  # fmt: skip
             await self._write_fcr(conn, result.changed, {r["customer"]: r["part"] for r in rows})
             await write_fcr_deltas(conn, result.deltas)
-        self._cache_fcr(customers, result.changed)
+        self._cache_fcr(customers, spans, result.changed)
         return len(rows)
 
     async def _load_customers(
-        self, conn: asyncpg.Connection, names: set[str]
-    ) -> dict[str, dict[str, FcrRow]]:
+        self, conn: asyncpg.Connection, probes: Mapping[str, list[int]], call_ids: list[str]
+    ) -> tuple[dict[str, dict[str, FcrRow]], dict[str, tuple[int, int]]]:
+        """The calls of each customer in `probes` (customer -> offered times) within
+        one window of those times and of where `call_ids` were stored before; and
+        the span (lo, hi) of each customer not loaded whole (see apply_facts)."""
         out: dict[str, dict[str, FcrRow]]
-        out, missing = _split_cached(names, self._customers)
-        if missing:
-            rows = await conn.fetch(
-                "SELECT call_id, customer, fact, contrib FROM fcr_calls "
-                "WHERE customer = ANY($1::text[])",
-                missing,
-            )
-            for name in missing:
-                out[name] = {}
-            for r in rows:
-                out[r["customer"]][r["call_id"]] = FcrRow(
+        out, missing = _split_cached(probes, self._customers)
+        spans: dict[str, tuple[int, int]] = {}
+        if not missing:
+            return out, spans
+        names = [c for c in missing for _ in probes[c]]
+        times = [t for c in missing for t in probes[c]]
+        rows = await conn.fetch(_FCR_WINDOW_LOAD, names, times, call_ids, self.window_us)
+        for r in rows:
+            customer = r["customer"]
+            rows_of = out.setdefault(customer, {})
+            if r["call_id"] is not None:
+                rows_of[r["call_id"]] = FcrRow(
                     orjson.loads(r["fact"]), Contribution.from_json(_loads(r["contrib"]))
                 )
-        return out
+            if len(rows_of) < r["total"]:
+                spans[customer] = (int(r["lo"]), int(r["hi"]))
+            else:
+                spans.pop(customer, None)
+        for customer in missing:
+            out.setdefault(customer, {})
+        return out, spans
 
     def _cache_fcr(
-        self, customers: dict[str, dict[str, FcrRow]], changed: Mapping[str, FcrRow]
+        self,
+        customers: dict[str, dict[str, FcrRow]],
+        spans: Mapping[str, tuple[int, int]],
+        changed: Mapping[str, FcrRow],
     ) -> None:
         for row in changed.values():
             customers.setdefault(row.fact["customer"], {})[row.fact["call_id"]] = row
         for name, rows in customers.items():
-            self._customers.put(name, rows)
+            if name in spans or len(rows) > FCR_CACHE_MAX_CALLS:
+                self._customers.pop(name, None)  # loaded in part, or too many to keep
+            else:
+                self._customers.put(name, rows)
 
     async def _write_fcr(
         self, conn: asyncpg.Connection, changed: Mapping[str, FcrRow], part_of: Mapping[str, int]

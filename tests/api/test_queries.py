@@ -19,6 +19,7 @@ from services.core.events import normalize
 from services.core.settings import Settings, Team
 from services.core.timewin import interval_edges
 from services.kpi_stream.processor import Envelope, Processor
+from tests.kpi_stream.test_processor import clock
 
 MIN = 60_000_000
 # states held longer than a day count whole (the default cap is 12 h)
@@ -45,7 +46,7 @@ def store(db_url: str, *batches: list[dict[str, Any]]) -> None:
     async def run() -> None:
         pool = await asyncpg.create_pool(asyncpg_dsn(db_url), min_size=1, max_size=2)
         try:
-            proc = Processor(SETTINGS, pool, no_facts, "test")
+            proc = Processor(SETTINGS, pool, no_facts, "test", clock=clock)
             for batch in batches:
                 events = [normalize(e, b"test") for e in batch]
                 await proc.process_events([Envelope(0, 0, events)])

@@ -3,9 +3,11 @@ miscounted."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.core.agents import SegmentRow, StateEvent, trim
 from services.core.settings import Settings
-from services.kpi_stream.core import track_agents
+from services.kpi_stream.core import FcrRow, apply_facts, track_agents
 
 DAY = 86_400 * 1_000_000
 SETTINGS = Settings(call_state_retention_days=1, hash_key="test")
@@ -39,3 +41,31 @@ def test_a_late_state_event_inside_retention_moves_time_between_states() -> None
     # half an hour moves from available to not_ready; logged-in time is unchanged
     assert time_in(result.segments, "available", "not_ready") == 0
     assert time_in(result.segments, "not_ready") == 30 * 60_000_000
+
+
+MIN = 60_000_000
+HOUR = 60 * MIN
+
+
+def fact(call_id: str, offered_min: int, n: int = 3) -> dict[str, Any]:
+    return {"call_id": call_id, "customer": "c", "offered_at": offered_min * MIN, "queue": "q",
+            "team": "t", "answered": True, "short_abandoned": False, "unresolved": False,
+            "last_agent": "a", "n": n}  # fmt: skip
+
+
+def test_a_call_loaded_at_the_edge_of_a_window_keeps_the_outcome_its_unloaded_repeat_gave_it() -> (
+    None
+):
+    # calls at 0, 50 and 100 minutes, window 1 h: B (50) is repeated by C (100)
+    rows = {f["call_id"]: FcrRow(f) for f in (fact("A", 0), fact("B", 50), fact("C", 100))}
+    full = apply_facts((), {"c": rows}, 10 * HOUR, HOUR, touched=["c"])
+    stored = {cid: row for cid, row in full.changed.items()}
+    assert stored["B"].contrib.entities[("center", "all")].get("fcr_failed") == 1  # type: ignore[union-attr]
+    # a new copy of A's fact arrives: only calls within an hour of A are loaded
+    # (A and B, not C); B's outcome depends on C, which was not loaded
+    partial = {"c": {k: stored[k] for k in ("A", "B")}}
+    out = apply_facts([fact("A", 0, n=4)], partial, 10 * HOUR, HOUR, spans={"c": (0, 0)})
+    assert "B" not in out.changed and out.deltas == {}
+    # without the span, B would have been recomputed without C, as resolved
+    wrong = apply_facts([fact("A", 0, n=4)], partial, 10 * HOUR, HOUR)
+    assert "B" in wrong.changed

@@ -7,6 +7,7 @@ import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import asyncpg
 import pytest
@@ -18,12 +19,21 @@ from services.core.db import asyncpg_dsn
 from services.core.events import normalize, partition_for, routing_key
 from services.core.kpi import COUNTER_TABLES, COUNTERS, metrics_for
 from services.devstack import EmbeddedPostgres
+from services.kpi_stream import processor as processor_module
 from services.kpi_stream.processor import Envelope, PreparedEvents, Processor
 from tests.conftest import new_database
 from tests.kpi_stream.test_core_properties import SETTINGS, assert_same, expected
 from tests.scenarios import deliveries, scenarios
 
 KEY = b"test-key"
+# The worker's clock in these tests: after every event they hold, so that what
+# they count never depends on the day the suite runs (the worker sets aside events
+# ahead of its clock).
+CLOCK_US = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z
+
+
+def clock() -> int:
+    return CLOCK_US
 
 
 class Crash(Exception):
@@ -86,8 +96,8 @@ async def drive(
         if crash_next:
             raise Crash  # facts were "sent", the transaction never commits
 
-    proc = Processor(SETTINGS, pool, send_facts, "test")
-    other = Processor(SETTINGS, pool, send_facts, "other")
+    proc = Processor(SETTINGS, pool, send_facts, "test", clock=clock)
+    other = Processor(SETTINGS, pool, send_facts, "other", clock=clock)
     waiting: tuple[PreparedEvents, list[Envelope]] | None = None  # computed, not committed
     consumed = 0
 
@@ -104,7 +114,7 @@ async def drive(
             if rnd.random() < 0.5:
                 await proc.commit_events(prepared)  # the worker's retry
                 return True
-            proc = Processor(SETTINGS, pool, send_facts, "test")  # a new process
+            proc = Processor(SETTINGS, pool, send_facts, "test", clock=clock)  # a new process
             await proc.process_events(envs)
             return False
 
@@ -183,7 +193,7 @@ def test_watermark_sweep_finalises_fcr_once_the_window_has_passed(pg: EmbeddedPo
         async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
             facts.extend(f for fs in by_part.values() for f in fs)
 
-        proc = Processor(SETTINGS, pool, send, "test")
+        proc = Processor(SETTINGS, pool, send, "test", clock=clock)
         await proc.process_events(envelopes(first))
         await proc.process_facts([Envelope(0, 0, facts)])
         async with pool.acquire() as conn:
@@ -247,7 +257,7 @@ def test_a_batch_computed_while_the_previous_one_is_recomputed_is_recomputed_too
 
         try:
             proc = PausesInRecompute(SETTINGS, pool, send, "test")
-            other = Processor(SETTINGS, pool, send, "other")
+            other = Processor(SETTINGS, pool, send, "other", clock=clock)
             await other.process_events(envelopes([offered]))
             release.set()
             await proc.process_events(envelopes([offered]))  # proc owns the partition
@@ -307,14 +317,14 @@ def test_first_batches_after_a_start_or_rebalance_are_not_computed_twice(
             await p.commit_events(waiting)
 
         try:
-            proc = Processor(SETTINGS, pool, send, "test")
+            proc = Processor(SETTINGS, pool, send, "test", clock=clock)
             start = RECOMPUTED._value.get()
             await pipelined(proc, [call(i) for i in range(6)])
             after_start = RECOMPUTED._value.get()
             proc.forget()  # a rebalance
             await pipelined(proc, [call(i) for i in range(6, 12)])
             after_rebalance = RECOMPUTED._value.get()
-            other = Processor(SETTINGS, pool, send, "other")
+            other = Processor(SETTINGS, pool, send, "other", clock=clock)
             await other.process_events(envelopes(call(12)))
             await pipelined(proc, [call(12)])  # partition written by other since
             after_other = RECOMPUTED._value.get()
@@ -325,3 +335,66 @@ def test_first_batches_after_a_start_or_rebalance_are_not_computed_twice(
     at_start, at_rebalance, after_other = asyncio.run(scenario())
     assert (at_start, at_rebalance) == (0, 0)
     assert after_other >= 1
+
+
+@hsettings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_fcr_loaded_by_window_instead_of_whole_customers_matches_reference(
+    pg_server: EmbeddedPostgres, data: st.DataObject
+) -> None:
+    """The same property with no customer cached whole: every FCR batch and sweep
+    loads calls by window (the path of customers with many calls)."""
+    events = data.draw(scenarios())
+    batches = data.draw(deliveries(events))
+    url = new_database(pg_server)
+    with mock.patch.object(processor_module, "FCR_CACHE_MAX_CALLS", 0):
+        got = asyncio.run(drive(url, batches, random.Random(data.draw(st.integers(0, 99)))))
+    assert_same(got, expected(events))
+
+
+def test_a_customer_with_2000_calls_is_counted_exactly_and_never_loaded_whole(
+    pg_server: EmbeddedPostgres,
+) -> None:
+    """One caller id behind 2,000 calls over four days (a switchboard, or a number a
+    PBX should have withheld), shuffled, duplicated and late: the figures are the
+    reference's, and no FCR batch loads more than a window's worth of its calls."""
+    rnd = random.Random(2000)
+    base = datetime(2026, 11, 20, tzinfo=UTC)
+    events: list[dict[str, Any]] = []
+    t = 0.0
+    for i in range(2000):
+        # mostly minutes apart (repeats within the 1 h window), now and then hours
+        t += rnd.choice([60, 120, 600, 1800, 5400])
+        cid = f"hot{i}"
+        at = base + timedelta(seconds=t)
+        events += [
+            {"event_id": f"{cid}o", "type": "call.offered", "occurred_at": at.isoformat(),
+             "call_id": cid, "queue_id": "billing", "customer_id": "+8610000000"},
+            {"event_id": f"{cid}a", "type": "call.answered", "call_id": cid, "agent_id": "a1",
+             "occurred_at": (at + timedelta(seconds=5)).isoformat()},
+            {"event_id": f"{cid}e", "type": "call.ended", "call_id": cid, "ended_by": "agent",
+             "occurred_at": (at + timedelta(seconds=50)).isoformat()},
+        ]  # fmt: skip
+    delivered = events + rnd.sample(events, len(events) // 10)
+    # roughly in time order, as a real import is, with some events late; the
+    # second half newest first, as a database export sorted the other way: later
+    # calls are then stored before the earlier ones whose outcome they decide
+    delivered.sort(key=lambda e: e["occurred_at"] if rnd.random() < 0.9 else "0")
+    half = len(delivered) // 2
+    delivered[half:] = sorted(delivered[half:], key=lambda e: e["occurred_at"], reverse=True)
+    batches = [delivered[i : i + 600] for i in range(0, len(delivered), 600)]
+    largest = 0
+    original = Processor._load_customers
+
+    async def measured(self: Processor, *args: Any) -> Any:
+        nonlocal largest
+        out = await original(self, *args)
+        largest = max(largest, max((len(rows) for rows in out[0].values()), default=0))
+        return out
+
+    url = new_database(pg_server)
+    with mock.patch.object(Processor, "_load_customers", measured):
+        got = asyncio.run(drive(url, batches, random.Random(7)))
+    assert_same(got, expected(events))
+    # a batch of ~200 calls plus one hour either side, not the 2,000 calls
+    assert 0 < largest < 1000, largest
