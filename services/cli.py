@@ -57,10 +57,13 @@ def _warn_dev_key(settings: Settings) -> None:
         )
 
 
-def _serve(app: Any, host: str, port: int) -> None:
+def _serve(app: Any, host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    from services.api.http_limits import guarded_h11
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                http=guarded_h11(settings.http_head_timeout_seconds))  # fmt: skip
 
 
 # --- production roles ---------------------------------------------------------
@@ -79,7 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     log.info("worker health on http://%s:%d/healthz", args.host, args.port)
-    _serve(create_worker_app(settings), args.host, args.port)
+    _serve(create_worker_app(settings), args.host, args.port, settings)
     return 0
 
 
@@ -89,7 +92,7 @@ def cmd_api(args: argparse.Namespace, *, read: bool = True, ingest: bool = False
     settings = _settings(args)
     if ingest:
         _warn_dev_key(settings)
-    _serve(create_app(settings, read=read, ingest=ingest), args.host, args.port)
+    _serve(create_app(settings, read=read, ingest=ingest), args.host, args.port, settings)
     return 0
 
 
@@ -255,7 +258,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         )
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         _warn_dev_key(settings)
-        _serve(create_app(settings, read=True, ingest=True), args.host, args.port)
+        _serve(create_app(settings, read=True, ingest=True), args.host, args.port, settings)
     except KeyboardInterrupt:
         pass
     finally:

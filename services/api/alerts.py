@@ -7,10 +7,10 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 
 from services.alerting.evaluator import alert_json
-from services.api.deps import ConnDep, SettingsDep
+from services.api.deps import MAX_BIGINT, ConnDep, SettingsDep
 from services.core.db import alert_transitions, alerts
 from services.core.timewin import WindowError, iso, parse_instant
 
@@ -54,7 +54,10 @@ async def list_alerts(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[
-        int | None, Query(description="page: alerts with a smaller id (use `next_before`)")
+        int | None,
+        Query(
+            ge=1, le=MAX_BIGINT, description="page: alerts with a smaller id (use `next_before`)"
+        ),
     ] = None,
 ) -> dict[str, Any]:
     """Newest first. An alert belongs to [from, to) if it was pending or firing at
@@ -86,7 +89,9 @@ async def list_alerts(
 
 
 @router.get("/{alert_id}")
-async def get_alert(alert_id: int, conn: ConnDep, settings: SettingsDep) -> dict[str, Any]:
+async def get_alert(
+    alert_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)], conn: ConnDep, settings: SettingsDep
+) -> dict[str, Any]:
     """One alert with its transitions, oldest first."""
     row = (await conn.execute(sa.select(alerts).where(alerts.c.id == alert_id))).first()
     if row is None:

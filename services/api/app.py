@@ -10,17 +10,51 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+import asyncpg
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 
 from services.api import alerts, kpis, metrics, periods, quarantine, stream, wallboard
-from services.api.deps import ConnDep, require
+from services.api.deps import ConnDep, no_control_characters, require
+from services.api.http_limits import BodyDeadline
 from services.core.db import make_engine
 from services.core.settings import Settings
 from services.ingest.app import create_ingest_router, producer_lifespan
 
 log = logging.getLogger("callkpi.api")
+
+
+ERROR_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["detail"],
+        "properties": {"detail": {"type": "string", "description": "what is wrong, and where"}},
+    },
+    "IngestResult": {
+        "type": "object",
+        "required": ["accepted", "rejected"],
+        "properties": {
+            "accepted": {"type": "integer", "minimum": 0},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "error"],
+                    "properties": {
+                        "index": {"type": ["integer", "null"],
+                                  "description": "index in the request; null: all of it"},
+                        "line": {"type": "integer", "description": "NDJSON: its line"},
+                        "error": {"type": "string"},
+                    },
+                },
+            },
+            "error": {"type": "string"},
+        },
+    },
+}  # fmt: skip
 
 
 def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) -> FastAPI:
@@ -57,7 +91,53 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         version="0.1.0",
         description="Call-center KPIs from CTI events. Definitions: docs/metrics.md.",
         lifespan=lifespan,
+        dependencies=[Depends(no_control_characters)],
     )
+
+    @app.exception_handler(DBAPIError)
+    async def _database_refused(request: Request, exc: DBAPIError) -> JSONResponse:
+        # A value the database cannot hold (a number past bigint, a date out of its
+        # range) is the request's fault: 422 with Postgres' reason, not a 500.
+        if isinstance(exc.orig, asyncpg.DataError) or "DataError" in type(exc.orig).__name__:
+            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            log.info("refused %s %s: %s", request.method, request.url.path, reason)
+            return JSONResponse(
+                {"detail": f"a parameter is outside what the database holds: {reason}"}, 422
+            )
+        raise exc
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        return JSONResponse({"detail": f"a parameter is out of range: {exc}"}, 422)
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, with the error bodies this API sends: every 422 is
+        `{"detail": "<what is wrong and where>"}` (the handler below), and ingest
+        answers with its own result object."""
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version,
+                             description=app.description, routes=app.routes)  # fmt: skip
+        comps = schema.setdefault("components", {}).setdefault("schemas", {})
+        comps.pop("HTTPValidationError", None)
+        comps.pop("ValidationError", None)
+        comps.update(ERROR_SCHEMAS)
+        for path, ops in schema.get("paths", {}).items():
+            for op in ops.values():
+                responses = op.get("responses", {})
+                body = "IngestResult" if path == "/v1/events" else "Problem"
+                for status in (("202", "413", "422", "503") if body == "IngestResult"
+                               else ("422",)):  # fmt: skip
+                    if status in responses or status == "422":
+                        responses.setdefault(status, {"description": "invalid request"})
+                        responses[status]["content"] = {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
+                        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_middleware(BodyDeadline, seconds=settings.http_body_timeout_seconds)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

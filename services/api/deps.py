@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,6 +28,27 @@ async def get_conn(
 ) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         yield conn
+
+
+# Postgres bigint: an id or version past it cannot name a row (and used to be a 500).
+MAX_BIGINT = 2**63 - 1
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_control_characters(request: Request) -> None:
+    """Every request: no path or query parameter holds a control character
+    (Postgres text cannot hold U+0000, and no id has any). 422 naming it."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        for what, text in (("name", name), ("value", value)):
+            found = _CONTROL.search(str(text))
+            if found:
+                raise HTTPException(
+                    422,
+                    f"{name!r}: the parameter's {what} contains a control character "
+                    f"(U+{ord(found.group()):04X} at position {found.start()})",
+                )
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
-from services.api.deps import ConnDep, EngineDep, SettingsDep, require
+from services.api.deps import MAX_BIGINT, ConnDep, EngineDep, SettingsDep, require
 from services.core.auth import Principal
 from services.core.db import period_versions
 from services.core.kpi import AGENT_FIELDS
@@ -223,7 +223,11 @@ def _difference(old: Any, new: Any) -> float | int | None:
 
 @router.get("/{period}/versions/{version}/diff")
 async def version_diff(
-    period: str, version: int, conn: ConnDep, settings: SettingsDep, who: Reader
+    period: str,
+    version: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
+    conn: ConnDep,
+    settings: SettingsDep,
+    who: Reader,
 ) -> dict[str, Any]:
     """What version n changed against version n-1: agent, field, old, new."""
     row = await _load(conn, settings, period, version)
@@ -278,7 +282,9 @@ async def period_agents(
     conn: ConnDep,
     settings: SettingsDep,
     who: Reader,
-    version: Annotated[int | None, Query(ge=1, description="default: the latest")] = None,
+    version: Annotated[
+        int | None, Query(ge=1, le=MAX_BIGINT, description="default: the latest")
+    ] = None,
     format: Literal["json", "csv"] = "json",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -333,7 +339,7 @@ async def period_agent(
     conn: ConnDep,
     settings: SettingsDep,
     who: Reader,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
 ) -> dict[str, Any]:
     row = await _load(conn, settings, period, version)
     for r in _rows(row):

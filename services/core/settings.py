@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     stream_max_clients: int = Field(2000, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # A client must send its request head within this of connecting (or of the
+    # previous response), and its body within the second of the head: a client
+    # that trickles them is disconnected (services/api/http_limits.py). 8 MiB at
+    # 1 Mbit/s is 67 s, so the body bound suits any real network.
+    http_head_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    http_body_timeout_seconds: float = Field(120.0, gt=0, le=3600)
 
     @field_validator("timezone")
     @classmethod

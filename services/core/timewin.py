@@ -50,6 +50,12 @@ def window_bounds(window: str, now: datetime, tz: ZoneInfo) -> tuple[datetime, d
     raise WindowError(f"window: must be one of {', '.join(WINDOWS)}, got {window!r}")
 
 
+# Instants the API accepts: events are refused before 1970 (the door), and an
+# instant shown in any time zone must stay a valid date (year 1 and 9999 overflow).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_instant(name: str, value: str, *, minute_aligned: bool = True) -> datetime:
     try:
         dt = datetime.fromisoformat(value.replace("z", "Z"))
@@ -59,7 +65,15 @@ def parse_instant(name: str, value: str, *, minute_aligned: bool = True) -> date
         raise WindowError(f"{name}: timestamp needs a UTC offset (e.g. Z or +08:00): {value!r}")
     if minute_aligned and (dt.second or dt.microsecond):
         raise WindowError(f"{name}: must be aligned to a minute (seconds = 0): {value!r}")
-    return dt.astimezone(UTC)
+    try:
+        utc = dt.astimezone(UTC)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise WindowError(
+            f"{name}: must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}: {value!r}"
+        )
+    return utc
 
 
 def explicit_bounds(from_: str, to: str) -> tuple[datetime, datetime]:

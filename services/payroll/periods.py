@@ -92,6 +92,9 @@ _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
 def parse(pid: str, cfg: PeriodSettings, tz: ZoneInfo) -> Period:
     """The period with this id under the configured calendar."""
+    year = re.match(r"^(\d{4})-", pid)
+    if year and not 1970 <= int(year[1]) < 9000:
+        raise PeriodError(f"period {pid!r}: the year must lie between 1970 and 8999")
     try:
         if cfg.calendar == "monthly" and (m := _MONTH.match(pid)):
             y, mo = int(m[1]), int(m[2])
