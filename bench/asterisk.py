@@ -6,9 +6,13 @@ run so the machine's noise affects all of them alike:
   1. the adapter alone: read, parse, map and serialise, no HTTP (its ceiling);
   2. ingest alone: the same events, already mapped, posted in the same batches
      (the ceiling of the receiving side);
-  3. the import: file → ingest, as `callkpi asterisk import` does it.
+  3. the import: file → ingest, as `callkpi asterisk import` does it;
+  4. counted: from the import's start until a worker has counted every call and
+     every answered call is an FCR candidate or unidentified (withheld).
 
-Options: --days N, --agents N.
+--withheld F (0.5): the share of calls whose caller id is withheld, written as a
+real PBX does ("0", "anonymous", "", "Restricted", ...): a real bank's month had
+more than half. Options: --days N, --agents N.
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ TZ = ZoneInfo("Asia/Shanghai")
 START = 1790784000  # 2026-10-01 00:00 +08:00
 
 
-def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
+WITHHELD = ["0", "0", "anonymous", "", "Restricted", "PRIVATE", "<unknown>", "Unavailable"]
+
+
+def generate(
+    path: Path, days: int, agents: int, withheld: float, seed: int = 11
+) -> tuple[int, int]:
     """A center open 08:00–20:00 with `agents` agents in 3 queues; about 9 calls
-    per agent-hour offered, 90 % answered. Returns the number of lines."""
+    per agent-hour offered, 90 % answered. Returns (lines, calls)."""
     rnd = random.Random(seed)
     queues = ["billing", "tech", "sales"]
     members = [f"PJSIP/{1000 + a}" for a in range(agents)]
@@ -61,7 +70,11 @@ def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
                 break
             n += 1
             cid, q = f"{int(t)}.{n}", rnd.choice(queues)
-            lines.append((t, f"{cid}|{q}||ENTERQUEUE||1380000{rnd.randint(0, 99999):05d}|1"))
+            if rnd.random() < withheld:
+                caller = rnd.choice(WITHHELD)
+            else:
+                caller = f"1380000{rnd.randint(0, 99999):05d}"
+            lines.append((t, f"{cid}|{q}||ENTERQUEUE||{caller}|1"))
             wait = rnd.randint(0, 60)
             r = rnd.random()
             if r < 0.07:
@@ -86,7 +99,38 @@ def generate(path: Path, days: int, agents: int, seed: int = 11) -> int:
     with path.open("w") as fh:
         for at, rest in lines:
             fh.write(f"{int(at)}|{rest}\n")
-    return len(lines)
+    return len(lines), n
+
+
+async def counted_all(db: str, calls: int, give_up_s: float) -> dict[str, int]:
+    """Wait until the center has every call and every answered call is decided
+    for FCR (a candidate, or unidentified): the whole month is counted."""
+    import asyncpg
+
+    from services.core.db import asyncpg_dsn
+
+    conn = await asyncpg.connect(asyncpg_dsn(db))
+    deadline = time.monotonic() + give_up_s
+    try:
+        while True:
+            row = await conn.fetchrow(
+                "SELECT coalesce(sum(offered), 0) AS offered,"
+                " coalesce(sum(answered), 0) AS answered,"
+                " coalesce(sum(fcr_unidentified), 0) AS fcr_unidentified,"
+                " (SELECT coalesce(sum(fcr_candidates), 0) FROM kpi_fcr_buckets"
+                "  WHERE kind = 'center') AS fcr_candidates "
+                "FROM kpi_buckets WHERE kind = 'center'"
+            )
+            got = {k: int(v) for k, v in row.items()}
+            if got["offered"] == calls and got["answered"] == (
+                got["fcr_candidates"] + got["fcr_unidentified"]
+            ):
+                return got
+            if time.monotonic() > deadline:
+                raise SystemExit(f"not counted after {give_up_s:.0f} s: {got} of {calls} calls")
+            await asyncio.sleep(0.5)
+    finally:
+        await conn.close()
 
 
 def map_only(path: Path) -> tuple[int, list[bytes], float]:
@@ -116,8 +160,9 @@ def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-asterisk-"))
     path = tmp / "queue_log"
     log(f"generating {args.days} days of a {args.agents}-agent center …")
-    n = generate(path, args.days, args.agents)
-    log(f"  {n:,} lines, {path.stat().st_size / 1e6:.1f} MB")
+    n, calls = generate(path, args.days, args.agents, args.withheld)
+    log(f"  {n:,} lines, {calls:,} calls ({args.withheld:.0%} withheld), "
+        f"{path.stat().st_size / 1e6:.1f} MB")  # fmt: skip
     broker = EmbeddedBroker(log_path=tmp / "broker.log")
     pg = EmbeddedPostgres(tmp / "pg", durable=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -143,8 +188,16 @@ def main(args: argparse.Namespace) -> None:
         post_s = asyncio.run(post_all(url, mapped, per_batch, concurrency=2))
         log(f"  ingest alone: {events:,} events in {post_s:.1f} s = {events / post_s:,.0f} "
             f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
+        # a worker for the import: counted figures, not only accepted events
+        procs.append(spawn(["worker", "--port", str(free_port())], env, tmp / "worker.log"))
+        started = time.perf_counter()
         imp_s, accepted = asyncio.run(run_import(url, path))
         log(f"  import: {lines:,} lines ({accepted:,} events accepted) in {imp_s:.1f} s")
+        counted = asyncio.run(counted_all(db, calls, give_up_s=1800))
+        counted_s = time.perf_counter() - started
+        log(f"  counted: {counted['offered']:,} calls, {counted['answered']:,} answered = "
+            f"{counted['fcr_candidates']:,} FCR candidates + {counted['fcr_unidentified']:,} "
+            f"unidentified, {counted_s:.1f} s after the import began")  # fmt: skip
         log("")
         log(f"summary (one run, this machine, {os.cpu_count()} cores; files in {tmp})")
         log(f"  adapter alone (no HTTP)        {lines / map_s:>10,.0f} lines/s")
@@ -152,6 +205,8 @@ def main(args: argparse.Namespace) -> None:
             f"({events / post_s:,.0f} events/s, {events / lines:.2f} events per line)")  # fmt: skip
         log(f"  callkpi asterisk import        {lines / imp_s:>10,.0f} lines/s "
             f"= {post_s / imp_s:.0%} of the ingest ceiling (target 50,000 lines/s)")  # fmt: skip
+        log(f"  import to counted figures      {lines / counted_s:>10,.0f} lines/s "
+            f"= {map_s / counted_s:.0%} of the adapter ceiling")  # fmt: skip
     finally:
         for p in procs:
             p.terminate()
@@ -170,4 +225,5 @@ if __name__ == "__main__":
     )
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--agents", type=int, default=50)
+    ap.add_argument("--withheld", type=float, default=0.5)
     main(ap.parse_args())
