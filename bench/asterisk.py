@@ -188,10 +188,16 @@ def main(args: argparse.Namespace) -> None:
         post_s = asyncio.run(post_all(url, mapped, per_batch, concurrency=2))
         log(f"  ingest alone: {events:,} events in {post_s:.1f} s = {events / post_s:,.0f} "
             f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
-        # a worker for the import: counted figures, not only accepted events
-        procs.append(spawn(["worker", "--port", str(free_port())], env, tmp / "worker.log"))
+        # The import gets an ingest and topics of its own, and a worker, so the
+        # counted figure is of its events alone (the ceiling's are not read).
+        imp_env = {**env, "CALLKPI_TOPIC_PREFIX": "import"}
+        imp_port = free_port()
+        procs.append(spawn(["ingest", "--port", str(imp_port)], imp_env, tmp / "ingest2.log"))
+        procs.append(spawn(["worker", "--port", str(free_port())], imp_env, tmp / "worker.log"))
+        imp_url = f"http://127.0.0.1:{imp_port}"
+        wait_http(f"{imp_url}/readyz", 60)
         started = time.perf_counter()
-        imp_s, accepted = asyncio.run(run_import(url, path))
+        imp_s, accepted = asyncio.run(run_import(imp_url, path))
         log(f"  import: {lines:,} lines ({accepted:,} events accepted) in {imp_s:.1f} s")
         counted = asyncio.run(counted_all(db, calls, give_up_s=1800))
         counted_s = time.perf_counter() - started
