@@ -125,14 +125,19 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         for path, ops in schema.get("paths", {}).items():
             for op in ops.values():
                 responses = op.get("responses", {})
-                body = "IngestResult" if path == "/v1/events" else "Problem"
-                for status in (("202", "413", "422", "503") if body == "IngestResult"
-                               else ("422",)):  # fmt: skip
-                    if status in responses or status == "422":
-                        responses.setdefault(status, {"description": "invalid request"})
-                        responses[status]["content"] = {
-                            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
-                        }
+                ingest_result = path == "/v1/events"
+                for status, response in responses.items():
+                    if status in ("401", "403"):
+                        body = "Problem"
+                    elif ingest_result and status in ("202", "413", "422", "503"):
+                        body = "IngestResult"
+                    elif status[0] in "45":
+                        body = "Problem"
+                    else:
+                        continue
+                    response["content"] = {
+                        "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
+                    }
         app.openapi_schema = schema
         return schema
 
@@ -149,17 +154,36 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
 
     # Scopes per router (docs/payroll.md#access); closing, restating and manual
     # items need admin on top of payroll (services/api/periods.py).
+    # Every answer an operation can give is in the OpenAPI document (its bodies
+    # are set in openapi() above): the auth answers when tokens are on, and each
+    # router's own.
+    auth: dict[int | str, dict[str, Any]] = (
+        {401: {"description": "no token, or an unknown one"},
+         403: {"description": "the token lacks the scope"}}
+        if settings.auth.enabled else {}
+    )  # fmt: skip
+    Responses = dict[int | str, dict[str, Any]]
+    unknown: Responses = {404: {"description": "no such entity, alert or period"}}
     if read:
-        app.include_router(kpis.router, dependencies=[require("read")])
-        app.include_router(alerts.router, dependencies=[require("read")])
-        app.include_router(stream.router, dependencies=[require("read")])
+        app.include_router(kpis.router, dependencies=[require("read")],
+                           responses={**auth, **unknown})  # fmt: skip
+        app.include_router(alerts.router, dependencies=[require("read")],
+                           responses={**auth, **unknown})  # fmt: skip
+        full: Responses = {503: {"description": "too many feeds"}}
+        app.include_router(stream.router, dependencies=[require("read")],
+                           responses={**auth, **unknown, **full})  # fmt: skip
         # the pages hold no figures: they ask for a token and read /v1/stream
         app.include_router(wallboard.router)
-        app.include_router(periods.router, dependencies=[require("payroll")])
-        app.include_router(quarantine.router, dependencies=[require("admin")])
+        app.include_router(periods.router, dependencies=[require("payroll")], responses={
+            **auth, **unknown, 409: {"description": "refused now: `detail` says why"},
+            413: {"description": "upload too large"}})  # fmt: skip
+        no_broker: Responses = {503: {"description": "no broker to replay to"}}
+        app.include_router(quarantine.router, dependencies=[require("admin")],
+                           responses={**auth, **no_broker})  # fmt: skip
     if ingest:
-        app.include_router(create_ingest_router(settings), dependencies=[require("ingest")])
-    app.include_router(metrics.router, dependencies=[require("read")])
+        app.include_router(create_ingest_router(settings), dependencies=[require("ingest")],
+                           responses=auth)  # fmt: skip
+    app.include_router(metrics.router, dependencies=[require("read")], responses=auth)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:

@@ -41,7 +41,12 @@ class _Snapshot(Collector):
         yield from self.families
 
 
-@router.get("/metrics", include_in_schema=True)
+@router.get(
+    "/metrics",
+    include_in_schema=True,
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+)
 async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
     now = datetime.now(UTC)
     gauges = {
