@@ -8,6 +8,9 @@ to the topic, or records an older ingest wrote."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -62,6 +65,34 @@ def poison() -> dict[str, dict[str, Any]]:
     return {"nul-o": nul, "huge-d": huge, "inf-d": inf, "r-nul": reason, "far": future}
 
 
+@dataclass
+class Rig:
+    """A worker's processor against a test database, keeping the facts it sends."""
+
+    pool: asyncpg.Pool
+    facts: list[dict[str, Any]] = field(default_factory=list)
+
+    async def send(self, by_part: dict[int, list[dict[str, Any]]]) -> None:
+        self.facts.extend(f for fs in by_part.values() for f in fs)
+
+    def processor(self) -> Processor:
+        """A new worker process (nothing cached) with the tests' clock."""
+        return Processor(SETTINGS, self.pool, self.send, "test", clock=lambda: NOW_US)
+
+    async def figures(self) -> dict[Any, Any]:
+        async with self.pool.acquire() as conn:
+            return await read_figures(conn)
+
+
+@asynccontextmanager
+async def rig(url: str) -> AsyncIterator[Rig]:
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
+    try:
+        yield Rig(pool)
+    finally:
+        await pool.close()
+
+
 async def quarantined(pool: asyncpg.Pool) -> dict[str, str]:
     rows = await pool.fetch("SELECT event_id, error FROM quarantine ORDER BY id")
     return {r["event_id"]: r["error"] for r in rows}
@@ -103,26 +134,15 @@ def test_poison_in_records_the_door_did_not_check_is_quarantined_event_by_event(
     url = new_database(pg)
 
     async def scenario() -> tuple[dict[Any, Any], dict[str, str], int, int]:
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-        facts: list[dict[str, Any]] = []
-
-        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
-            facts.extend(f for fs in by_part.values() for f in fs)
-
-        proc = Processor(SETTINGS, pool, send, "test", clock=lambda: NOW_US)
-        await run_like_the_worker(proc, envs)
-        # a crash and a replay of the same records quarantines nothing twice
-        await run_like_the_worker(
-            Processor(SETTINGS, pool, send, "test", clock=lambda: NOW_US), envs
-        )
-        await proc.process_facts([Envelope(0, 0, facts)])
-        watermark = await pool.fetchval("SELECT max(event_us) FROM stream_watermark")
-        async with pool.acquire() as conn:
-            figures = await read_figures(conn)
-        kept = await quarantined(pool)
-        count = await pool.fetchval("SELECT count(*) FROM quarantine")
-        await pool.close()
-        return figures, kept, int(watermark), int(count)
+        async with rig(url) as r:
+            proc = r.processor()
+            await run_like_the_worker(proc, envs)
+            # a crash and a replay of the same records quarantines nothing twice
+            await run_like_the_worker(r.processor(), envs)
+            await proc.process_facts([Envelope(0, 0, r.facts)])
+            watermark = await r.pool.fetchval("SELECT max(event_us) FROM stream_watermark")
+            count = await r.pool.fetchval("SELECT count(*) FROM quarantine")
+            return await r.figures(), await quarantined(r.pool), int(watermark), int(count)
 
     figures, kept, watermark, count = asyncio.run(scenario())
     assert set(kept) == set(bad) and count == len(bad)
@@ -150,20 +170,11 @@ def test_a_batch_that_fails_for_good_is_bisected_to_the_events_that_fail_alone(
     url = new_database(pg)
 
     async def scenario() -> tuple[dict[Any, Any], dict[str, str]]:
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-        facts: list[dict[str, Any]] = []
-
-        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
-            facts.extend(f for fs in by_part.values() for f in fs)
-
-        proc = Processor(SETTINGS, pool, send, "test", clock=lambda: NOW_US)
-        await run_like_the_worker(proc, envs)
-        await proc.process_facts([Envelope(0, 0, facts)])
-        async with pool.acquire() as conn:
-            figures = await read_figures(conn)
-        kept = await quarantined(pool)
-        await pool.close()
-        return figures, kept
+        async with rig(url) as r:
+            proc = r.processor()
+            await run_like_the_worker(proc, envs)
+            await proc.process_facts([Envelope(0, 0, r.facts)])
+            return await r.figures(), await quarantined(r.pool)
 
     figures, kept = asyncio.run(scenario())
     assert set(kept) == set(bad)
@@ -180,23 +191,17 @@ def test_a_fact_that_fails_for_good_is_quarantined_and_the_others_are_counted(
     events = [ev for n in range(3) for ev in call(n, n * 2)]
 
     async def scenario() -> tuple[dict[Any, Any], dict[str, str]]:
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-        facts: list[dict[str, Any]] = []
-
-        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
-            facts.extend(f for fs in by_part.values() for f in fs)
-
-        proc = Processor(SETTINGS, pool, send, "test", clock=lambda: NOW_US)
-        await proc.process_events(envelopes(events))
-        broken = {**facts[1], "call_id": "broken", "offered_at": "yesterday"}
-        envs = [Envelope(0, 0, [facts[0], broken, facts[1], facts[2]], offset=7)]
-        await retrying("facts", partial(proc.process_facts, envs),
-                       partial(proc.set_aside_facts, envs))  # fmt: skip
-        async with pool.acquire() as conn:
-            figures = await read_figures(conn)
-        rows = await pool.fetch("SELECT stage, part, record_offset, item, error FROM quarantine")
-        await pool.close()
-        return figures, {f"{r['stage']}@{r['record_offset']}#{r['item']}": r["error"] for r in rows}
+        async with rig(url) as r:
+            proc = r.processor()
+            await proc.process_events(envelopes(events))
+            facts = r.facts
+            broken = {**facts[1], "call_id": "broken", "offered_at": "yesterday"}
+            envs = [Envelope(0, 0, [facts[0], broken, facts[1], facts[2]], offset=7)]
+            await retrying("facts", partial(proc.process_facts, envs),
+                           partial(proc.set_aside_facts, envs))  # fmt: skip
+            rows = await r.pool.fetch("SELECT stage, record_offset, item, error FROM quarantine")
+            kept = {f"{q['stage']}@{q['record_offset']}#{q['item']}": q["error"] for q in rows}
+            return await r.figures(), kept
 
     figures, kept = asyncio.run(scenario())
     assert list(kept) == ["facts@7#1"]
@@ -242,17 +247,9 @@ def test_an_out_of_range_sale_leaves_its_call_counted_without_the_sale(
     url = new_database(pg)
 
     async def scenario() -> dict[Any, Any]:
-        pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-
-        async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
-            return None
-
-        proc = Processor(SETTINGS, pool, send, "test", clock=lambda: NOW_US)
-        await run_like_the_worker(proc, envs)
-        async with pool.acquire() as conn:
-            figures = await read_figures(conn)
-        await pool.close()
-        return figures
+        async with rig(url) as r:
+            await run_like_the_worker(r.processor(), envs)
+            return await r.figures()
 
     want = expected(good + call(2, 1)[:3])
     got = asyncio.run(scenario())
