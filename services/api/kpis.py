@@ -100,43 +100,10 @@ def entity_extra(settings: Settings, kind: Kind, entity_id: str) -> dict[str, An
     return {}
 
 
-@router.get("/{kind}/{entity_id}")
-async def get_kpis(
-    kind: Kind,
-    entity_id: str,
-    conn: ConnDep,
-    settings: SettingsDep,
-    window: WindowQ = None,
-    from_: FromQ = None,
-    to: ToQ = None,
-    sl: SlQ = None,
-) -> dict[str, Any]:
-    """Figures of one entity over a live window or an explicit minute-aligned range,
-    with what is true now (`live`: calls waiting, agents by state)."""
-    start, end, w = _bounds(settings, window, from_, to)
-    sl_block = _sl(settings, sl)
-    await require_entity(conn, settings, kind, entity_id)
-    counters = await queries.window_counters(conn, kind.value, entity_id, start, end)
-    reasons = (
-        await queries.reason_counters_by_entity(conn, kind.value, start, end, entity_id)
-    ).get(entity_id, {})
-    now = await live.load(conn, settings, datetime.now(UTC))
-    now.add_open_time(kind.value, entity_id, counters, reasons, start, end)
-    return {
-        "kind": kind.value,
-        "id": entity_id,
-        **entity_extra(settings, kind, entity_id),
-        "window": w,
-        "from": iso(start, settings.tz),
-        "to": iso(end, settings.tz),
-        "definitions": settings.kpi.stamp(),
-        **sl_block,
-        **metrics_for(kind.value, counters, reasons, sl),
-        "live": now.block(kind.value, entity_id),
-    }
-
-
-@router.get("/{kind}/{entity_id}/intervals")
+# Ids may hold slashes (SIP/1001): `:path` takes them whole, URL-encoded or not.
+# The intervals route is registered first, so ".../intervals" is its suffix (an id
+# that itself ends in "/intervals" cannot be read: docs/metrics.md).
+@router.get("/{kind}/{entity_id:path}/intervals")
 async def get_intervals(
     kind: Kind,
     entity_id: str,
@@ -175,6 +142,42 @@ async def get_intervals(
             }
             for i in range(len(rows))
         ],
+    }
+
+
+@router.get("/{kind}/{entity_id:path}")
+async def get_kpis(
+    kind: Kind,
+    entity_id: str,
+    conn: ConnDep,
+    settings: SettingsDep,
+    window: WindowQ = None,
+    from_: FromQ = None,
+    to: ToQ = None,
+    sl: SlQ = None,
+) -> dict[str, Any]:
+    """Figures of one entity over a live window or an explicit minute-aligned range,
+    with what is true now (`live`: calls waiting, agents by state)."""
+    start, end, w = _bounds(settings, window, from_, to)
+    sl_block = _sl(settings, sl)
+    await require_entity(conn, settings, kind, entity_id)
+    counters = await queries.window_counters(conn, kind.value, entity_id, start, end)
+    reasons = (
+        await queries.reason_counters_by_entity(conn, kind.value, start, end, entity_id)
+    ).get(entity_id, {})
+    now = await live.load(conn, settings, datetime.now(UTC))
+    now.add_open_time(kind.value, entity_id, counters, reasons, start, end)
+    return {
+        "kind": kind.value,
+        "id": entity_id,
+        **entity_extra(settings, kind, entity_id),
+        "window": w,
+        "from": iso(start, settings.tz),
+        "to": iso(end, settings.tz),
+        "definitions": settings.kpi.stamp(),
+        **sl_block,
+        **metrics_for(kind.value, counters, reasons, sl),
+        "live": now.block(kind.value, entity_id),
     }
 
 

@@ -332,7 +332,7 @@ async def period_agents(
     )
 
 
-@router.get("/{period}/agents/{agent_id}")
+@router.get("/{period}/agents/{agent_id:path}")  # ids may hold slashes
 async def period_agent(
     period: str,
     agent_id: str,

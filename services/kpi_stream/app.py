@@ -92,11 +92,6 @@ async def retrying(
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-async def _never_permanent(exc: BaseException) -> None:
-    """Storing a quarantine row fails only for reasons that pass: retry it."""
-    raise exc
-
-
 def assigned(app: faust.App) -> set[Any]:
     """Topic-partitions currently assigned to this worker."""
     try:
@@ -161,6 +156,14 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
 
     processor = Processor(settings, pool, send_facts, worker_id)
 
+    async def set_aside_record(part: int, offset: int, raw: bytes | None, why: str) -> None:
+        store = partial(processor.set_aside_record, part, offset, raw, why)
+
+        async def again(_exc: BaseException) -> None:
+            await store()  # storing it fails only for reasons that pass: retried
+
+        await retrying("events", store, again)
+
     async def decode(batch: Sequence[Any]) -> list[Envelope]:
         envelopes = []
         now_us = time.time_ns() // 1000
@@ -175,12 +178,7 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
             except BadRecord as exc:
                 # Set aside whole (the good records around it still count).
                 BAD_RECORDS.inc()
-                await retrying(
-                    "events",
-                    partial(processor.set_aside_record, msg.partition, msg.offset, ev.value,
-                            str(exc)),
-                    _never_permanent,
-                )  # fmt: skip
+                await set_aside_record(msg.partition, msg.offset, ev.value, str(exc))
         return envelopes
 
     async def commit_then_ack(stream: Any, prepared: PreparedEvents | None, batch: Any) -> None:
