@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.core.auth import ANONYMOUS, Principal, Scope
+from services.core.events import CONTROL_CHARACTERS
 from services.core.settings import Settings
 
 
@@ -33,8 +33,6 @@ async def get_conn(
 # Postgres bigint: an id or version past it cannot name a row (and used to be a 500).
 MAX_BIGINT = 2**63 - 1
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
 
 def no_control_characters(request: Request) -> None:
     """Every request: no path or query parameter holds a control character
@@ -42,7 +40,7 @@ def no_control_characters(request: Request) -> None:
     params = [*request.path_params.items(), *request.query_params.multi_items()]
     for name, value in params:
         for what, text in (("name", name), ("value", value)):
-            found = _CONTROL.search(str(text))
+            found = CONTROL_CHARACTERS.search(str(text))
             if found:
                 raise HTTPException(
                     422,

@@ -34,9 +34,7 @@ from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
-# A caller id is copied as the PBX wrote it, less control characters, which the
-# event contract refuses: one of them would cost the whole call.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from services.core.events import CONTROL_CHARACTERS
 
 # events that mean "the call left the queue unanswered", and who ended it
 UNANSWERED_EXITS = {
@@ -317,7 +315,9 @@ class Mapper:
             if len(line.data) > 1:
                 # withheld numbers ("", "0", "anonymous", ...) are recognised at
                 # ingest by kpi.withheld_caller_ids, as for every other source
-                out[-1]["customer_id"] = _CONTROL.sub("", line.data[1])[:200]
+                # as the PBX wrote it, less control characters, which the event
+                # contract refuses: one of them would cost the whole call
+                out[-1]["customer_id"] = CONTROL_CHARACTERS.sub("", line.data[1])[:200]
             return out
         if ev in REFUSED:
             offered(line.at)

@@ -97,7 +97,8 @@ DEFAULT_RULES = DoorRules()
 # the door refuses something new.
 DOOR_VERSION = 1
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What no string of the contract holds (the JSON Schema's pattern says the same).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @lru_cache(maxsize=1)
@@ -123,7 +124,7 @@ def _validators() -> tuple[Any, dict[str, Any]]:
 
 def _explain(exc: fastjsonschema.JsonSchemaValueException, event: Any) -> str:
     msg = str(exc.message)
-    control = _CONTROL.search(exc.value) if isinstance(exc.value, str) else None
+    control = CONTROL_CHARACTERS.search(exc.value) if isinstance(exc.value, str) else None
     if exc.rule == "pattern" and control is not None:
         msg = (
             f"{exc.name} must not contain control characters (U+0000-U+001F, U+007F); "
