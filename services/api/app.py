@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -15,16 +16,24 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from services.api import alerts, kpis, metrics, periods, quarantine, stream, wallboard
-from services.api.deps import ConnDep, no_control_characters, require
+from services.api.deps import no_control_characters, require
 from services.api.http_limits import BodyDeadline
+from services.api.pipeline import PipelineStatus
 from services.core.db import make_engine
+from services.core.faults import is_unreachable, reason
+from services.core.kafka import DEPENDENCY_UP
 from services.core.settings import Settings
 from services.ingest.app import create_ingest_router, producer_lifespan
 
 log = logging.getLogger("callkpi.api")
+
+READY_PROBE_S = 2.0  # /readyz's own query to Postgres
+# Clients that got a 503 because a dependency is away retry after this: Postgres
+# and the broker come back within seconds of a restart.
+RETRY_AFTER_S = 2
 
 
 ERROR_SCHEMAS: dict[str, Any] = {
@@ -69,13 +78,20 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
                 )
             app.state.engine = make_engine(settings)
             stack.push_async_callback(app.state.engine.dispose)
+            app.state.producer = None
+            app.state.pipeline = None
             if ingest:
                 from services.kpi_stream.worker import require_bootstrap
 
                 bootstrap = require_bootstrap(settings)
                 await stack.enter_async_context(producer_lifespan(app, settings, bootstrap))
+            if read and settings.kafka_bootstrap:
+                guard = app.state.producer.guard if app.state.producer is not None else None
+                app.state.pipeline = PipelineStatus(settings, settings.kafka_bootstrap, guard)
+                app.state.pipeline.start()
+                stack.push_async_callback(app.state.pipeline.stop)
             if read:
-                app.state.hub = stream.Hub(settings, app.state.engine)
+                app.state.hub = stream.Hub(settings, app.state.engine, app.state.pipeline)
                 await app.state.hub.start()
                 stack.push_async_callback(app.state.hub.stop)
             if read and settings.alerts.rules:
@@ -104,6 +120,19 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             return JSONResponse(
                 {"detail": f"a parameter is outside what the database holds: {reason}"}, 422
             )
+        if is_unreachable(exc):
+            return _unavailable(request, exc)
+        raise exc
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    async def _dependency_away(request: Request, exc: Exception) -> JSONResponse:
+        # Postgres (or the broker) cannot be reached: 503 saying which, not a 500
+        # with "Internal Server Error"; clients and load balancers retry.
+        if is_unreachable(exc):
+            return _unavailable(request, exc)
         raise exc
 
     @app.exception_handler(OverflowError)
@@ -189,13 +218,44 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
-    async def readyz(conn: ConnDep) -> dict[str, Any]:
-        """Ready when Postgres answers; `quarantined`: events the worker set aside
-        and nobody replayed yet, per stage (docs/operations.md#quarantine)."""
+    not_ready: Responses = {503: {"description": "a dependency is away: `reasons` names it"}}
+
+    @app.get("/readyz", tags=["operations"], responses=not_ready)
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready when Postgres answers and, for ingest, the broker does; otherwise
+        503 with `reasons` naming the dependency. `quarantined`: events the worker
+        set aside and nobody replayed yet, per stage; `pipeline`: how far behind
+        the workers are (docs/operations.md#health)."""
         from services.api.queries import quarantine_waiting
 
-        waiting = await quarantine_waiting(conn)
-        return {"ready": True, "quarantined": {k: v["events"] for k, v in waiting.items()}}
+        reasons: list[str] = []
+        body: dict[str, Any] = {}
+        try:
+            async with asyncio.timeout(READY_PROBE_S), app.state.engine.connect() as conn:
+                waiting = await quarantine_waiting(conn)
+            body["quarantined"] = {k: v["events"] for k, v in waiting.items()}
+            DEPENDENCY_UP.labels("postgres").set(1)
+        except Exception as exc:
+            DEPENDENCY_UP.labels("postgres").set(0)
+            reasons.append(reason(exc) if not isinstance(exc, TimeoutError)
+                           else f"postgres: no answer within {READY_PROBE_S:.0f} s")  # fmt: skip
+        producer = getattr(app.state, "producer", None)
+        if producer is not None and not producer.guard.up:
+            reasons.append(f"{producer.guard.error} (ingest cannot accept events)")
+        pipeline: PipelineStatus | None = getattr(app.state, "pipeline", None)
+        if pipeline is not None:
+            body["pipeline"] = pipeline.summary()
+        return JSONResponse({"ready": not reasons, "reasons": reasons, **body},
+                            status_code=503 if reasons else 200)  # fmt: skip
 
     return app
+
+
+def _unavailable(request: Request, exc: BaseException) -> JSONResponse:
+    why = reason(exc)
+    log.warning("%s %s: 503, %s", request.method, request.url.path, why)
+    return JSONResponse(
+        {"detail": f"{why.split(':', 1)[0]} unavailable, retry shortly ({why})"},
+        503,
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )

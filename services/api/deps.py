@@ -30,6 +30,16 @@ async def get_conn(
         yield conn
 
 
+def get_pipeline(request: Request) -> dict[str, Any] | None:
+    """How far behind the figures are (services/api/pipeline.py); None without a
+    broker to ask."""
+    pipeline = getattr(request.app.state, "pipeline", None)
+    if pipeline is None:
+        return None
+    summary: dict[str, Any] = pipeline.summary()
+    return summary
+
+
 # Postgres bigint: an id or version past it cannot name a row (and used to be a 500).
 MAX_BIGINT = 2**63 - 1
 
@@ -52,6 +62,7 @@ def no_control_characters(request: Request) -> None:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
+PipelineDep = Annotated[dict[str, Any] | None, Depends(get_pipeline)]
 
 
 def require(scope: Scope) -> Any:

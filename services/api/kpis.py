@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from services.api import live, queries
-from services.api.deps import ConnDep, SettingsDep
+from services.api.deps import ConnDep, PipelineDep, SettingsDep
 from services.core.kpi import WAIT_BIN_EDGES, metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import (
@@ -111,6 +111,7 @@ async def get_intervals(
     settings: SettingsDep,
     from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
     to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
+    pipeline: PipelineDep,
     granularity: Annotated[str, Query(description="15m, 30m, 1h or 1d")] = "1h",
     sl: SlQ = None,
 ) -> dict[str, Any]:
@@ -132,6 +133,7 @@ async def get_intervals(
         "kind": kind.value,
         "id": entity_id,
         "granularity": granularity,
+        "pipeline": pipeline,
         "definitions": settings.kpi.stamp(),
         **sl_block,
         "intervals": [
@@ -151,6 +153,7 @@ async def get_kpis(
     entity_id: str,
     conn: ConnDep,
     settings: SettingsDep,
+    pipeline: PipelineDep,
     window: WindowQ = None,
     from_: FromQ = None,
     to: ToQ = None,
@@ -174,6 +177,7 @@ async def get_kpis(
         "window": w,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
+        "pipeline": pipeline,
         "definitions": settings.kpi.stamp(),
         **sl_block,
         **metrics_for(kind.value, counters, reasons, sl),
@@ -186,6 +190,7 @@ async def list_kpis(
     kind: Kind,
     conn: ConnDep,
     settings: SettingsDep,
+    pipeline: PipelineDep,
     window: WindowQ = None,
     from_: FromQ = None,
     to: ToQ = None,
@@ -220,6 +225,7 @@ async def list_kpis(
         "window": w,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
+        "pipeline": pipeline,
         "definitions": settings.kpi.stamp(),
         **sl_block,
         "items": items,

@@ -1,22 +1,39 @@
 """`GET /metrics`: KPI gauges computed at scrape time from the same counters and
-the same functions as the read API, plus pipeline counters."""
+the same functions as the read API, plus pipeline counters.
+
+With Postgres away the scrape still answers 200 with what this process knows
+without it (process and pipeline gauges, `callkpi_dependency_up`): Prometheus
+keeps the series that say what is wrong exactly when they are needed."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.alerting.health import alert_families
 from services.api import queries
-from services.api.deps import ConnDep, SettingsDep
+from services.api.deps import EngineDep, SettingsDep
+from services.api.pipeline import PipelineStatus
+from services.core.faults import is_unreachable, reason
+from services.core.kafka import DEPENDENCY_UP
 from services.core.kpi import counted_outcomes, metrics_for, zero_counters
+from services.core.settings import Settings
 from services.core.timewin import window_bounds
 
+log = logging.getLogger("callkpi.api")
+
 router = APIRouter(tags=["operations"])
+
+# A scrape waits this long for Postgres before answering without its figures
+# (Prometheus' default scrape timeout is 10 s).
+DB_SCRAPE_S = 5.0
 
 GAUGE_WINDOWS = ("15m", "1h", "today")
 # metric name -> field of call_metrics
@@ -47,8 +64,34 @@ class _Snapshot(Collector):
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
 )
-async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
+async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) -> Response:
     now = datetime.now(UTC)
+    snap = _Snapshot()
+    pipeline: PipelineStatus | None = getattr(request.app.state, "pipeline", None)
+    try:
+        async with asyncio.timeout(DB_SCRAPE_S), engine.connect() as conn:
+            snap.families.extend(await _figure_families(conn, settings, now, pipeline is None))
+        DEPENDENCY_UP.labels("postgres").set(1)
+    except Exception as exc:
+        if not (isinstance(exc, TimeoutError) or is_unreachable(exc)):
+            raise
+        DEPENDENCY_UP.labels("postgres").set(0)
+        log.warning("/metrics without figures: %s", reason(exc) if not isinstance(
+            exc, TimeoutError) else f"postgres: no answer within {DB_SCRAPE_S:.0f} s")  # fmt: skip
+    if pipeline is not None:
+        snap.families.extend(pipeline.families())
+    registry = CollectorRegistry()
+    registry.register(snap)
+    body = generate_latest(REGISTRY) + generate_latest(registry)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _figure_families(
+    conn: AsyncConnection, settings: Settings, now: datetime, with_lag: bool
+) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """Everything read from Postgres: the KPI gauges, alerts, processed events,
+    the quarantine; and, without a broker to ask (`with_lag`), the lag the
+    workers recorded."""
     gauges = {
         name: GaugeMetricFamily(name, help_, labels=LABELS) for name, (_, help_) in GAUGES.items()
     }
@@ -75,27 +118,26 @@ async def metrics(conn: ConnDep, settings: SettingsDep) -> Response:
                 if kind != "agent":
                     calls.add_metric([kind, ident, window], float(counted_outcomes(counters)))
     stats = await queries.pipeline_stats(conn)
-    snap = _Snapshot()
-    snap.families.extend(gauges.values())
-    snap.families.append(calls)
-    snap.families.extend(await alert_families(conn, settings, now))
+    families: list[GaugeMetricFamily | CounterMetricFamily] = [*gauges.values(), calls]
+    families.extend(await alert_families(conn, settings, now))
     processed = CounterMetricFamily(
         "callkpi_events_processed", "Events processed by the workers (all workers, from Postgres)"
     )
     processed.add_metric([], float(stats["processed"]))
-    lag = GaugeMetricFamily(
-        "callkpi_processing_lag_seconds",
-        "Ingest to figures committed (visible in the API), newest batch of any live worker",
-    )
-    lag.add_metric([], stats["lag_us"] / 1e6)
-    snap.families.extend([processed, lag, *await _quarantine_families(conn, now)])
-    registry = CollectorRegistry()
-    registry.register(snap)
-    body = generate_latest(REGISTRY) + generate_latest(registry)
-    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+    families.append(processed)
+    if with_lag:
+        lag = GaugeMetricFamily(
+            "callkpi_processing_lag_seconds",
+            "Ingest to figures committed, newest batch of any live worker (this API has no "
+            "broker to measure the backlog at)",
+        )
+        lag.add_metric([], stats["lag_us"] / 1e6)
+        families.append(lag)
+    families.extend(await _quarantine_families(conn, now))
+    return families
 
 
-async def _quarantine_families(conn: ConnDep, now: datetime) -> list[GaugeMetricFamily]:
+async def _quarantine_families(conn: AsyncConnection, now: datetime) -> list[GaugeMetricFamily]:
     """Events set aside and waiting for a replay, per stage, and how long the oldest
     has waited (0 and absent when none): deploy/prometheus/rules.yml alerts on it."""
     waiting = await queries.quarantine_waiting(conn)

@@ -16,7 +16,8 @@ database what one costs. An entity's update is its whole tile (not a delta), so
 Frames: `snapshot` (every watched tile and the firing alerts, first),
 `update` (one tile), `alerts` (the firing alerts, when they change) and
 `heartbeat` (every few seconds, with the time of the last good read, so a page
-can tell a quiet floor from a stalled feed).
+can tell a quiet floor from a stalled feed, and `pipeline`: how far the workers
+are behind what was ingested, so it can tell figures that are late).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from services.alerting.machine import Observation, breach
 from services.api.deps import EngineDep, SettingsDep
 from services.api.figures import Figures, Span
 from services.api.kpis import Kind, entity_extra, require_entity
+from services.api.pipeline import PipelineStatus
 from services.core.alert_rules import ScheduleClass
 from services.core.db import alerts
 from services.core.settings import Settings
@@ -139,9 +141,11 @@ class HubFull(Exception):
 
 
 class Hub:
-    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+    def __init__(self, settings: Settings, engine: AsyncEngine,
+                 pipeline: PipelineStatus | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.engine = engine
+        self.pipeline = pipeline  # how far behind the figures are (snapshot, heartbeat)
         # a new epoch per process: ids from a previous one are not comparable
         self.epoch = secrets.token_hex(4)
         self.seq = 0
@@ -242,6 +246,7 @@ class Hub:
             "entities": [self.latest[k].payload for k in keys],
             "alerts": self.latest[ALERTS_KEY].payload["items"],
             "figures_at": self._figures_at(),
+            "pipeline": self._pipeline(),
             "tick_seconds": TICK_S,
             "heartbeat_seconds": HEARTBEAT_S,
         }
@@ -251,7 +256,11 @@ class Hub:
 
     def heartbeat(self) -> bytes:
         now = iso(datetime.now(UTC), self.settings.tz)
-        return _frame("heartbeat", orjson.dumps({"at": now, "figures_at": self._figures_at()}))
+        body = {"at": now, "figures_at": self._figures_at(), "pipeline": self._pipeline()}
+        return _frame("heartbeat", orjson.dumps(body))
+
+    def _pipeline(self) -> dict[str, Any] | None:
+        return self.pipeline.summary() if self.pipeline is not None else None
 
     def _figures_at(self) -> str | None:
         return None if self.figures_at is None else iso(self.figures_at, self.settings.tz)

@@ -158,6 +158,19 @@ stream_owners = sa.Table(
     sa.Column("owner", sa.Text, nullable=False),
 )
 
+# The next offset to process of each topic partition, as the last committed batch
+# left it: a broker whose end offset is below it has lost records the worker
+# already counted, and what they carried on to stage 2 is re-derived
+# (services/kpi_stream/reconcile.py).
+stream_offsets = sa.Table(
+    "stream_offsets",
+    metadata,
+    sa.Column("topic", sa.Text, primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True),
+    sa.Column("next_offset", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 worker_stats = sa.Table(
     "worker_stats",
     metadata,

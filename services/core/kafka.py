@@ -1,6 +1,14 @@
 """Topic administration. Topics are created explicitly, with their partition
 counts, before anything produces: a broker that auto-creates a topic picks its own
-count, and Faust then refuses to start (PartitionsMismatch)."""
+count, and Faust then refuses to start (PartitionsMismatch).
+
+A broker can also lose them while we run: the embedded one keeps everything in
+memory, and an operator can delete a topic. Tansu then still accepts records
+from clients holding old metadata, into a topic it has no record of, and
+refuses every offset commit there (UnknownTopicOrPartition) until the topic is
+created again. `TopicGuard` checks every few seconds, recreates what is missing
+and tells its owner, which then repairs what the loss took (the worker:
+services/kpi_stream/reconcile.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +16,28 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from prometheus_client import Counter, Gauge
 
+from services.core.faults import reason
 from services.core.settings import Settings
 
 log = logging.getLogger("callkpi.kafka")
+
+TOPICS_RECREATED = Counter(
+    "callkpi_topics_recreated_total",
+    "Topics this process found missing on the broker (it lost them) and created again",
+)
+DEPENDENCY_UP = Gauge(
+    "callkpi_dependency_up",
+    "1 when this process's last check of the dependency succeeded, 0 when it failed",
+    ["dependency"],
+)
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka error code: another process created it first
 
 
 async def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 60.0) -> None:
@@ -34,8 +57,7 @@ async def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 6
                 if t not in existing
             ]
             if wanted:
-                with contextlib.suppress(TopicAlreadyExistsError):  # another process won the race
-                    await admin.create_topics(wanted)
+                await _create(admin, wanted)
                 log.info("created topics %s", [t.name for t in wanted])
             await _check_partitions(admin, settings)
             return
@@ -47,6 +69,104 @@ async def ensure_topics(settings: Settings, bootstrap: str, timeout_s: float = 6
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def _create(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> None:
+    """Create topics; one that exists already (another process won the race, or
+    the broker knew it after all) is fine, any other refusal is raised."""
+    with contextlib.suppress(TopicAlreadyExistsError):
+        response = await admin.create_topics(wanted)
+        for name, code, *rest in getattr(response, "topic_errors", ()):
+            if code not in (0, TOPIC_ALREADY_EXISTS):
+                message = rest[0] if rest else None
+                raise KafkaError(f"creating topic {name!r}: error {code} ({message})")
+
+
+class TopicGuard:
+    """Checks every `interval_s` that the broker still has our topics; creates
+    the missing ones again and awaits `on_lost(names)` after doing so. Its `up`
+    and `error` say whether the broker answered the last check."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        on_lost: Callable[[list[str]], Awaitable[None]] | None = None,
+        interval_s: float | None = None,
+    ) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.on_lost = on_lost
+        self.interval_s = interval_s if interval_s is not None else settings.pipeline_poll_seconds
+        self.up = True
+        self.error: str | None = None
+        self.down_since: float | None = None  # monotonic
+        self._task: asyncio.Task[None] | None = None
+
+    async def check(self) -> list[str]:
+        """One check; returns the topics it had to create again."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in self.settings.all_topics if t not in existing]
+            if missing:
+                log.error(
+                    "broker %s lost topics %s (restarted with memory storage, or deleted): "
+                    "creating them again; records it held that were not yet processed are "
+                    "gone (docs/operations.md#broker-loss)",
+                    self.bootstrap, missing,
+                )  # fmt: skip
+                await _create(
+                    admin,
+                    [
+                        NewTopic(t, num_partitions=self.settings.partitions,
+                                 replication_factor=self.settings.replication_factor)
+                        for t in missing
+                    ],
+                )  # fmt: skip
+                TOPICS_RECREATED.inc(len(missing))
+        except (KafkaError, OSError) as exc:
+            self._down(exc)
+            return []
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        self._up()
+        if missing and self.on_lost is not None:
+            await self.on_lost(missing)
+        return missing
+
+    def _down(self, exc: BaseException) -> None:
+        if self.up:
+            log.warning("broker %s unreachable: %s", self.bootstrap, reason(exc))
+            self.down_since = time.monotonic()
+        self.up, self.error = False, reason(exc)
+        DEPENDENCY_UP.labels("broker").set(0)
+
+    def _up(self) -> None:
+        if not self.up:
+            log.info("broker %s reachable again", self.bootstrap)
+        self.up, self.error, self.down_since = True, None, None
+        DEPENDENCY_UP.labels("broker").set(1)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # on_lost failed: said, and tried again next time
+                log.exception("handling lost topics failed; checking again")
+            await asyncio.sleep(self.interval_s)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="topic-guard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:

@@ -185,6 +185,15 @@ class Settings(BaseSettings):
     call_cache_size: int = Field(200_000, ge=0)
     # Seconds between sweeps that finalise FCR windows as the event-time watermark moves.
     fcr_sweep_seconds: float = Field(5.0, gt=0)
+    # A worker is not ready (/readyz 503) once records wait on one of its
+    # partitions and its committed offset there has not moved for this long. A
+    # healthy worker commits within seconds even while catching up on a month
+    # (batches commit every ~0.1-2 s); a minute without progress is a stall, not
+    # a slow batch. docs/operations.md#stalls.
+    worker_stall_seconds: float = Field(60.0, ge=5, le=86_400)
+    # How often each process asks the broker for end and committed offsets (lag,
+    # stalls, lost topics): one metadata and two offset requests per poll.
+    pipeline_poll_seconds: float = Field(2.0, ge=0.2, le=60)
 
     # --- storage -------------------------------------------------------------
     retention_days: int = Field(400, ge=1, description="bucket rows older than this are deleted")
@@ -343,6 +352,11 @@ class Settings(BaseSettings):
     @property
     def alerts_topic(self) -> str:
         return f"{self.topic_prefix}.alerts"
+
+    @property
+    def worker_group(self) -> str:
+        """The workers' consumer group (Faust names it after the app)."""
+        return f"{self.topic_prefix}-worker"
 
     @property
     def all_topics(self) -> list[str]:

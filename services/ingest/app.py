@@ -9,6 +9,7 @@ by index and never produced; the valid ones around them are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -30,6 +31,8 @@ from services.core.events import (
     partition_for,
     routing_key,
 )
+from services.core.faults import reason
+from services.core.kafka import TopicGuard, ensure_topics
 from services.core.settings import Settings
 
 log = logging.getLogger("callkpi.ingest")
@@ -44,18 +47,25 @@ PRODUCE_TIMEOUT_S = 15.0
 
 
 class EventProducer:
-    """Owns the aiokafka producer; started and stopped by the app's lifespan."""
+    """Owns the aiokafka producer and the topic guard; started and stopped by the
+    app's lifespan. A producer that failed for a reason other than a timeout is
+    replaced before the next request: after the broker lost and regained its
+    topics, an old client's metadata no longer matches them."""
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.bootstrap = bootstrap
         self._producer: AIOKafkaProducer | None = None
+        self._renew = False
+        self.guard = TopicGuard(settings, bootstrap, on_lost=self._lost)
 
     async def start(self) -> None:
-        from services.core.kafka import ensure_topics
-
         await ensure_topics(self.settings, self.bootstrap)
-        self._producer = AIOKafkaProducer(
+        self._producer = await self._new_producer()
+        self.guard.start()
+
+    async def _new_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             acks="all",
             linger_ms=2,
@@ -63,9 +73,25 @@ class EventProducer:
             compression_type=None,
             request_timeout_ms=10_000,
         )
-        await self._producer.start()
+        await producer.start()
+        return producer
+
+    async def _lost(self, _topics: list[str]) -> None:
+        self._renew = True
+
+    async def _renewed(self) -> AIOKafkaProducer:
+        if self._renew or self._producer is None:
+            old, self._producer = self._producer, None
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.stop()
+            self._producer = await self._new_producer()
+            self._renew = False
+            log.info("ingest: new broker client for %s", self.bootstrap)
+        return self._producer
 
     async def stop(self) -> None:
+        await self.guard.stop()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -73,19 +99,22 @@ class EventProducer:
     async def send(self, by_part: dict[int, list[bytes]]) -> None:
         """Produce the encoded events of each partition in envelopes that fit a
         record, and wait for every record to be acknowledged."""
-        if self._producer is None:
-            raise KafkaError("producer not started")
+        if not self.guard.up:
+            raise KafkaError(f"broker unreachable ({self.guard.error})")
+        producer = await self._renewed()
         s = self.settings
         at = time.time_ns() // 1000
         futures = []
-        for part, encoded in by_part.items():
-            for value in pack("events", encoded, at, s.kafka_max_request_bytes,
-                              s.envelope_max_events, door=DOOR_VERSION):  # fmt: skip
-                futures.append(
-                    await self._producer.send(s.events_topic, value=value, partition=part)
-                )
-        async with asyncio.timeout(PRODUCE_TIMEOUT_S):
-            await asyncio.gather(*futures)
+        try:
+            for part, encoded in by_part.items():
+                for value in pack("events", encoded, at, s.kafka_max_request_bytes,
+                                  s.envelope_max_events, door=DOOR_VERSION):  # fmt: skip
+                    futures.append(await producer.send(s.events_topic, value=value, partition=part))
+            async with asyncio.timeout(PRODUCE_TIMEOUT_S):
+                await asyncio.gather(*futures)
+        except KafkaError:
+            self._renew = True
+            raise
 
 
 class _Malformed:
@@ -266,14 +295,19 @@ def create_ingest_router(settings: Settings) -> APIRouter:
         try:
             await producer.send(admitted.by_part)
         except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("produce failed: %s", exc)
+            why = (
+                f"broker: no acknowledgement within {PRODUCE_TIMEOUT_S:.0f} s"
+                if isinstance(exc, TimeoutError)
+                else reason(exc)
+            )
+            log.warning("produce failed: %s", why)
             EVENTS_REJECTED.labels("unavailable").inc(admitted.count)
             return json_response(
                 {
                     "accepted": 0,
                     "rejected": rejected,
-                    "error": "event broker unavailable; retry the same events later "
-                    "(their event ids make retries harmless)",
+                    "error": f"event broker unavailable ({why}); retry the same "
+                    "events later (their event ids make retries harmless)",
                 },
                 503,
                 headers={"Retry-After": "1"},

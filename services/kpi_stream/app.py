@@ -11,13 +11,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import asyncpg
 import faust
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from services.core.envelope import Envelope, decode_envelope, encode_item, pack
+from services.core.faults import reason
 from services.core.settings import Settings
 from services.kpi_stream.processor import (
     SWEEP_CHUNK,
@@ -44,10 +45,11 @@ SESSION_TIMEOUT_S = 6.0
 HEARTBEAT_S = 1.0
 REBALANCE_TIMEOUT_S = 10.0
 
-# A failed batch is retried after 0.5 s, then 1, 2, 4 … at most 30 s apart: quick
-# enough for a connection blip, gentle on a Postgres that is restarting.
+# A failed batch is retried after 0.5 s, then 1, 2, at most 4 s apart: quick enough
+# that counting resumes within seconds of an outage ending (it once waited up to
+# 30 s), and a retry every 4 s is nothing to a Postgres that is restarting.
 RETRY_FIRST_S = 0.5
-RETRY_MAX_S = 30.0
+RETRY_MAX_S = 4.0
 
 # Facts are ~250 bytes: a record of 2,000 is ~0.5 MB, and the FCR stage pays
 # Faust's per-record cost once per 2,000 facts. Size still bounds it (pack).
@@ -62,6 +64,44 @@ BATCH_RETRIES = Counter(
     "Worker batch transactions that failed and were retried",
     ["stage"],
 )
+FAILING_TOTAL = Counter(
+    "callkpi_worker_retry_wait_seconds_total",
+    "Seconds the worker spent waiting to retry failed batches",
+    ["stage"],
+)
+FAILING_NOW = Gauge(
+    "callkpi_worker_failing_seconds",
+    "Seconds the stage's current batch has been failing (0: not failing)",
+    ["stage"],
+)
+
+
+class Failing:
+    """Which stages are retrying a failed batch now, since when and why: the
+    worker's /readyz answers 503 while one is (services/kpi_stream/worker.py)."""
+
+    since: ClassVar[dict[str, float]] = {}  # stage -> monotonic time of its first failure
+    why: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def failed(cls, stage: str, exc: BaseException) -> bool:
+        """Record a failure; True if it is the first of a run."""
+        first = stage not in cls.since
+        cls.since.setdefault(stage, time.monotonic())
+        cls.why[stage] = reason(exc)
+        return first
+
+    @classmethod
+    def recovered(cls, stage: str) -> None:
+        if cls.since.pop(stage, None) is not None:
+            log.info("%s batches commit again", stage)
+        cls.why.pop(stage, None)
+        FAILING_NOW.labels(stage).set(0)
+
+    @classmethod
+    def failing_for(cls, stage: str) -> float:
+        since = cls.since.get(stage)
+        return time.monotonic() - since if since is not None else 0.0
 
 
 async def retrying(
@@ -79,7 +119,7 @@ async def retrying(
     settling = False
     while True:
         try:
-            return await attempt()
+            result = await attempt()
         except Exception as exc:
             if is_permanent(exc) and not settling:
                 # settled once; should settling itself fail so, it is a bug: retry
@@ -87,9 +127,19 @@ async def retrying(
                 attempt, settling = partial(settle, exc), True
                 continue
             BATCH_RETRIES.labels(stage).inc()
-            log.exception("%s batch failed; retrying in %.1f s", stage, delay)
+            if Failing.failed(stage, exc):
+                log.exception("%s batch failed (%s); retrying every <= %.0f s",
+                              stage, reason(exc), RETRY_MAX_S)  # fmt: skip
+            else:
+                log.warning("%s batch still failing after %.0f s: %s; retrying in %.1f s",
+                            stage, Failing.failing_for(stage), reason(exc), delay)  # fmt: skip
             await asyncio.sleep(delay)
+            FAILING_TOTAL.labels(stage).inc(delay)
+            FAILING_NOW.labels(stage).set(Failing.failing_for(stage))
             delay = min(delay * 2, RETRY_MAX_S)
+        else:
+            Failing.recovered(stage)
+            return result
 
 
 def assigned(app: faust.App) -> set[Any]:
@@ -107,7 +157,7 @@ def create_faust_app(settings: Settings, bootstrap: str) -> faust.App:
     datadir = settings.data_dir / "faust"
     datadir.mkdir(parents=True, exist_ok=True)
     return faust.App(
-        f"{settings.topic_prefix}-worker",
+        settings.worker_group,
         broker=[f"kafka://{host}" for host in bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",

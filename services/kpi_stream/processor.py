@@ -225,6 +225,29 @@ ON CONFLICT (worker_id) DO UPDATE SET
 """
 
 
+# Where each partition's processing got to (see stream_offsets in core/db.py):
+# the last committed batch's, not the greatest ever, so that after the broker lost
+# a topic the new, lower offsets replace the old ones.
+_OFFSETS_WRITE = """
+INSERT INTO stream_offsets (topic, part, next_offset, updated_at)
+SELECT $1, p, n, now() FROM unnest($2::int[], $3::bigint[]) AS x(p, n)
+ON CONFLICT (topic, part) DO UPDATE SET
+  next_offset = EXCLUDED.next_offset, updated_at = EXCLUDED.updated_at
+"""
+
+
+async def write_offsets(conn: asyncpg.Connection, topic: str,
+                        envelopes: Sequence[Envelope]) -> None:  # fmt: skip
+    """Record, per partition, the offset after the last record of `envelopes`
+    (records of unknown offset, such as quarantine replays, record nothing)."""
+    nxt: dict[int, int] = {}
+    for env in envelopes:
+        if env.offset >= 0:
+            nxt[env.partition] = max(nxt.get(env.partition, 0), env.offset + 1)
+    if nxt:
+        await conn.execute(_OFFSETS_WRITE, topic, list(nxt), list(nxt.values()))
+
+
 _NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # alerting/service.py listens
 
 
@@ -464,6 +487,7 @@ class Processor:
                 oldest = min((env.ingested_us for env in envelopes if env.ingested_us), default=0)
                 lag = max(0, _now_us() - oldest) if oldest else 0
                 await conn.execute(_STATS_UPSERT, self.worker_id, prepared.n_events, lag)
+                await write_offsets(conn, self.settings.events_topic, envelopes)
                 # wakes the alert evaluators (delivered at commit, coalesced by
                 # Postgres per transaction); FCR updates wait for their timer
                 await conn.execute(_NOTIFY_FIGURES)
@@ -710,6 +734,7 @@ class Processor:
             part_of = {f["customer"]: env.partition for env in envelopes for f in env.items}
             await self._write_fcr(conn, result.changed, part_of)
             await write_fcr_deltas(conn, result.deltas)
+            await write_offsets(conn, self.settings.fcr_topic, envelopes)
         self._cache_fcr(customers, spans, result.changed)
         return len(facts)
 

@@ -2,25 +2,33 @@
 
 Faust is created and started inside the lifespan and stopped when it ends, so
 importing this module starts nothing. The service itself answers /healthz and
-/readyz for orchestrators.
+/readyz for orchestrators, and watches the broker: it recreates topics the broker
+lost, and repairs what the loss took (services/kpi_stream/reconcile.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
 from fastapi import FastAPI, Response
 
 from services.core.db import asyncpg_dsn, require_database_url
-from services.core.kafka import ensure_topics
+from services.core.faults import reason
+from services.core.kafka import DEPENDENCY_UP, TopicGuard, ensure_topics
+from services.core.progress import PipelineMonitor
 from services.core.settings import Settings
-from services.kpi_stream.app import assigned, create_faust_app, wire
+from services.kpi_stream.app import Failing, assigned, create_faust_app, wire
+from services.kpi_stream.processor import Processor
+from services.kpi_stream.reconcile import check_and_repair
 
 log = logging.getLogger("callkpi.worker")
 
@@ -31,6 +39,11 @@ log = logging.getLogger("callkpi.worker")
 # acyclic, so reference counting frees nearly everything; a young collection every
 # 100,000 allocations and rare full ones bound the garbage cycles can hold.
 GC_THRESHOLDS = (100_000, 50, 1_000)
+
+# A batch failing for longer than this makes the worker not ready: one retry
+# (a deadlock, a dropped connection) passes well within it; an outage does not.
+FAILING_NOT_READY_S = 2.0
+READY_PROBE_S = 2.0  # the readiness probe's own query to Postgres
 
 
 def require_bootstrap(settings: Settings) -> str:
@@ -53,17 +66,25 @@ def create_worker_app(settings: Settings) -> FastAPI:
         )
         faust_app = create_faust_app(settings, bootstrap)
         worker_id = f"{socket.gethostname()}:{os.getpid()}"
-        wire(faust_app, settings, pool, worker_id)
+        processor = wire(faust_app, settings, pool, worker_id)
         faust_app.finalize()
         previous_gc = gc.get_threshold()
         gc.set_threshold(*GC_THRESHOLDS)
         await faust_app.start()
         gc.freeze()  # what start-up allocated lives as long as the process
         state["faust"] = faust_app
+        guard = TopicGuard(settings, bootstrap)
+        monitor = PipelineMonitor(settings, bootstrap)
+        state["guard"], state["monitor"], state["pool"] = guard, monitor, pool
+        watching = asyncio.create_task(_watch(settings, pool, processor, guard, monitor))
         log.info("worker %s started (broker %s)", worker_id, bootstrap)
         try:
             yield
         finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            await monitor.stop()
             await faust_app.stop()
             await pool.close()
             gc.unfreeze()
@@ -83,10 +104,72 @@ def create_worker_app(settings: Settings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz(response: Response) -> dict[str, object]:
+        """Ready while it can do its job: partitions assigned, the broker and
+        Postgres answering, no batch failing, no partition stalled. Otherwise 503
+        with `reasons`, each naming the dependency or partition."""
         faust_app = state.get("faust")
-        count = len(assigned(faust_app)) if faust_app is not None else 0  # type: ignore[arg-type]
-        if not count:
+        if faust_app is None:
             response.status_code = 503
-        return {"ready": bool(count), "partitions": count}
+            return {"ready": False, "partitions": 0, "reasons": ["starting"]}
+        reasons = await _not_ready(settings, state)
+        count = len(assigned(faust_app))  # type: ignore[arg-type]
+        if not count:
+            reasons.insert(0, "broker: no partitions assigned (joining the consumer group)")
+        if reasons:
+            response.status_code = 503
+        return {"ready": not reasons, "partitions": count, "reasons": reasons}
 
     return app
+
+
+async def _not_ready(settings: Settings, state: Mapping[str, Any]) -> list[str]:
+    reasons: list[str] = []
+    guard: TopicGuard = state["guard"]
+    monitor: PipelineMonitor = state["monitor"]
+    pool: asyncpg.Pool = state["pool"]
+    if not guard.up:
+        reasons.append(str(guard.error))
+    try:
+        async with asyncio.timeout(READY_PROBE_S), pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+        DEPENDENCY_UP.labels("postgres").set(1)
+    except Exception as exc:
+        DEPENDENCY_UP.labels("postgres").set(0)
+        reasons.append(reason(exc) if not isinstance(exc, TimeoutError)
+                       else f"postgres: no answer within {READY_PROBE_S:.0f} s")  # fmt: skip
+    for stage, why in sorted(Failing.why.items()):
+        seconds = Failing.failing_for(stage)
+        if seconds >= FAILING_NOT_READY_S:
+            reasons.append(f"{stage} stage: batches failing for {seconds:.0f} s ({why})")
+    mine = {("events" if tp.topic == settings.events_topic else "facts", tp.partition)
+            for tp in assigned(state["faust"])}  # fmt: skip
+    for p in monitor.stalled(settings.worker_stall_seconds, mine):
+        reasons.append(
+            f"stalled: {p.stage} partition {p.partition}: {p.backlog:,} records waiting, "
+            f"no committed progress for {p.still_s:.0f} s (worker_stall_seconds="
+            f"{settings.worker_stall_seconds:g})"
+        )
+    return reasons
+
+
+async def _watch(settings: Settings, pool: asyncpg.Pool, processor: Processor,
+                 guard: TopicGuard, monitor: PipelineMonitor) -> None:  # fmt: skip
+    """Every pipeline_poll_seconds: topics there (recreated if the broker lost
+    them), offsets polled (lag, stalls), and lost records repaired."""
+    topic_of = {"events": settings.events_topic, "facts": settings.fcr_topic}
+
+    async def ends() -> dict[tuple[str, int], int] | None:
+        await monitor.poll()
+        if monitor.error is not None:
+            return None
+        return {(topic_of[stage], part): end for (stage, part), end in monitor.ends().items()}
+
+    while True:
+        try:
+            await guard.check()
+            await check_and_repair(pool, settings, processor.send_facts, ends)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("pipeline watch: %s; checking again", reason(exc))
+        await asyncio.sleep(settings.pipeline_poll_seconds)

@@ -26,6 +26,7 @@ let figuresAt = null;       // the server's time of its last good read
 let heartbeatS = 5;
 let connected = false;
 let problem = null;
+let pipeline = null;        // how far behind the figures are (snapshot, heartbeat)
 
 // --- formatting ---------------------------------------------------------------
 const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
@@ -93,6 +94,7 @@ function handle(ev) {
     alerts = data.alerts;
     figuresAt = data.figures_at;
     heartbeatS = data.heartbeat_seconds;
+    pipeline = data.pipeline;
   } else if (ev.event === "update") {
     const key = `${data.kind}:${data.id}`;
     if (!entities.has(key)) order.push(key);
@@ -102,6 +104,7 @@ function handle(ev) {
     alerts = data.items;
   } else if (ev.event === "heartbeat") {
     figuresAt = data.figures_at;
+    pipeline = data.pipeline;
   }
   render();
 }
@@ -284,7 +287,27 @@ function renderBanner() {
   })));
 }
 
+// The figures are right but late: events wait at the broker that the workers have
+// not counted yet (a stalled worker, a catch-up), or the broker cannot be asked.
+function renderBehind() {
+  const box = document.getElementById("behind");
+  const p = pipeline;
+  if (!p || !p.behind) {
+    box.hidden = true;
+    return;
+  }
+  let text = `Figures are ${mmss(p.behind_seconds)} behind (${p.backlog} records waiting)`;
+  if (p.stalled && p.stalled.length) {
+    const s = p.stalled[0];
+    text += `: the worker has made no progress on ${s.stage} partition ${s.partition} for ${mmss(s.seconds)}`;
+  }
+  if (p.broker) text = `Cannot tell how current the figures are: ${p.broker}`;
+  box.textContent = text;
+  box.hidden = false;
+}
+
 function render() {
+  renderBehind();
   const stale = isStale();
   document.body.classList.toggle("stale", stale);
   const feed = document.getElementById("feed");
