@@ -5,6 +5,7 @@ callkpi ingest | worker | api     (production roles, one process each)
 callkpi migrate
 callkpi periods list | close PERIOD [--force] | restate PERIOD --reason R [--by NAME]
 callkpi quarantine list | replay (--id N ... | --all)   events the worker set aside
+callkpi reconcile [--from T --to T]    re-send FCR facts a broker loss took
 callkpi tokens new NAME --scope payroll [--scope …] | hash
 callkpi simulate [--url URL | --out FILE] [--seed N] [--speed X] [--understaff 5m+30m] ...
 callkpi replay FILE [--url URL]
@@ -30,7 +31,7 @@ import orjson
 
 from services.core.auth import SCOPES
 from services.core.settings import DEV_HASH_KEY, ConfigError, Settings, load_settings
-from services.ingest.client import IngestError
+from services.ingest.client import PATIENCE_S, IngestError, IngestStopped
 
 log = logging.getLogger("callkpi")
 
@@ -389,9 +390,29 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                 n += 1
         print(f"wrote {n} events to {args.out}", file=sys.stderr)
         return 0
-    return asyncio.run(
-        _simulate_live(sim, args.url, args.speed, start, args.wait_ready, _bearer(args), history)
-    )
+    resume = _aware(args.backfill_resume, "--backfill-resume") if args.backfill_resume else None
+    try:
+        return asyncio.run(_simulate_live(sim, args.url, args.speed, start, args.wait_ready,
+                                          _bearer(args), history, resume))  # fmt: skip
+    except IngestStopped as stop:
+        again = " ".join(a for a in sys.argv if not a.startswith("--backfill-resume")).replace(
+            sys.argv[0], "callkpi", 1
+        )
+        return _stopped(stop, f"from {stop.resume} on (simulated time)",
+                        f"{again} --backfill-resume {stop.resume}")  # fmt: skip
+    except IngestError as exc:
+        print(f"\nstopped: {exc}", file=sys.stderr)
+        return 3
+
+
+def _aware(text: str, flag: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: not an RFC 3339 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise ConfigError(f"{flag}: needs a UTC offset: {text!r}")
+    return when
 
 
 def _bearer(args: argparse.Namespace) -> dict[str, str]:
@@ -429,13 +450,14 @@ async def _simulate_live(
     wait: float,
     headers: dict[str, str],
     history: Any = None,
+    resume: datetime | None = None,
 ) -> int:
     import httpx
 
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
         await _wait_ready(client, wait)
         if history is not None:
-            await _backfill(client, history)
+            await _backfill(client, history, resume)
         t0 = time.monotonic()
         batch: list[dict[str, Any]] = []
         sent = 0
@@ -453,16 +475,18 @@ async def _simulate_live(
     return 0
 
 
-async def _backfill(client: Any, sim: Any) -> None:
+async def _backfill(client: Any, sim: Any, resume: datetime | None = None) -> None:
     """Post the history as fast as ingest takes it, with progress. Skipped when the
     center already has calls on its first day (a re-run over the same database:
-    history simulated again would count twice, its event ids being new)."""
+    history simulated again with another seed would count twice), unless it resumes
+    one that stopped: the same seed gives the same events and ids, and those from
+    `resume` on are posted. Each batch's mark is the time of its first event."""
     begin, end = sim.cfg.start, sim.cfg.start + sim.cfg.duration
     probe = await client.get(
         "/v1/kpis/center/all",
         params={"from": begin.isoformat(), "to": (begin + timedelta(days=1)).isoformat()},
     )
-    if probe.status_code == 200 and probe.json().get("offered"):
+    if resume is None and probe.status_code == 200 and probe.json().get("offered"):
         print(f"backfill: skipped, the center already has calls on {begin.date()}", flush=True)
         return
     print(f"backfill: simulating {begin.date()} to {end.isoformat(timespec='minutes')} "
@@ -474,10 +498,12 @@ async def _backfill(client: Any, sim: Any) -> None:
     sender = Sender(client)  # a request in flight while the next batch is generated
     batch: list[dict[str, Any]] = []
     for ev in sim.events():
+        if resume is not None and datetime.fromisoformat(ev["occurred_at"]) < resume:
+            continue
         batch.append(ev)
         if len(batch) < 5000:
             continue
-        await sender.send(batch)
+        await sender.send(batch, batch[0]["occurred_at"])
         batch = []
         if time.monotonic() - last >= 5:
             last = time.monotonic()
@@ -485,7 +511,7 @@ async def _backfill(client: Any, sim: Any) -> None:
             print(f"backfill: {ev['occurred_at'][:10]} ({min(done, 1):.0%})  "
                   f"{sender.accepted:,} events  {sender.accepted / (last - started):,.0f}/s",
                   flush=True)  # fmt: skip
-    await sender.send(batch)
+    await sender.send(batch, batch[0]["occurred_at"] if batch else None)
     await sender.flush()
     print(f"backfill: done, {sender.accepted:,} events in {time.monotonic() - started:.0f} s; "
           "the worker may take a few seconds more to count them", flush=True)  # fmt: skip
@@ -530,7 +556,13 @@ def cmd_asterisk(args: argparse.Namespace) -> int:
         if missing:
             raise SystemExit(f"no such file: {', '.join(missing)}")
         async with httpx.AsyncClient(base_url=args.url, timeout=60, headers=_bearer(args)) as c:
-            out = await import_files(paths, c, mapper, settings.tz, cfg.reorder_seconds)
+            try:
+                out = await import_files(paths, c, mapper, settings.tz, cfg.reorder_seconds,
+                                         resume=args.resume, patience_s=args.patience)  # fmt: skip
+            except IngestStopped as stop:
+                again = " ".join(["callkpi asterisk import", *args.files, "--resume",
+                                  str(stop.resume)])  # fmt: skip
+                return _stopped(stop, f"after line {stop.resume:,} (in reading order)", again)
         print(out.summary())
         return 0 if out.rejected == 0 else 1
 
@@ -594,14 +626,97 @@ def _api_json(r: Any) -> Any:
     return r.json()
 
 
+def _stopped(stop: IngestStopped, where: str, again: str) -> int:
+    """A feed gave up: say what was confirmed, where it stopped and how to go on."""
+    print(
+        f"\nstopped: {stop.cause}\n"
+        f"confirmed by ingest: {stop.accepted:,} events accepted, {stop.rejected:,} refused; "
+        f"nothing {where} is confirmed.\n"
+        f"continue with: {again}\n"
+        "(re-sending what was already accepted is harmless: event ids make it so)",
+        file=sys.stderr,
+    )
+    return 3
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """`callkpi reconcile`: compare what the FCR stage holds with what call assembly
+    stored, and send again what is missing or stale (services/kpi_stream/reconcile.py)."""
+    settings = _settings(args)
+    lo = _aware(args.from_, "--from") if args.from_ else None
+    hi = _aware(args.to, "--to") if args.to else None
+    return asyncio.run(_reconcile(settings, lo, hi))
+
+
+async def _reconcile(settings: Settings, lo: datetime | None, hi: datetime | None) -> int:
+    import asyncpg
+    from aiokafka import AIOKafkaProducer
+
+    from services.core.db import asyncpg_dsn, require_database_url
+    from services.core.envelope import encode_item, pack
+    from services.kpi_stream.app import FACTS_PER_RECORD
+    from services.kpi_stream.reconcile import reconcile
+    from services.kpi_stream.worker import require_bootstrap
+
+    bootstrap = require_bootstrap(settings)
+    pool = await asyncpg.create_pool(asyncpg_dsn(require_database_url(settings)), max_size=2)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                max_request_size=settings.kafka_max_request_bytes)  # fmt: skip
+    await producer.start()
+
+    async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
+        at = time.time_ns() // 1000
+        futures = [
+            await producer.send(settings.fcr_topic, record, partition=part)
+            for part, facts in by_part.items()
+            for record in pack(
+                "facts",
+                [encode_item(f) for f in facts],
+                at,
+                settings.kafka_max_request_bytes,
+                FACTS_PER_RECORD,
+            )
+        ]
+        await asyncio.gather(*futures)
+
+    def progress(chunks: int, resent: int) -> None:
+        print(f"\r{resent:,} facts sent again", end="", file=sys.stderr, flush=True)
+
+    span = f"calls offered {lo.isoformat() if lo else 'ever'} to {hi.isoformat() if hi else 'now'}"
+    try:
+        resent = await reconcile(pool, settings, send,
+                                 int(lo.timestamp() * 1e6) if lo else None,
+                                 int(hi.timestamp() * 1e6) if hi else None, progress)  # fmt: skip
+    finally:
+        await producer.stop()
+        await pool.close()
+    agree = "" if resent else " (none: the stages agree)"
+    print(f"\nreconciled {span}: {resent:,} FCR fact(s) the FCR stage lacked or held stale "
+          f"were sent again{agree}", file=sys.stderr)  # fmt: skip
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
-    return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch, _bearer(args)))
+    try:
+        return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch,
+                                   _bearer(args), args.resume, args.patience))  # fmt: skip
+    except IngestStopped as stop:
+        again = f"callkpi replay {args.file} --resume {stop.resume}"
+        return _stopped(stop, f"from line {stop.resume:,} on", again)
 
 
 async def _replay(
-    path: Path, total: int, url: str, batch_size: int, headers: dict[str, str]
+    path: Path,
+    total: int,
+    url: str,
+    batch_size: int,
+    headers: dict[str, str],
+    resume: int = 1,
+    patience_s: float = PATIENCE_S,
 ) -> int:
+    """Post the events of `path` from line `resume` on. Each batch's mark is the
+    line of its first event."""
     import httpx
 
     from services.ingest.client import Sender
@@ -609,14 +724,17 @@ async def _replay(
     read = malformed = 0
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
-        sender = Sender(client)  # a request in flight while the next batch is read
+        sender = Sender(client, patience_s=patience_s)  # one request in flight while reading
         batch: list[dict[str, Any]] = []
+        first = resume  # line of the batch's first event
         done_bytes = 0
         with path.open("rb") as fh:
             for lineno, line in enumerate(fh, start=1):
                 done_bytes += len(line)
-                if not line.strip():
+                if lineno < resume or not line.strip():
                     continue
+                if not batch:
+                    first = lineno
                 try:
                     batch.append(orjson.loads(line))
                 except orjson.JSONDecodeError as exc:
@@ -625,12 +743,12 @@ async def _replay(
                     continue
                 read += 1
                 if len(batch) >= batch_size:
-                    await sender.send(batch)
+                    await sender.send(batch, first)
                     batch = []
                     rate = read / max(time.monotonic() - started, 1e-6)
                     print(f"\r{done_bytes * 100 // max(total, 1):3d}%  {read} events  "
                           f"{rate:,.0f}/s", end="", file=sys.stderr, flush=True)  # fmt: skip
-        await sender.send(batch)
+        await sender.send(batch, first)
         await sender.flush()
     sent = sender.accepted
     print(
@@ -760,6 +878,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="first post N days of history (from local midnight) as fast as ingest takes it",
     )
     sim.add_argument(
+        "--backfill-resume",
+        metavar="TIME",
+        help="continue a backfill that stopped: post its events from TIME on (printed "
+        "when it stopped; same --seed and --backfill-days)",
+    )
+    sim.add_argument(
         "--backfill-calls-per-hour",
         type=float,
         help="the history's peak rate (default: --calls-per-hour)",
@@ -780,7 +904,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--url", default="http://127.0.0.1:8000")
     rep.add_argument("--batch", type=int, default=2000)
     rep.add_argument("--token", help="API token with the ingest scope (auth on)")
+    rep.add_argument("--resume", type=int, default=1, metavar="LINE",
+                     help="start at this line (printed when a replay stops)")  # fmt: skip
+    rep.add_argument("--patience", type=float, default=PATIENCE_S, metavar="SECONDS",
+                     help="give up on a request ingest keeps refusing after this")  # fmt: skip
     rep.set_defaults(func=cmd_replay)
+
+    rec = sub.add_parser(
+        "reconcile",
+        help="send again the FCR facts the FCR stage lacks (after a broker lost records; "
+        "docs/operations.md#broker-loss)",
+    )
+    rec.add_argument("--config", default=argparse.SUPPRESS)
+    rec.add_argument("--from", dest="from_", metavar="TIME", help="calls offered from (RFC 3339)")
+    rec.add_argument("--to", metavar="TIME", help="calls offered before (RFC 3339)")
+    rec.set_defaults(func=cmd_reconcile)
 
     qua = sub.add_parser(
         "quarantine", help="events set aside by the worker: list, replay (docs/operations.md)"
@@ -803,6 +941,11 @@ def build_parser() -> argparse.ArgumentParser:
     ast_sub = ast.add_subparsers(dest="action", required=True)
     imp = ast_sub.add_parser("import", help="post queue_log files (history) to ingest")
     imp.add_argument("files", nargs="+", help="queue_log files, .gz or CSV exports, any order")
+    imp.add_argument("--patience", type=float, default=PATIENCE_S, metavar="SECONDS",
+                     help="give up on a request ingest keeps refusing after this")  # fmt: skip
+    imp.add_argument("--resume", type=int, default=0, metavar="N",
+                     help="send only the events of lines after the first N (printed when an "
+                     "import stops; the same files)")  # fmt: skip
     fol = ast_sub.add_parser("follow", help="tail a live queue_log into ingest")
     fol.add_argument("file", help="e.g. /var/log/asterisk/queue_log")
     fol.add_argument("--checkpoint", help="default: <data_dir>/asterisk-follow.json")

@@ -196,11 +196,12 @@ class EmbeddedPostgres:
 
         asyncio.run(create())
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop; `mode` "immediate" stops as a crash would (the fault suite)."""
         if (self.data_dir / "postmaster.pid").exists():
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self._run(
-                    [self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"],
+                    [self._bin("pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop"],
                     timeout=30,
                 )
 

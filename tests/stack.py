@@ -40,8 +40,18 @@ class Proc:
             self.p.send_signal(sig)
             self.p.wait(30)
 
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+    def stop(self, grace_s: float = 20) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace_s` (the
+        process log says why it hung)."""
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                with self.log.open("a") as out:
+                    out.write(f"--- {self.name}: no exit {grace_s:.0f} s after SIGTERM; SIGKILL\n")
+                self.p.kill()
+                self.p.wait(10)
 
 
 class Stack:

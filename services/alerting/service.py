@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.alerting.evaluator import Evaluator
 from services.alerting.sinks import PUBLISH_BATCH, Publisher, WebhookDeliverer
 from services.core.db import asyncpg_dsn, require_database_url
+from services.core.faults import is_unreachable, reason
 from services.core.settings import Settings
 
 log = logging.getLogger("callkpi.alerts")
@@ -33,6 +34,9 @@ MIN_GAP_S = 1.0
 # evaluated, or the broker was down).
 PUBLISH_POLL_S = 5.0
 DELIVERY_POLL_S = 1.0
+# A sink that failed is tried again 0.5 s later, then 1, 2, at most 4 s apart:
+# alerts go out within seconds of Postgres or the broker coming back.
+SINK_BACKOFF_MAX_S = 4.0
 
 EVALUATIONS = Counter("callkpi_alert_evaluations", "Alert evaluations by this process", ["outcome"])
 SINK_ERRORS = Counter(
@@ -99,7 +103,10 @@ class AlertService:
             await conn.add_listener(FIGURES_CHANNEL, lambda *_: self._figures.set())
             self._listener = conn
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot listen for new figures (%s); evaluating on the timer only", exc)
+            log.warning(
+                "cannot listen for new figures (%s); evaluating on the timer only",
+                reason(exc, default="postgres"),
+            )
 
     async def _evaluate_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,9 +119,13 @@ class AlertService:
             await self._listen()
             try:
                 done = await self.evaluator.evaluate()
-            except Exception:
+            except Exception as exc:
                 EVALUATIONS.labels("error").inc()
-                log.exception("alert evaluation failed; trying again in %.0fs", every)
+                if is_unreachable(exc):  # said once per try, without a traceback
+                    log.warning("alert evaluation: %s; trying again in %.0fs",
+                                reason(exc, default="postgres"), every)  # fmt: skip
+                else:
+                    log.exception("alert evaluation failed; trying again in %.0fs", every)
             else:
                 EVALUATIONS.labels("done" if done is not None else "skipped_locked").inc()
                 if done is not None and done.transitions:
@@ -151,9 +162,9 @@ class AlertService:
                 more = await step()
             except Exception as exc:
                 SINK_ERRORS.labels(sink).inc()
-                log.warning("alert %s sink: %s; retrying in %.1fs", sink, exc, backoff)
+                log.warning("alert %s sink: %s; retrying in %.1fs", sink, reason(exc), backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, SINK_BACKOFF_MAX_S)
                 continue
             backoff = 0.5
             if not more:

@@ -237,7 +237,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             DEPENDENCY_UP.labels("postgres").set(1)
         except Exception as exc:
             DEPENDENCY_UP.labels("postgres").set(0)
-            reasons.append(reason(exc) if not isinstance(exc, TimeoutError)
+            reasons.append(reason(exc, default="postgres") if not isinstance(exc, TimeoutError)
                            else f"postgres: no answer within {READY_PROBE_S:.0f} s")  # fmt: skip
         producer = getattr(app.state, "producer", None)
         if producer is not None and not producer.guard.up:

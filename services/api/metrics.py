@@ -76,8 +76,12 @@ async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) ->
         if not (isinstance(exc, TimeoutError) or is_unreachable(exc)):
             raise
         DEPENDENCY_UP.labels("postgres").set(0)
-        log.warning("/metrics without figures: %s", reason(exc) if not isinstance(
-            exc, TimeoutError) else f"postgres: no answer within {DB_SCRAPE_S:.0f} s")  # fmt: skip
+        why = (
+            f"postgres: no answer within {DB_SCRAPE_S:.0f} s"
+            if isinstance(exc, TimeoutError)
+            else reason(exc, default="postgres")
+        )
+        log.warning("/metrics without figures: %s", why)
     if pipeline is not None:
         snap.families.extend(pipeline.families())
     registry = CollectorRegistry()

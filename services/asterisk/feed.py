@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_line, read_lines
-from services.ingest.client import Sender, log_rejections, post_events
+from services.ingest.client import PATIENCE_S, Sender, log_rejections, post_events
 
 log = logging.getLogger("callkpi.asterisk")
 
@@ -134,24 +134,37 @@ async def import_files(
     tz: ZoneInfo,
     reorder_s: float,
     progress: IO[str] | None = sys.stderr,
+    resume: int = 0,
+    patience_s: float = PATIENCE_S,
 ) -> Outcome:
     """Every line of `paths` to ingest, oldest file first whatever the order
-    given (rotated files: queue_log.2.gz, queue_log.1, queue_log), in batches."""
+    given (rotated files: queue_log.2.gz, queue_log.1, queue_log), in batches.
+
+    Each batch's mark is the number of lines mapped before it. When ingest keeps
+    failing, IngestStopped carries the mark to resume from; with `resume=N` every
+    line is read and mapped again (the mapper needs the calls in progress; event
+    ids are digests of the lines, so the events come out the same) but only the
+    events of lines N+1 onwards are sent."""
     ordered = sorted(paths, key=lambda p: first_time(p, tz))
     total = sum(p.stat().st_size for p in ordered)
     started = time.monotonic()
     last_print = 0.0
     before = 0  # bytes of the files already read
-    sender = Sender(client)  # a request in flight while the next batch is mapped
+    sender = Sender(client, patience_s=patience_s)  # a request in flight while mapping
     reorder = Reorder(reorder_s)
     events: list[dict[str, Any]] = []
     since_send = 0
+    mapped = 0  # lines fed to the mapper so far
+    mark = 0  # lines mapped before the batch being built
 
     def take(ready: list[Line | Malformed], name: str) -> None:
-        nonlocal events, since_send
+        nonlocal events, since_send, mapped
         mapper.source = name
         for item in ready:
-            events += mapper.feed(item)
+            out = mapper.feed(item)
+            mapped += 1
+            if mapped > resume:
+                events += out
             since_send += 1
 
     for path in ordered:
@@ -160,8 +173,8 @@ async def import_files(
             for item in read_lines(reader, tz):
                 take(reorder.push(item), path.name)
                 if since_send >= BATCH_LINES:
-                    await sender.send(events)
-                    events, since_send = [], 0
+                    await sender.send(events, max(mark, resume))
+                    events, since_send, mark = [], 0, mapped
                     mapper.forget_finished()
                     now = time.monotonic()
                     if progress is not None and now - last_print >= 0.5:
@@ -172,7 +185,7 @@ async def import_files(
             reader.close()
         before += path.stat().st_size
     take(reorder.drain(), ordered[-1].name if ordered else "")
-    await sender.send(events)
+    await sender.send(events, max(mark, resume))
     await sender.flush()
     seconds = time.monotonic() - started
     if progress is not None:
@@ -391,7 +404,7 @@ class Follower:
         delay = 0.5
         while True:
             try:
-                accepted, rejected = await post_events(self.client, events, attempts=1)
+                accepted, rejected = await post_events(self.client, events, patience_s=0)
             except Exception as exc:
                 # ingest down: keep these lines (nothing further is read) and retry
                 self.metrics.retries.inc()

@@ -23,8 +23,10 @@ _POSTGRES_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-def dependency_of(exc: BaseException) -> Dependency:
-    """The dependency an exception (or the exception it wraps) is about."""
+def dependency_of(exc: BaseException, default: Dependency = "unknown") -> Dependency:
+    """The dependency an exception (or the exception it wraps) is about: by its
+    type, or for a plain OSError ("Connect call failed") by the library whose code
+    raised it, the deepest frame of its traceback."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -34,9 +36,25 @@ def dependency_of(exc: BaseException) -> Dependency:
             return "broker"
         if module.startswith(("asyncpg", "sqlalchemy")) or isinstance(current, _POSTGRES_ERRORS):
             return "postgres"
+        found = _raised_in(current)
+        if found is not None:
+            return found
         # SQLAlchemy keeps the driver's error in .orig; asyncio wraps in __cause__
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
-    return "unknown"
+    return default
+
+
+def _raised_in(exc: BaseException) -> Dependency | None:
+    found: Dependency | None = None
+    tb = exc.__traceback__
+    while tb is not None:
+        path = tb.tb_frame.f_code.co_filename
+        if "/aiokafka/" in path:
+            found = "broker"
+        elif "/asyncpg/" in path or "/sqlalchemy/" in path:
+            found = "postgres"
+        tb = tb.tb_next
+    return found
 
 
 def is_unreachable(exc: BaseException) -> bool:
@@ -46,7 +64,7 @@ def is_unreachable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError | TimeoutError | _POSTGRES_ERRORS):
+        if isinstance(current, (OSError, TimeoutError, *_POSTGRES_ERRORS)):
             return True
         name = type(current).__name__
         if name in ("KafkaConnectionError", "NodeNotReadyError", "KafkaTimeoutError",
@@ -56,12 +74,13 @@ def is_unreachable(exc: BaseException) -> bool:
     return False
 
 
-def reason(exc: BaseException, limit: int = 300) -> str:
+def reason(exc: BaseException, limit: int = 300, default: Dependency = "unknown") -> str:
     """One line naming the dependency and what it said: "postgres: ConnectionRefusedError:
-    [Errno 111] Connect call failed ('127.0.0.1', 5432)"."""
+    [Errno 111] Connect call failed ('127.0.0.1', 5432)". `default`: the dependency
+    to name when the error does not tell (the caller knows what it was talking to)."""
     inner: BaseException = getattr(exc, "orig", None) or exc
     name = type(inner).__name__
     text = str(inner).splitlines()[0] if str(inner) else ""
     text = text.removeprefix(f"{name}: ")  # aiokafka's errors start with their name
     what = f"{name}: {text}" if text else name
-    return f"{dependency_of(exc)}: {what}"[:limit]
+    return f"{dependency_of(exc, default)}: {what}"[:limit]

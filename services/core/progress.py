@@ -80,9 +80,10 @@ class Tracker:
         if len(p.samples) > MAX_SAMPLES:
             p.samples = p.samples[::2]
         p.end = end
-        waiting = end > committed
-        behind = now - p.samples[0][0] if waiting and p.samples else 0.0
-        still = now - p.moved_at if waiting else 0.0
+        waiting = end > committed and bool(p.samples)
+        since = p.samples[0][0] if waiting else now  # when the oldest waiting record came
+        behind = now - since
+        still = now - max(p.moved_at, since)
         return PartitionProgress(stage, partition, end, committed, behind, still)
 
 
