@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck promtool compose-cli chromium bench bench-stream bench-asterisk clean
+.PHONY: venv run test chaos lint typecheck promtool compose-cli chromium bench bench-stream bench-asterisk clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,12 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck promtool compose-cli chromium
 	$(BIN)/python -m pytest -q
+
+# The fault suite alone (it is part of `make test` too): SIGKILLs, Postgres and
+# broker outages, against real processes; figures land in
+# test-artifacts/chaos.jsonl (docs/operations.md#fault-suite).
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q tests/chaos
 
 # $(call apt-best-effort,CHECK,PACKAGES,TIMEOUT_S,MESSAGE): unless CHECK succeeds,
 # install Debian PACKAGES when running as root with apt; otherwise print MESSAGE.
