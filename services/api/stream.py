@@ -14,7 +14,8 @@ database what one costs. An entity's update is its whole tile (not a delta), so
   get a fresh snapshot instead.
 
 Frames: `snapshot` (every watched tile and the firing alerts, first),
-`update` (one tile), `alerts` (the firing alerts, when they change) and
+`update` (one tile), `alerts` (the firing alerts, when they change), `pipeline`
+(how far the figures are behind what was ingested, when that changes) and
 `heartbeat` (every few seconds, with the time of the last good read, so a page
 can tell a quiet floor from a stalled feed, and `pipeline`: how far the workers
 are behind what was ingested, so it can tell figures that are late).
@@ -68,6 +69,9 @@ RECONNECT_MS = 2000
 IDLE_GRACE_S = 60.0
 
 ALERTS_KEY = ("alerts", "firing")
+# How far behind the figures are (services/api/pipeline.py): a key every client
+# watches, published each tick when it changes, whether or not Postgres answers.
+PIPELINE_KEY = ("pipeline", "status")
 
 CLIENTS = Gauge("callkpi_stream_clients", "Clients connected to /v1/stream")
 UPDATES = Counter("callkpi_stream_updates", "Entity updates the stream hub produced")
@@ -173,7 +177,8 @@ class Hub:
         while True:
             started = loop.time()
             self._expire(started)
-            watched = list(self._watchers)
+            self._publish_pipeline()
+            watched = [k for k in self._watchers if k != PIPELINE_KEY]
             if watched:
                 try:
                     async with self._lock:
@@ -191,8 +196,9 @@ class Hub:
         on a resume the updates it missed)."""
         if len(self.clients) >= self.settings.stream_max_clients:
             raise HubFull
-        wanted = [*keys, ALERTS_KEY]
+        wanted = [*keys, ALERTS_KEY, *([PIPELINE_KEY] if self.pipeline is not None else [])]
         async with self._lock:
+            self._publish_pipeline()
             missing = [k for k in wanted if k not in self.latest]
             if missing:
                 await self._refresh(missing, keep=set(missing))
@@ -262,6 +268,16 @@ class Hub:
     def _pipeline(self) -> dict[str, Any] | None:
         return self.pipeline.summary() if self.pipeline is not None else None
 
+    def _publish_pipeline(self) -> None:
+        """A `pipeline` frame to every client when what a page shows changes: while
+        the figures are behind, the summary in whole seconds (at most a frame a
+        second); otherwise just that they are not (no frames as backlogs of a
+        healthy pipeline come and go)."""
+        summary = self._pipeline()
+        if summary is not None:
+            summary["behind_seconds"] = round(summary["behind_seconds"])
+            self._publish(PIPELINE_KEY, summary if summary["behind"] else {"behind": False})
+
     def _figures_at(self) -> str | None:
         return None if self.figures_at is None else iso(self.figures_at, self.settings.tz)
 
@@ -295,7 +311,7 @@ class Hub:
             return
         self.seq += 1
         UPDATES.inc()
-        event = "alerts" if key == ALERTS_KEY else "update"
+        event = {ALERTS_KEY: "alerts", PIPELINE_KEY: "pipeline"}.get(key, "update")
         update = Update(self.seq, key, payload, _frame(event, data, f"{self.epoch}-{self.seq}"))
         self._digest[key] = data
         self.latest[key] = update

@@ -97,7 +97,7 @@ class PipelineMonitor:
         self.clock = clock
         self.tracker = Tracker()
         self.partitions: list[PartitionProgress] = []
-        self.error: str | None = "not polled yet"
+        self.error: str | None = None  # the last poll's failure
         self.polled_at: float | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None

@@ -232,3 +232,20 @@ def test_the_page_shows_stale_when_the_api_stops_and_recovers_when_it_returns(
         wait_http(f"{board.url}/readyz", 60)
     expect(feed).to_have_text("live", timeout=15_000)
     expect(tile(page, "team:billing")).to_be_visible()
+
+
+def test_figures_behind_what_was_ingested_show_a_banner_until_the_worker_catches_up(
+    page: Any, board: Stack
+) -> None:
+    from playwright.sync_api import expect
+
+    log_in(page, board)
+    expect(tile(page, "team:billing")).to_be_visible(timeout=10_000)
+    behind = page.locator("#behind")
+    expect(behind).to_be_hidden()
+    board.worker.kill()  # events keep coming; nothing counts them
+    assert board.post(waiting_call("behind-1", "billing")).status_code == 202
+    expect(behind).to_contain_text("Figures are", timeout=30_000)
+    expect(behind).to_contain_text("records waiting")
+    board.restart_worker()
+    expect(behind).to_be_hidden(timeout=30_000)

@@ -36,7 +36,9 @@ def test_kafka_errors_name_the_broker_without_repeating_their_class_name() -> No
     exc = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9)]")
     assert dependency_of(exc) == "broker"
     assert is_unreachable(exc)
-    assert reason(exc) == "broker: KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 9)]"
+    assert (
+        reason(exc) == "broker: KafkaConnectionError: Unable to bootstrap from [('127.0.0.1', 9)]"
+    )
 
 
 def test_an_error_of_our_own_code_is_not_blamed_on_a_dependency() -> None:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 
+import httpx
+
 from tests.stack import Stack
 
 
-def exported_metrics(stack: Stack) -> set[str]:
+def exported_metrics(stack: Stack, worker: bool = False) -> set[str]:
     """Every family is declared (# TYPE) even when it has no sample yet; a counter
-    family `x` is scraped as `x_total`, so both names count."""
-    text = stack.get("/metrics").text
+    family `x` is scraped as `x_total`, so both names count. `worker`: the
+    worker's /metrics instead of the API's."""
+    if worker:
+        text = httpx.get(f"http://127.0.0.1:{stack.worker_port}/metrics", timeout=10).text
+    else:
+        text = stack.get("/metrics").text
     names: set[str] = set()
     for name, kind in re.findall(r"^# TYPE (callkpi_\w+) (\w+)", text, re.MULTILINE):
         names.add(name)

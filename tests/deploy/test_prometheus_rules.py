@@ -41,7 +41,9 @@ def test_rules_pass_promtool_check_and_unit_tests_or_parse_where_promtool_is_mis
         assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_every_callkpi_metric_in_the_rules_is_exported_by_the_api(stack: Stack) -> None:
-    exported = exported_metrics(stack)
+def test_every_callkpi_metric_in_the_rules_is_exported_by_the_api_or_the_worker(
+    stack: Stack,
+) -> None:
+    exported = exported_metrics(stack) | exported_metrics(stack, worker=True)
     used = {name for expr in _exprs() for name in metrics_in(expr)}
     assert used and used <= exported, used - exported

@@ -102,6 +102,8 @@ function handle(ev) {
     figuresAt = new Date().toISOString();
   } else if (ev.event === "alerts") {
     alerts = data.items;
+  } else if (ev.event === "pipeline") {
+    pipeline = data;
   } else if (ev.event === "heartbeat") {
     figuresAt = data.figures_at;
     pipeline = data.pipeline;
