@@ -130,9 +130,13 @@ async def _not_ready(settings: Settings, state: Mapping[str, Any]) -> list[str]:
     if not guard.up:
         reasons.append(str(guard.error))
     try:
-        async with asyncio.timeout(READY_PROBE_S), pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
-        DEPENDENCY_UP.labels("postgres").set(1)
+        # Only an idle connection is probed: with every one busy the worker is
+        # talking to Postgres already (and a failure shows as a failing stage),
+        # and waiting for one would report a busy worker as unreachable.
+        if pool.get_idle_size() > 0:
+            async with asyncio.timeout(READY_PROBE_S), pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+            DEPENDENCY_UP.labels("postgres").set(1)
     except Exception as exc:
         DEPENDENCY_UP.labels("postgres").set(0)
         reasons.append(reason(exc, default="postgres") if not isinstance(exc, TimeoutError)

