@@ -475,18 +475,24 @@ async def _simulate_live(
     return 0
 
 
-async def _backfill(client: Any, sim: Any, resume: datetime | None = None) -> None:
+async def _backfill(
+    client: Any, sim: Any, resume: datetime | None = None, patience_s: float = PATIENCE_S
+) -> None:
     """Post the history as fast as ingest takes it, with progress. Skipped when the
     center already has calls on its first day (a re-run over the same database:
     history simulated again with another seed would count twice), unless it resumes
     one that stopped: the same seed gives the same events and ids, and those from
     `resume` on are posted. Each batch's mark is the time of its first event."""
+    import httpx
+
     begin, end = sim.cfg.start, sim.cfg.start + sim.cfg.duration
-    probe = await client.get(
-        "/v1/kpis/center/all",
-        params={"from": begin.isoformat(), "to": (begin + timedelta(days=1)).isoformat()},
-    )
-    if resume is None and probe.status_code == 200 and probe.json().get("offered"):
+    first_day = {"from": begin.isoformat(), "to": (begin + timedelta(days=1)).isoformat()}
+    try:
+        probe = await client.get("/v1/kpis/center/all", params=first_day)
+        has_calls = probe.status_code == 200 and bool(probe.json().get("offered"))
+    except httpx.HTTPError:
+        has_calls = False  # the API is away: posting will wait for it, or say so
+    if resume is None and has_calls:
         print(f"backfill: skipped, the center already has calls on {begin.date()}", flush=True)
         return
     print(f"backfill: simulating {begin.date()} to {end.isoformat(timespec='minutes')} "
@@ -495,7 +501,7 @@ async def _backfill(client: Any, sim: Any, resume: datetime | None = None) -> No
 
     started = last = time.monotonic()
     span = max((end - begin).total_seconds(), 1.0)
-    sender = Sender(client)  # a request in flight while the next batch is generated
+    sender = Sender(client, patience_s=patience_s)  # one in flight while the next is made
     batch: list[dict[str, Any]] = []
     for ev in sim.events():
         if resume is not None and datetime.fromisoformat(ev["occurred_at"]) < resume:

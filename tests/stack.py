@@ -57,14 +57,16 @@ class Proc:
 class Stack:
     """A worker and an API (with ingest), each its own process."""
 
-    def __init__(self, env: dict[str, str], token: str | None = None) -> None:
+    def __init__(self, env: dict[str, str], token: str | None = None, logs: str = "") -> None:
+        """`logs`: a prefix for the processes' log files (test-artifacts/<logs>api.log)."""
         self.env = {**os.environ, **env}
         # sent on every request of the helpers below (a stack with auth on)
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.api_port = free_port()
         self.worker_port = free_port()
-        self.api = Proc("api", ["api", "--with-ingest", "--port", str(self.api_port)], self.env)
-        self.worker = Proc("worker", ["worker", "--port", str(self.worker_port)], self.env)
+        self.api = Proc(f"{logs}api", ["api", "--with-ingest", "--port", str(self.api_port)],
+                        self.env)  # fmt: skip
+        self.worker = Proc(f"{logs}worker", ["worker", "--port", str(self.worker_port)], self.env)
         self.url = f"http://127.0.0.1:{self.api_port}"
 
     def start(self) -> Stack:
@@ -78,13 +80,13 @@ class Stack:
         wait_http(f"http://127.0.0.1:{self.worker_port}/readyz", timeout)
 
     def restart_worker(self) -> None:
-        self.worker = Proc("worker", ["worker", "--port", str(self.worker_port)], self.env).start()
+        self.worker = Proc(self.worker.name, self.worker.args, self.env).start()
         self.wait_worker_ready()
 
     def restart_api(self) -> None:
         """SIGKILL the API process and start a new one on the same port."""
         self.api.kill()
-        self.api = Proc("api", self.api.args, self.env).start()
+        self.api = Proc(self.api.name, self.api.args, self.env).start()
         wait_http(f"{self.url}/readyz", 60)
 
     def stop(self) -> None:

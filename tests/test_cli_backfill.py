@@ -5,18 +5,23 @@ rather than count it twice."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 
-from services.cli import BACKFILL_GAP, _backfill_sim
+from services.cli import BACKFILL_GAP, _backfill, _backfill_sim
 from services.core.auth import token_hash
 from services.core.settings import load_settings
-from services.devstack import EmbeddedBroker, EmbeddedPostgres
+from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.ingest.client import IngestStopped
+from services.simulator import SimConfig, Simulation
+from tests.api.test_end_to_end import SETTINGS
 from tests.conftest import EXAMPLE_CONFIG, new_database, stack_env
 from tests.stack import Stack, wait_until
 
@@ -60,3 +65,23 @@ def test_backfill_arrives_whole_and_a_second_run_skips_it(stack: Stack) -> None:
     assert second.returncode == 0, second.stderr
     assert f"backfill: skipped, the center already has calls on {begin.date()}" in second.stdout
     assert counted() == offered
+
+
+def test_a_backfill_that_gives_up_names_the_simulated_time_to_resume_from() -> None:
+    start = datetime(2025, 3, 3, tzinfo=UTC)
+    cfg = SimConfig(seed=4, start=start, duration=timedelta(hours=2),
+                    timezone=SETTINGS.timezone, calls_per_hour=600)  # fmt: skip
+
+    async def run() -> IngestStopped:
+        dead = f"http://127.0.0.1:{free_port()}"
+        async with httpx.AsyncClient(base_url=dead, timeout=2) as client:
+            try:
+                await _backfill(client, Simulation(cfg, list(SETTINGS.teams)), patience_s=1)
+            except IngestStopped as stop:
+                return stop
+        raise AssertionError("a backfill into a dead API did not stop")
+
+    stop = asyncio.run(run())
+    first = next(iter(Simulation(cfg, list(SETTINGS.teams)).events()))["occurred_at"]
+    assert (stop.accepted, stop.rejected, stop.resume) == (0, 0, first)
+    assert "ingest kept failing for" in str(stop.cause)

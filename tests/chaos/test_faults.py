@@ -59,7 +59,9 @@ class Rig:
                     "CALLKPI_PIPELINE_POLL_SECONDS": "0.5",
                     "CALLKPI_ENVELOPE_MAX_EVENTS": "100", **extra}  # fmt: skip
         env = stack_env(self.broker, db, f"chaos{self.n}{name}", **settings)
-        return Stack(env).start(), db
+        for old in ARTIFACTS.glob(f"chaos-{name}-*.log"):
+            old.unlink()
+        return Stack(env, logs=f"chaos-{name}-").start(), db
 
 
 @pytest.fixture(scope="module")
@@ -238,8 +240,13 @@ def test_postgres_stopped_reads_answer_503_metrics_keep_serving_and_figures_reco
         back = time.monotonic()
         until(lambda: get(f"{worker_url(stack)}/readyz")[0] == 200, 20, "worker ready again")
         ready_s = time.monotonic() - back
+        # retries are at most 4 s apart: counting resumes within seconds, not 30
+        assert ready_s < 12, f"worker ready {ready_s:.1f} s after Postgres returned"
         fields, _ = converge(stack, events, lo, hi)
         recovered = time.monotonic() - back
+        # the log lines name Postgres, whichever part of the API met it
+        sink = [line for line in stack.api.log.read_text().splitlines() if " sink: " in line]
+        assert sink and all(" sink: postgres: " in line for line in sink), sink[:3]
         waits = metric(scrape(worker_url(stack)), "callkpi_worker_retry_wait_seconds_total")
         assert sum(waits) > 0, "retry time not in the worker's /metrics"
         assert says(get(f"{stack.url}/readyz"), 200, "ready")
@@ -311,7 +318,7 @@ def test_api_sigkilled_mid_request_loses_no_event_it_accepted(rig: Rig) -> None:
         time.sleep(1.0)
         stack.api.kill()  # SIGKILL in the middle of the feeder's requests
         time.sleep(1.0)
-        stack.api = type(stack.api)("api", stack.api.args, stack.env).start()
+        stack.api = type(stack.api)(stack.api.name, stack.api.args, stack.env).start()
         wait_http(f"{stack.url}/readyz", 60)
         feeder.join(120)
         assert not feeder.is_alive()
