@@ -659,8 +659,7 @@ async def _reconcile(settings: Settings, lo: datetime | None, hi: datetime | Non
     from aiokafka import AIOKafkaProducer
 
     from services.core.db import asyncpg_dsn, require_database_url
-    from services.core.envelope import encode_item, pack
-    from services.kpi_stream.app import FACTS_PER_RECORD
+    from services.kpi_stream.app import fact_records
     from services.kpi_stream.reconcile import reconcile
     from services.kpi_stream.worker import require_bootstrap
 
@@ -671,17 +670,9 @@ async def _reconcile(settings: Settings, lo: datetime | None, hi: datetime | Non
     await producer.start()
 
     async def send(by_part: dict[int, list[dict[str, Any]]]) -> None:
-        at = time.time_ns() // 1000
         futures = [
             await producer.send(settings.fcr_topic, record, partition=part)
-            for part, facts in by_part.items()
-            for record in pack(
-                "facts",
-                [encode_item(f) for f in facts],
-                at,
-                settings.kafka_max_request_bytes,
-                FACTS_PER_RECORD,
-            )
+            for part, record in fact_records(by_part, settings.kafka_max_request_bytes)
         ]
         await asyncio.gather(*futures)
 

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from prometheus_client import Counter, Gauge
 
+from services.core.background import Background
 from services.core.faults import reason
 from services.core.settings import Settings
 
@@ -82,10 +83,12 @@ async def _create(admin: AIOKafkaAdminClient, wanted: list[NewTopic]) -> None:
                 raise KafkaError(f"creating topic {name!r}: error {code} ({message})")
 
 
-class TopicGuard:
+class TopicGuard(Background):
     """Checks every `interval_s` that the broker still has our topics; creates
     the missing ones again and awaits `on_lost(names)` after doing so. Its `up`
     and `error` say whether the broker answered the last check."""
+
+    task_name = "topic-guard"
 
     def __init__(
         self,
@@ -94,6 +97,7 @@ class TopicGuard:
         on_lost: Callable[[list[str]], Awaitable[None]] | None = None,
         interval_s: float | None = None,
     ) -> None:
+        super().__init__()
         self.settings = settings
         self.bootstrap = bootstrap
         self.on_lost = on_lost
@@ -101,7 +105,6 @@ class TopicGuard:
         self.up = True
         self.error: str | None = None
         self.down_since: float | None = None  # monotonic
-        self._task: asyncio.Task[None] | None = None
 
     async def check(self) -> list[str]:
         """One check; returns the topics it had to create again."""
@@ -157,16 +160,6 @@ class TopicGuard:
             except Exception:  # on_lost failed: said, and tried again next time
                 log.exception("handling lost topics failed; checking again")
             await asyncio.sleep(self.interval_s)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="topic-guard")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from services.core.background import Background
 from services.core.faults import reason
 from services.core.settings import Settings
 
@@ -87,11 +88,14 @@ class Tracker:
         return PartitionProgress(stage, partition, end, committed, behind, still)
 
 
-class PipelineMonitor:
+class PipelineMonitor(Background):
     """Polls the broker every `pipeline_poll_seconds` (start/stop from a lifespan)."""
+
+    task_name = "pipeline-monitor"
 
     def __init__(self, settings: Settings, bootstrap: str,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        super().__init__()
         self.settings = settings
         self.bootstrap = bootstrap
         self.clock = clock
@@ -100,7 +104,6 @@ class PipelineMonitor:
         self.error: str | None = None  # the last poll's failure
         self.polled_at: float | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         stages = (("events", settings.events_topic), ("facts", settings.fcr_topic))
         self._tps = {
             TopicPartition(topic, p): stage
@@ -139,6 +142,13 @@ class PipelineMonitor:
         self.partitions, self.error, self.polled_at = out, None, now
         return out
 
+    async def reset(self, _topics: list[str] | None = None) -> None:
+        """Forget what was seen and take a new client: the topics were created
+        again (a TopicGuard's `on_lost`), and an old client's group and partition
+        state belongs to topics that no longer exist."""
+        self.tracker = Tracker()
+        await self._drop_consumer()
+
     async def _drop_consumer(self) -> None:
         # a fresh client after a broker outage: an old one can hold metadata of
         # topics the broker no longer has
@@ -155,7 +165,10 @@ class PipelineMonitor:
         self, seconds: float, partitions: set[tuple[str, int]] | None = None
     ) -> list[PartitionProgress]:
         """Partitions (of `partitions`, or all) whose records have waited with no
-        committed progress for at least `seconds`."""
+        committed progress for at least `seconds`; none while the last poll failed
+        (what it saw is stale, and `error` says why)."""
+        if self.error is not None:
+            return []
         return [
             p for p in self.partitions
             if p.still_s >= seconds and (partitions is None or (p.stage, p.partition) in partitions)
@@ -169,13 +182,6 @@ class PipelineMonitor:
             await self.poll()
             await asyncio.sleep(self.settings.pipeline_poll_seconds)
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pipeline-monitor")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await super().stop()
         await self._drop_consumer()

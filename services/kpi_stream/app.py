@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -142,6 +142,19 @@ async def retrying(
             return result
 
 
+def fact_records(
+    by_partition: dict[int, list[dict[str, Any]]], max_request_bytes: int
+) -> Iterator[tuple[int, bytes]]:
+    """(partition, record) for the FCR topic: each partition's facts in envelopes
+    of at most FACTS_PER_RECORD that fit a Kafka request (the worker's stage 1 and
+    `callkpi reconcile` send them alike)."""
+    now_us = time.time_ns() // 1000
+    for part, facts in by_partition.items():
+        encoded = [encode_item(f) for f in facts]
+        for record in pack("facts", encoded, now_us, max_request_bytes, FACTS_PER_RECORD):
+            yield part, record
+
+
 def assigned(app: faust.App) -> set[Any]:
     """Topic-partitions currently assigned to this worker."""
     try:
@@ -187,20 +200,12 @@ def wire(app: faust.App, settings: Settings, pool: asyncpg.Pool, worker_id: str)
     lock = asyncio.Lock()  # the sweep and the FCR agent must not interleave in-process
 
     async def send_facts(by_partition: dict[int, list[dict[str, Any]]]) -> None:
-        now_us = time.time_ns() // 1000
         await asyncio.gather(
             *(
                 app.producer.send_and_wait(
                     settings.fcr_topic, None, record, partition=part, timestamp=None, headers=None
                 )
-                for part, facts in by_partition.items()
-                for record in pack(
-                    "facts",
-                    [encode_item(f) for f in facts],
-                    now_us,
-                    settings.kafka_max_request_bytes,
-                    FACTS_PER_RECORD,
-                )
+                for part, record in fact_records(by_partition, settings.kafka_max_request_bytes)
             )
         )
 

@@ -73,8 +73,8 @@ def create_worker_app(settings: Settings) -> FastAPI:
         await faust_app.start()
         gc.freeze()  # what start-up allocated lives as long as the process
         state["faust"] = faust_app
-        guard = TopicGuard(settings, bootstrap)
         monitor = PipelineMonitor(settings, bootstrap)
+        guard = TopicGuard(settings, bootstrap, on_lost=monitor.reset)
         state["guard"], state["monitor"], state["pool"] = guard, monitor, pool
         watching = asyncio.create_task(_watch(settings, pool, processor, guard, monitor))
         log.info("worker %s started (broker %s)", worker_id, bootstrap)
@@ -129,6 +129,8 @@ async def _not_ready(settings: Settings, state: Mapping[str, Any]) -> list[str]:
     pool: asyncpg.Pool = state["pool"]
     if not guard.up:
         reasons.append(str(guard.error))
+    elif monitor.error is not None:
+        reasons.append(f"{monitor.error} (reading offsets)")
     try:
         # Only an idle connection is probed: with every one busy the worker is
         # talking to Postgres already (and a failure shows as a failing stage),
