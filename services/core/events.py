@@ -95,7 +95,7 @@ DEFAULT_RULES = DoorRules()
 # worker checks the events of any other record itself (recheck): records of other
 # producers, and those an older ingest wrote before a check existed. Bump it when
 # the door refuses something new.
-DOOR_VERSION = 1
+DOOR_VERSION = 2  # 2: agent and queue ids without "." or ".." path segments
 
 # What no string of the contract holds (the JSON Schema's pattern says the same).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -160,6 +160,13 @@ def hash_customer(customer_id: str, key: bytes) -> str:
     return hmac.new(key, customer_id.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+# Agent and queue ids are read back as a URL path (/v1/kpis/agent/SIP/1001): a path
+# segment "." or ".." is removed by every HTTP client before the request is sent
+# (RFC 3986, 5.2.4), so an id holding one could be counted but never read.
+ENTITY_ID_FIELDS = ("agent_id", "to_agent_id", "queue_id", "to_queue_id")
+_DOT_SEGMENTS = (".", "..")
+
+
 def validate_event(event: Any) -> None:
     envelope, per_type = _validators()
     try:
@@ -167,6 +174,13 @@ def validate_event(event: Any) -> None:
         per_type[event["type"]](event)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise EventError(_explain(exc, event)) from None
+    for name in ENTITY_ID_FIELDS:
+        value = event.get(name)
+        if isinstance(value, str) and any(seg in _DOT_SEGMENTS for seg in value.split("/")):
+            raise EventError(
+                f"{event['type']}: {name} {value!r} has a path segment '.' or '..', which no "
+                f"URL can carry (ids are read back as /v1/kpis/<kind>/<id>)"
+            )
 
 
 def normalize(

@@ -296,8 +296,8 @@ def test_broker_restarted_with_its_memory_lost_heals_offsets_topics_and_fcr(rig:
         # offsets are committed again: every partition's backlog drains to 0
         until(lambda: get(f"{stack.url}/readyz")[1].get("pipeline", {}).get("backlog") == 0,
               30, "committed offsets reaching the end offsets")  # fmt: skip
-        ready = get(f"{worker_url(stack)}/readyz")
-        assert ready[0] == 200, ready
+        # the worker sees it too at its next poll of the offsets
+        until(lambda: get(f"{worker_url(stack)}/readyz")[0] == 200, 15, "worker ready again")
         resent = sum(metric(worker_metrics, "callkpi_reconcile_facts_resent_total"))
         # an API started now finds the topics the broker already has again
         stack.restart_api()

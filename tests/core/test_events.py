@@ -33,6 +33,24 @@ def test_missing_type_specific_field_is_named() -> None:
                    "call_id": "c"}, b"k")  # fmt: skip
 
 
+@pytest.mark.parametrize("ident", [".", "..", "SIP/./1001", "a/../b", "Local/1001/.."])
+def test_an_agent_or_queue_id_with_a_dot_segment_is_refused_naming_the_field(ident: str) -> None:
+    # no URL can carry it: clients drop "." and ".." segments before sending
+    with pytest.raises(EventError, match=r"queue_id .* path segment"):
+        normalize({"event_id": "1", "type": "call.offered", "occurred_at": "2026-11-20T09:00:00Z",
+                   "call_id": "c", "queue_id": ident}, b"k")  # fmt: skip
+    with pytest.raises(EventError, match=r"agent_id .* path segment"):
+        normalize({"event_id": "1", "type": "call.answered", "occurred_at": "2026-11-20T09:00:00Z",
+                   "call_id": "c", "agent_id": ident}, b"k")  # fmt: skip
+
+
+@pytest.mark.parametrize("ident", ["SIP/1001", "a.b", "...", ".hidden", "v1.2/x."])
+def test_ids_with_dots_that_are_not_whole_segments_are_accepted(ident: str) -> None:
+    ev = normalize({"event_id": "1", "type": "call.offered", "occurred_at": "2026-11-20T09:00:00Z",
+                    "call_id": "c", "queue_id": ident}, b"k")  # fmt: skip
+    assert ev["queue_id"] == ident
+
+
 def test_customer_id_is_replaced_by_a_keyed_hash_and_extras_are_kept() -> None:
     ev = normalize({"event_id": "1", "type": "call.offered", "occurred_at": "2026-11-20T09:00:00Z",
                     "call_id": "c", "queue_id": "q", "customer_id": "+861380000", "x": 1}, b"k")  # fmt: skip
