@@ -27,9 +27,8 @@ from services.core.auth import AuthSettings
 from services.core.configfile import digest, error_lines, read_yaml
 from services.core.events import WITHHELD_CALLER_IDS, DoorRules, withheld_matcher
 from services.core.kpi import AGENT_FIELDS
-from services.payroll.periods import PeriodSettings
-from services.payroll.scorecard import ScorecardError, Scorecards
-from services.payroll.scorecard import load as load_scorecards
+from services.core.payroll_rules import PeriodSettings, ScorecardError, Scorecards
+from services.core.payroll_rules import load as load_scorecards
 
 UNASSIGNED_TEAM = "unassigned"
 
@@ -268,14 +267,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @model_validator(mode="after")
-    def _scorecards_load(self) -> Settings:
-        try:
-            _ = self.scorecards
-        except ScorecardError as exc:
-            raise ValueError(str(exc)) from None
-        return self
-
     @classmethod
     def settings_customise_sources(
         cls,
@@ -391,14 +382,22 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build Settings, turning validation errors into one message per bad key."""
+    """Build Settings, turning validation errors into one message per bad key, and
+    read the files it names (the scorecard file)."""
     from pydantic import ValidationError
 
     if config is not None:
         os.environ["CALLKPI_CONFIG"] = str(config)
+    source = os.environ.get("CALLKPI_CONFIG") or "environment/defaults"
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
         lines = error_lines(exc, "docs/configuration.md")
-        source = os.environ.get("CALLKPI_CONFIG") or "environment/defaults"
         raise ConfigError(f"invalid configuration ({source}):\n" + "\n".join(lines)) from exc
+    # Files the configuration names are read once it is valid, here rather than in
+    # its validators: a bad scorecard file still stops the start, naming the file.
+    try:
+        _ = settings.scorecards
+    except ScorecardError as exc:
+        raise ConfigError(f"invalid configuration ({source}):\n{exc}") from None
+    return settings

@@ -9,59 +9,21 @@ Sunday), or the ids of explicit ranges.
 
 from __future__ import annotations
 
-import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from services.core.payroll_rules import Calendar, ExplicitRange, PeriodSettings
 
-Calendar = Literal["monthly", "semi_monthly", "weekly", "explicit"]
+__all__ = ["Calendar", "ExplicitRange", "Period", "PeriodError", "PeriodSettings", "Status"]
+
 Status = Literal["open", "closing", "closed"]
 
 
 class PeriodError(ValueError):
     """An unknown or malformed period id, with what was expected."""
-
-
-class ExplicitRange(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    id: str = Field(min_length=1, max_length=50, pattern=r"^[A-Za-z0-9_.-]+$")
-    first: date = Field(alias="from")  # first day, included
-    last: date = Field(alias="to")  # last day, included
-
-    @model_validator(mode="after")
-    def _ordered(self) -> ExplicitRange:
-        if self.last < self.first:
-            raise ValueError(f"{self.id}: to {self.last} is before from {self.first}")
-        return self
-
-
-class PeriodSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    calendar: Calendar = "monthly"
-    ranges: list[ExplicitRange] = Field(default_factory=list)  # calendar: explicit
-    # Hours after the FCR windows of a period's last calls end before it may be
-    # closed without force: late events (a wrap-up, a survey) still trickle in.
-    close_grace_hours: int = Field(6, ge=0, le=24 * 31)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> PeriodSettings:
-        if self.calendar == "explicit" and not self.ranges:
-            raise ValueError("ranges: the explicit calendar needs at least one range")
-        if self.calendar != "explicit" and self.ranges:
-            raise ValueError("ranges: only for calendar: explicit")
-        ordered = sorted(self.ranges, key=lambda r: r.first)
-        for a, b in itertools.pairwise(ordered):
-            if b.first <= a.last:
-                raise ValueError(f"ranges: {a.id} and {b.id} overlap")
-        if len({r.id for r in self.ranges}) != len(self.ranges):
-            raise ValueError("ranges: ids must be unique")
-        return self
 
 
 @dataclass(frozen=True)
