@@ -31,7 +31,7 @@ import orjson
 
 from services.core.db import asyncpg_dsn
 from services.core.settings import Team
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port, wait_http
 from services.simulator import SimConfig, Simulation
 
 # 20 teams of 25 agents: enough capacity for 6,000 calls/h, so the event mix is a
@@ -308,18 +308,6 @@ def main(args: argparse.Namespace) -> None:
                 p.kill()
         pg.destroy()
         broker.stop()
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} not ready after {timeout:.0f} s")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,25 @@ def wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
 
 
+def wait_http(url: str, timeout_s: float, interval_s: float = 0.1) -> None:
+    """Wait until `url` answers 200 (a /readyz); the error says what it answered
+    last (a 503's reasons name what it waits for)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url, timeout=2)
+            if r.status_code == 200:
+                return
+            last = f"{r.status_code} {r.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        time.sleep(interval_s)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s (last: {last})")
+
+
 class EmbeddedBroker:
     """Tansu with memory storage: topics vanish when it stops (fine for a demo and
     tests; production points CALLKPI_KAFKA_BOOTSTRAP at Kafka)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from services.devstack import free_port
+from services.devstack import free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -105,21 +105,6 @@ class Stack:
 
     def post_json(self, path: str, body: Any) -> httpx.Response:
         return httpx.post(f"{self.url}{path}", json=body, headers=self.headers, timeout=60)
-
-
-def wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(url, timeout=2)
-            if r.status_code == 200:
-                return
-            last = r.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} not ready after {timeout:.0f}s (last: {last})")
 
 
 def wait_until(check: Any, timeout: float, interval: float = 0.25) -> Any:
