@@ -25,13 +25,19 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from services.core.auth import SCOPES
 from services.core.settings import DEV_HASH_KEY, ConfigError, Settings, load_settings
 from services.ingest.client import PATIENCE_S, IngestError, IngestStopped
+
+if TYPE_CHECKING:  # imported where used: each command loads only what it needs
+    import httpx
+    from fastapi import FastAPI
+
+    from services.simulator import Simulation
 
 log = logging.getLogger("callkpi")
 
@@ -58,7 +64,7 @@ def _warn_dev_key(settings: Settings) -> None:
         )
 
 
-def _serve(app: Any, host: str, port: int, settings: Settings) -> None:
+def _serve(app: FastAPI, host: str, port: int, settings: Settings) -> None:
     import uvicorn
 
     from services.api.http_limits import guarded_h11
@@ -425,7 +431,7 @@ def _bearer(args: argparse.Namespace) -> dict[str, str]:
 BACKFILL_GAP = timedelta(minutes=30)
 
 
-def _backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) -> Any:
+def _backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) -> Simulation:
     """A simulation of the `--backfill-days` days before `live`, from local midnight
     (so a pay period that started then is covered whole)."""
     from services.simulator import SimConfig, Simulation
@@ -443,13 +449,13 @@ def _backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) 
 
 
 async def _simulate_live(
-    sim: Any,
+    sim: Simulation,
     url: str,
     speed: float,
     start: datetime,
     wait: float,
     headers: dict[str, str],
-    history: Any = None,
+    history: Simulation | None = None,
     resume: datetime | None = None,
 ) -> int:
     import httpx
@@ -476,7 +482,10 @@ async def _simulate_live(
 
 
 async def _backfill(
-    client: Any, sim: Any, resume: datetime | None = None, patience_s: float = PATIENCE_S
+    client: httpx.AsyncClient,
+    sim: Simulation,
+    resume: datetime | None = None,
+    patience_s: float = PATIENCE_S,
 ) -> None:
     """Post the history as fast as ingest takes it, with progress. Skipped when the
     center already has calls on its first day (a re-run over the same database:
@@ -523,7 +532,7 @@ async def _backfill(
           "the worker may take a few seconds more to count them", flush=True)  # fmt: skip
 
 
-async def _wait_ready(client: Any, wait: float) -> None:
+async def _wait_ready(client: httpx.AsyncClient, wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -537,7 +546,7 @@ async def _wait_ready(client: Any, wait: float) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _post(client: Any, events: list[dict[str, Any]]) -> int:
+async def _post(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> int:
     """POST with retries (services/ingest/client.py); logs the first rejections."""
     from services.ingest.client import log_rejections, post_events
 
@@ -626,7 +635,7 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
         return 0
 
 
-def _api_json(r: Any) -> Any:
+def _api_json(r: httpx.Response) -> Any:
     if r.status_code != 200:
         raise IngestError(f"API answered {r.status_code}: {r.text[:500]}")
     return r.json()

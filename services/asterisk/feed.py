@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -24,6 +24,9 @@ from prometheus_client.registry import Collector
 
 from services.asterisk.queue_log import Line, Malformed, Mapper, Stats, parse_line, read_lines
 from services.ingest.client import PATIENCE_S, Sender, log_rejections, post_events
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("callkpi.asterisk")
 
@@ -129,7 +132,7 @@ def _progress(out: IO[str], lines: int, done: int, total: int, seconds: float) -
 
 async def import_files(
     paths: list[Path],
-    client: Any,
+    client: httpx.AsyncClient,
     mapper: Mapper,
     tz: ZoneInfo,
     reorder_s: float,
@@ -282,8 +285,9 @@ class Follower:
     resumes from an atomic checkpoint with no loss and no duplicate, and retries
     ingest for as long as it is down without reading further."""
 
-    def __init__(self, path: Path, checkpoint: Path, client: Any, mapper: Mapper, tz: ZoneInfo,
-                 poll_s: float = 0.25, metrics: FollowMetrics | None = None) -> None:  # fmt: skip
+    def __init__(self, path: Path, checkpoint: Path, client: httpx.AsyncClient, mapper: Mapper,
+                 tz: ZoneInfo, poll_s: float = 0.25,
+                 metrics: FollowMetrics | None = None) -> None:  # fmt: skip
         self.path = path
         self.checkpoint_path = checkpoint
         self.client = client

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("callkpi.client")
 
@@ -37,7 +40,7 @@ class IngestStopped(Exception):
 
 
 async def post_events(
-    client: Any, events: list[dict[str, Any]], patience_s: float = PATIENCE_S
+    client: httpx.AsyncClient, events: list[dict[str, Any]], patience_s: float = PATIENCE_S
 ) -> tuple[int, list[dict[str, Any]]]:
     """POST as NDJSON, retrying 503 and connection errors with backoff for up to
     `patience_s` (event ids make a retry harmless). Returns (accepted, rejected)."""
@@ -68,7 +71,7 @@ async def post_events(
         delay = min(delay * 2, MAX_BACKOFF_S)
 
 
-def _error_of(r: Any) -> str:
+def _error_of(r: httpx.Response) -> str:
     try:
         data = r.json()
     except Exception:
@@ -90,7 +93,9 @@ class Sender:
     for good, `send` or `flush` raises IngestStopped with the mark of the first
     batch not confirmed, the others in flight having been stopped."""
 
-    def __init__(self, client: Any, travelling: int = 1, patience_s: float = PATIENCE_S) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, travelling: int = 1, patience_s: float = PATIENCE_S
+    ) -> None:
         self.client = client
         self.travelling = travelling
         self.patience_s = patience_s
