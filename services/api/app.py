@@ -86,8 +86,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
                 bootstrap = require_bootstrap(settings)
                 await stack.enter_async_context(producer_lifespan(app, settings, bootstrap))
             if read and settings.kafka_bootstrap:
-                guard = app.state.producer.guard if app.state.producer is not None else None
-                app.state.pipeline = PipelineStatus(settings, settings.kafka_bootstrap, guard)
+                app.state.pipeline = PipelineStatus(settings, settings.kafka_bootstrap)
                 app.state.pipeline.start()
                 stack.push_async_callback(app.state.pipeline.stop)
             if read:
@@ -237,8 +236,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
             DEPENDENCY_UP.labels("postgres").set(1)
         except Exception as exc:
             DEPENDENCY_UP.labels("postgres").set(0)
-            reasons.append(reason(exc, default="postgres") if not isinstance(exc, TimeoutError)
-                           else f"postgres: no answer within {READY_PROBE_S:.0f} s")  # fmt: skip
+            reasons.append(reason(exc, default="postgres", waited_s=READY_PROBE_S))
         producer = getattr(app.state, "producer", None)
         if producer is not None and not producer.guard.up:
             reasons.append(f"{producer.guard.error} (ingest cannot accept events)")

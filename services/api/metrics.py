@@ -76,12 +76,10 @@ async def metrics(request: Request, engine: EngineDep, settings: SettingsDep) ->
         if not (isinstance(exc, TimeoutError) or is_unreachable(exc)):
             raise
         DEPENDENCY_UP.labels("postgres").set(0)
-        why = (
-            f"postgres: no answer within {DB_SCRAPE_S:.0f} s"
-            if isinstance(exc, TimeoutError)
-            else reason(exc, default="postgres")
+        log.warning(
+            "/metrics without figures: %s",
+            reason(exc, default="postgres", waited_s=DB_SCRAPE_S),
         )
-        log.warning("/metrics without figures: %s", why)
     if pipeline is not None:
         snap.families.extend(pipeline.families())
     registry = CollectorRegistry()

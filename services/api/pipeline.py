@@ -10,7 +10,6 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily
 
-from services.core.kafka import TopicGuard
 from services.core.progress import PipelineMonitor
 from services.core.settings import Settings
 
@@ -21,12 +20,11 @@ BEHIND_FLAG_S = 10.0
 
 
 class PipelineStatus:
-    """Owns the API's monitor and topic guard (started from the lifespan)."""
+    """Owns the API's pipeline monitor (started from the lifespan)."""
 
-    def __init__(self, settings: Settings, bootstrap: str, guard: TopicGuard | None) -> None:
+    def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
         self.monitor = PipelineMonitor(settings, bootstrap)
-        self.guard = guard  # the ingest's, when this process ingests
 
     def start(self) -> None:
         self.monitor.start()

@@ -104,7 +104,6 @@ class TopicGuard(Background):
         self.interval_s = interval_s if interval_s is not None else settings.pipeline_poll_seconds
         self.up = True
         self.error: str | None = None
-        self.down_since: float | None = None  # monotonic
 
     async def check(self) -> list[str]:
         """One check; returns the topics it had to create again."""
@@ -143,14 +142,13 @@ class TopicGuard(Background):
     def _down(self, exc: BaseException) -> None:
         if self.up:
             log.warning("broker %s unreachable: %s", self.bootstrap, reason(exc))
-            self.down_since = time.monotonic()
         self.up, self.error = False, reason(exc)
         DEPENDENCY_UP.labels("broker").set(0)
 
     def _up(self) -> None:
         if not self.up:
             log.info("broker %s reachable again", self.bootstrap)
-        self.up, self.error, self.down_since = True, None, None
+        self.up, self.error = True, None
         DEPENDENCY_UP.labels("broker").set(1)
 
     async def _run(self) -> None:

@@ -102,7 +102,6 @@ class PipelineMonitor(Background):
         self.tracker = Tracker()
         self.partitions: list[PartitionProgress] = []
         self.error: str | None = None  # the last poll's failure
-        self.polled_at: float | None = None
         self._consumer: AIOKafkaConsumer | None = None
         stages = (("events", settings.events_topic), ("facts", settings.fcr_topic))
         self._tps = {
@@ -139,7 +138,7 @@ class PipelineMonitor(Background):
             # reads from the log's start (auto_offset_reset=earliest)
             position = done if done is not None else starts[tp]
             out.append(self.tracker.observe(stage, tp.partition, ends[tp], position, now))
-        self.partitions, self.error, self.polled_at = out, None, now
+        self.partitions, self.error = out, None
         return out
 
     async def reset(self, _topics: list[str] | None = None) -> None:

@@ -295,11 +295,7 @@ def create_ingest_router(settings: Settings) -> APIRouter:
         try:
             await producer.send(admitted.by_part)
         except (KafkaError, TimeoutError, OSError) as exc:
-            why = (
-                f"broker: no acknowledgement within {PRODUCE_TIMEOUT_S:.0f} s"
-                if isinstance(exc, TimeoutError)
-                else reason(exc)
-            )
+            why = reason(exc, default="broker", waited_s=PRODUCE_TIMEOUT_S)
             log.warning("produce failed: %s", why)
             EVENTS_REJECTED.labels("unavailable").inc(admitted.count)
             return json_response(

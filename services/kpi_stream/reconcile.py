@@ -12,7 +12,7 @@ changes nothing. Safe to run at any time, as often as wanted.
 
 Losses are detected from stream_offsets (written with every batch): a partition
 whose broker end offset is below the offset the workers already reached has lost
-records (`find_losses`).
+records (`check_and_repair`).
 """
 
 from __future__ import annotations

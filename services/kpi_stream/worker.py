@@ -141,8 +141,7 @@ async def _not_ready(settings: Settings, state: Mapping[str, Any]) -> list[str]:
             DEPENDENCY_UP.labels("postgres").set(1)
     except Exception as exc:
         DEPENDENCY_UP.labels("postgres").set(0)
-        reasons.append(reason(exc, default="postgres") if not isinstance(exc, TimeoutError)
-                       else f"postgres: no answer within {READY_PROBE_S:.0f} s")  # fmt: skip
+        reasons.append(reason(exc, default="postgres", waited_s=READY_PROBE_S))
     for stage, why in sorted(Failing.why.items()):
         seconds = Failing.failing_for(stage)
         if seconds >= FAILING_NOT_READY_S:
