@@ -704,6 +704,8 @@ async def _reconcile(settings: Settings, lo: datetime | None, hi: datetime | Non
 
 def cmd_replay(args: argparse.Namespace) -> int:
     path = Path(args.file)
+    if not path.is_file():
+        raise SystemExit(f"callkpi replay: no such file: {path}")
     try:
         return asyncio.run(_replay(path, path.stat().st_size, args.url, args.batch,
                                    _bearer(args), args.resume, args.patience))  # fmt: skip
