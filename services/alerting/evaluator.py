@@ -26,12 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerting.machine import Observation, Open, Step, steps
-from services.api.figures import Figures, Span
 from services.core.alert_rules import AlertRule, ScheduleClass
 from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
-from services.core.kpi import agent_time, counted_outcomes, metrics_for, zero_counters
+from services.core.kpi import agent_time, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import iso, trailing
+from services.readmodel.figures import Figures, Span
 
 log = logging.getLogger("callkpi.alerts")
 
@@ -46,6 +46,14 @@ def configured_entities(settings: Settings, rule: AlertRule) -> list[str]:
     if rule.ids and rule.kind != "center":
         return list(rule.ids)
     return settings.roster(rule.kind)
+
+
+def watches(rule: AlertRule, kind: str, entity_id: str) -> bool:
+    """Whether `rule` watches this entity (what a wallboard tile shows the line
+    of): its kind, and one of the entities it names, or any when it names none."""
+    if rule.kind != kind:
+        return False
+    return not rule.ids or kind == "center" or entity_id in rule.ids
 
 
 def rule_json(rule: AlertRule) -> dict[str, Any]:
@@ -125,7 +133,7 @@ class Evaluator:
         figures = Figures(conn, self.settings, now)
         for rule in cfg.rules:
             threshold = rule.thresholds.in_force(cls)
-            with_data = await figures.by_entity(rule.kind, rule_span(rule, now))
+            with_data = await figures.with_data(rule.kind, rule_span(rule, now))
             still_open = [e for (r, k, e) in open_alerts if r == rule.id and k == rule.kind]
             for entity in watched_entities(self.settings, rule, with_data, still_open):
                 value, calls = await rule_value(figures, rule, entity)
@@ -276,8 +284,6 @@ def watched_entities(
 async def rule_value(figures: Figures, rule: AlertRule, entity: str) -> tuple[float | None, int]:
     """The rule's field for one entity over its window, and the calls behind it."""
     span = rule_span(rule, figures.now)
-    counters, reasons = await figures.counters(
-        rule.kind, entity, span, open_time=rule.field in _TIME_FIELDS
-    )
-    value = metrics_for(rule.kind, counters, reasons)[rule.field]
-    return (None if value is None else float(value)), counted_outcomes(counters)
+    reading = await figures.entity(rule.kind, entity, span, open_time=rule.field in _TIME_FIELDS)
+    value = reading.metrics()[rule.field]
+    return (None if value is None else float(value)), reading.calls

@@ -225,7 +225,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         503 with `reasons` naming the dependency. `quarantined`: events the worker
         set aside and nobody replayed yet, per stage; `pipeline`: how far behind
         the workers are (docs/operations.md#health)."""
-        from services.api.queries import quarantine_waiting
+        from services.readmodel.queries import quarantine_waiting
 
         reasons: list[str] = []
         body: dict[str, Any] = {}

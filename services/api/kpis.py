@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
-from services.api import live, queries
 from services.api.deps import ConnDep, PipelineDep, SettingsDep
-from services.core.kpi import WAIT_BIN_EDGES, metrics_for, zero_counters
+from services.core.kpi import WAIT_BIN_EDGES
 from services.core.settings import Settings
 from services.core.timewin import (
     WINDOWS,
@@ -20,6 +19,7 @@ from services.core.timewin import (
     iso,
     window_bounds,
 )
+from services.readmodel.figures import Figures, entity_extra
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
 
@@ -77,27 +77,14 @@ def _bounds(
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
-async def require_entity(conn: Any, settings: Settings, kind: Kind, entity_id: str) -> None:
+async def require_entity(figures: Figures, kind: Kind, entity_id: str) -> None:
     """404 for an entity neither in the roster nor in the data (a typo)."""
     if kind is Kind.CENTER and entity_id != "all":
         raise HTTPException(404, f"center {entity_id!r}: the only id is 'all'")
-    if entity_id in settings.roster(kind.value):
-        return
-    if not await queries.entity_exists(conn, kind.value, entity_id):
+    if not await figures.known(kind.value, entity_id):
         raise HTTPException(
             status_code=404, detail=f"{kind.value} {entity_id!r}: not in the roster and no data"
         )
-
-
-def entity_extra(settings: Settings, kind: Kind, entity_id: str) -> dict[str, Any]:
-    """What the roster says of an entity: a queue's or agent's team, a team's name."""
-    if kind is Kind.QUEUE:
-        return {"team": settings.queue_team(entity_id)}
-    if kind is Kind.AGENT:
-        return {"team": settings.agent_team(entity_id)}
-    if kind is Kind.TEAM:
-        return {"name": settings.team_names.get(entity_id, "")}
-    return {}
 
 
 # Ids may hold slashes (SIP/1001): `:path` takes them whole, URL-encoded or not.
@@ -123,12 +110,9 @@ async def get_intervals(
     except WindowError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
     sl_block = _sl(settings, sl)
-    await require_entity(conn, settings, kind, entity_id)
-    rows = await queries.interval_counters(conn, kind.value, entity_id, edges)
-    reasons = await queries.interval_reasons(conn, kind.value, entity_id, edges)
-    now = await live.load(conn, settings, datetime.now(UTC))
-    for i, row in enumerate(rows):
-        now.add_open_time(kind.value, entity_id, row, reasons[i], edges[i], edges[i + 1])
+    figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
+    await require_entity(figures, kind, entity_id)
+    readings = await figures.intervals(kind.value, entity_id, edges)
     return {
         "kind": kind.value,
         "id": entity_id,
@@ -140,9 +124,9 @@ async def get_intervals(
             {
                 "from": iso(edges[i], settings.tz),
                 "to": iso(edges[i + 1], settings.tz),
-                **metrics_for(kind.value, rows[i], reasons[i], sl),
+                **reading.metrics(sl),
             }
-            for i in range(len(rows))
+            for i, reading in enumerate(readings)
         ],
     }
 
@@ -163,25 +147,21 @@ async def get_kpis(
     with what is true now (`live`: calls waiting, agents by state)."""
     start, end, w = _bounds(settings, window, from_, to)
     sl_block = _sl(settings, sl)
-    await require_entity(conn, settings, kind, entity_id)
-    counters = await queries.window_counters(conn, kind.value, entity_id, start, end)
-    reasons = (
-        await queries.reason_counters_by_entity(conn, kind.value, start, end, entity_id)
-    ).get(entity_id, {})
-    now = await live.load(conn, settings, datetime.now(UTC))
-    now.add_open_time(kind.value, entity_id, counters, reasons, start, end)
+    figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
+    await require_entity(figures, kind, entity_id)
+    reading = await figures.entity(kind.value, entity_id, (start, end))
     return {
         "kind": kind.value,
         "id": entity_id,
-        **entity_extra(settings, kind, entity_id),
+        **entity_extra(settings, kind.value, entity_id),
         "window": w,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
         "pipeline": pipeline,
         "definitions": settings.kpi.stamp(),
         **sl_block,
-        **metrics_for(kind.value, counters, reasons, sl),
-        "live": now.block(kind.value, entity_id),
+        **reading.metrics(sl),
+        "live": (await figures.live()).block(kind.value, entity_id),
     }
 
 
@@ -200,25 +180,17 @@ async def list_kpis(
     wallboards and leaderboards."""
     start, end, w = _bounds(settings, window, from_, to)
     sl_block = _sl(settings, sl)
-    by_entity = await queries.window_counters_by_entity(conn, kind.value, start, end)
-    reasons = await queries.reason_counters_by_entity(conn, kind.value, start, end)
-    now = await live.load(conn, settings, datetime.now(UTC))
-    ids = sorted(set(settings.roster(kind.value)) | set(by_entity))
-    if kind is Kind.AGENT:
-        ids = sorted(set(ids) | {a[0] for a in now.agents})
-    items = []
-    for i in ids:
-        counters = dict(by_entity.get(i) or zero_counters())
-        mine = dict(reasons.get(i, {}))
-        now.add_open_time(kind.value, i, counters, mine, start, end)
-        items.append(
-            {
-                "id": i,
-                **entity_extra(settings, kind, i),
-                **metrics_for(kind.value, counters, mine, sl),
-                "live": now.block(kind.value, i),
-            }
-        )
+    figures = Figures(conn, settings, datetime.now(UTC))
+    now = await figures.live()
+    items = [
+        {
+            "id": r.id,
+            **entity_extra(settings, kind.value, r.id),
+            **r.metrics(sl),
+            "live": now.block(kind.value, r.id),
+        }
+        for r in await figures.entities(kind.value, (start, end))
+    ]
 
     return {
         "kind": kind.value,

@@ -18,14 +18,14 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.alerting.health import alert_families
-from services.api import queries
 from services.api.deps import EngineDep, SettingsDep
 from services.api.pipeline import PipelineStatus
 from services.core.faults import is_unreachable, reason
 from services.core.kafka import DEPENDENCY_UP
-from services.core.kpi import counted_outcomes, metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import window_bounds
+from services.readmodel import queries
+from services.readmodel.figures import Figures
 
 log = logging.getLogger("callkpi.api")
 
@@ -104,21 +104,22 @@ async def _figure_families(
         labels=LABELS,
     )
     kinds = ["center", "team", "queue"] + (["agent"] if settings.metrics_include_agents else [])
+    # stored counters only, without the open part of agents' current states:
+    # every API replica exports the same value for the same committed figures
+    figures = Figures(conn, settings, now)
     for window in GAUGE_WINDOWS:
-        start, end = window_bounds(window, now, settings.tz)
+        span = window_bounds(window, now, settings.tz)
         for kind in kinds:
-            data = await queries.window_counters_by_entity(conn, kind, start, end)
-            for ident in sorted(set(settings.roster(kind)) | set(data)):
+            for r in await figures.entities(kind, span, open_time=False):
                 # agents have their own shape (no service level, ASA or queue):
                 # export the gauges whose field they have
-                counters = data.get(ident) or zero_counters()
-                figures = metrics_for(kind, counters)
+                values = r.metrics()
                 for name, (field, _) in GAUGES.items():
-                    value = figures.get(field)
+                    value = values.get(field)
                     if value is not None:
-                        gauges[name].add_metric([kind, ident, window], float(value))
+                        gauges[name].add_metric([kind, r.id, window], float(value))
                 if kind != "agent":
-                    calls.add_metric([kind, ident, window], float(counted_outcomes(counters)))
+                    calls.add_metric([kind, r.id, window], float(r.calls))
     stats = await queries.pipeline_stats(conn)
     families: list[GaugeMetricFamily | CounterMetricFamily] = [*gauges.values(), calls]
     families.extend(await alert_families(conn, settings, now))

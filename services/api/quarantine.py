@@ -11,11 +11,11 @@ from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import Field
 
-from services.api import queries
 from services.api.deps import ConnDep, SettingsDep
 from services.core.db import asyncpg_dsn, require_database_url
 from services.core.timewin import iso
 from services.kpi_stream.quarantine import replay
+from services.readmodel import queries
 
 router = APIRouter(prefix="/v1/admin/quarantine", tags=["operations"])
 

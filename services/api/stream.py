@@ -27,28 +27,24 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from prometheus_client import Counter, Gauge
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.alerting.evaluator import alert_json, rule_value
-from services.alerting.machine import Observation, breach
 from services.api.deps import EngineDep, SettingsDep
-from services.api.figures import Figures, Span
-from services.api.kpis import Kind, entity_extra, require_entity
+from services.api.kpis import Kind, require_entity
 from services.api.pipeline import PipelineStatus
-from services.core.alert_rules import ScheduleClass
-from services.core.db import alerts
+from services.api.tiles import ALERTS_KEY, Key, read_tiles
 from services.core.settings import Settings
-from services.core.timewin import iso, trailing, window_bounds
+from services.core.timewin import iso
+from services.readmodel.figures import Figures
 
 log = logging.getLogger("callkpi.stream")
 
@@ -68,7 +64,6 @@ RECONNECT_MS = 2000
 # (a network blip, a reload) resumes exactly instead of being sent everything.
 IDLE_GRACE_S = 60.0
 
-ALERTS_KEY = ("alerts", "firing")
 # How far behind the figures are (services/api/pipeline.py): a key every client
 # watches, published each tick when it changes, whether or not Postgres answers.
 PIPELINE_KEY = ("pipeline", "status")
@@ -76,38 +71,6 @@ PIPELINE_KEY = ("pipeline", "status")
 CLIENTS = Gauge("callkpi_stream_clients", "Clients connected to /v1/stream")
 UPDATES = Counter("callkpi_stream_updates", "Entity updates the stream hub produced")
 REFRESH_ERRORS = Counter("callkpi_stream_refresh_errors", "Failed reads of the stream hub")
-
-# What a tile shows (docs/wallboard.md): the last 15 minutes and today.
-TILE_15M = ("offered", "answered", "abandoned", "answer_rate", "service_level", "asa_seconds")
-TILE_TODAY = (
-    "offered",
-    "answered",
-    "abandoned",
-    "answer_rate",
-    "service_level",
-    "asa_seconds",
-    "aht_seconds",
-    "fcr_rate_provisional",
-    "csat",
-    "surveys",
-)
-AGENT_TODAY = (
-    "answered",
-    "handled",
-    "aht_seconds",
-    "fcr_rate_provisional",
-    "csat",
-    "surveys",
-    "occupancy",
-    "calls_per_hour",
-    "logged_in_seconds",
-)
-
-Key = tuple[str, str]
-
-
-def _pick(metrics: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-    return {n: metrics[n] for n in names}
 
 
 def _frame(event: str, data: bytes, ident: str | None = None) -> bytes:
@@ -286,19 +249,8 @@ class Hub:
         """Read the tiles of `keys` and hand the changed ones to their watchers.
         `keep`: keys to store although nobody watches them yet (a subscribe)."""
         now = datetime.now(UTC)
-        read = _Read(
-            m15=trailing(timedelta(minutes=15), now),
-            today=window_bounds("today", now, self.settings.tz),
-            schedule_class=self.settings.alerts.schedule.class_at(now, self.settings.tz),
-        )
         async with self.engine.connect() as conn:
-            figures = Figures(conn, self.settings, now)
-            tiles = [(k, await self._tile(figures, read, k)) for k in keys if k != ALERTS_KEY]
-            if ALERTS_KEY in keys:
-                rows = await conn.execute(sa.select(alerts).where(alerts.c.state == "firing"))
-                items = [alert_json(dict(r._mapping), self.settings) for r in rows]
-                items.sort(key=lambda a: a["id"])
-                tiles.append((ALERTS_KEY, {"kind": "alerts", "items": items}))
+            tiles = await read_tiles(conn, self.settings, now, keys)
         self.figures_at = now
         for key, payload in tiles:
             if key not in self._watchers and not (keep and key in keep):
@@ -318,82 +270,6 @@ class Hub:
         for client in self.clients:
             if key in client.keys:
                 client.offer(update)
-
-    async def _tile(self, figures: Figures, read: _Read, key: Key) -> dict[str, Any]:
-        kind, ident = key
-        settings = self.settings
-        extra = entity_extra(settings, Kind(kind), ident)
-        block = (await figures.live()).block(kind, ident)
-        if kind == "agent":
-            block.pop("seconds_in_state")  # the page counts from `since`
-            return {
-                "kind": kind,
-                "id": ident,
-                **extra,
-                "today": _pick(await figures.metrics(kind, ident, read.today), AGENT_TODAY),
-                "live": block,
-            }
-        wait = block["longest_wait_seconds"]
-        # whole seconds: the tile shows no more, and it keeps the update rate at
-        # one a second while calls wait
-        block["longest_wait_seconds"] = None if wait is None else int(wait)
-        name = settings.center_name if kind == "center" else extra.pop("name", "") or ident
-        return {
-            "kind": kind,
-            "id": ident,
-            "name": name,
-            **extra,
-            "m15": _pick(await figures.metrics(kind, ident, read.m15, open_time=False), TILE_15M),
-            "today": _pick(
-                await figures.metrics(kind, ident, read.today, open_time=False), TILE_TODAY
-            ),
-            "live": block,
-            "checks": await self._checks(figures, read.schedule_class, kind, ident),
-        }
-
-    async def _checks(
-        self, figures: Figures, cls: ScheduleClass, kind: str, ident: str
-    ) -> list[dict[str, Any]]:
-        """Each alert rule watching this entity, with the line in force now: what
-        the page colours by. `crossed`: on the wrong side of the line;
-        `breached`: the evaluator's test (crossed on at least min_calls calls),
-        without the hold time."""
-        out = []
-        for rule in self.settings.alerts.rules:
-            if rule.kind != kind or (rule.ids and kind != "center" and ident not in rule.ids):
-                continue
-            threshold = rule.thresholds.in_force(cls)
-            value, calls = await rule_value(figures, rule, ident)
-            obs = Observation(figures.now, cls, threshold, value, calls)
-            out.append(
-                {
-                    "rule": rule.id,
-                    "field": rule.field,
-                    "window_seconds": int(rule.window.total_seconds()),
-                    "direction": rule.direction,
-                    "schedule_class": cls,
-                    "threshold": threshold,
-                    "value": value,
-                    "calls": calls,
-                    "min_calls": rule.min_calls,
-                    "crossed": (
-                        value is not None
-                        and threshold is not None
-                        and rule.breached(value, threshold)
-                    ),
-                    "breached": breach(rule, obs),
-                }
-            )
-        return out
-
-
-@dataclass(frozen=True, slots=True)
-class _Read:
-    """What every tile of one read shares: its windows and the schedule class."""
-
-    m15: Span
-    today: Span
-    schedule_class: ScheduleClass
 
 
 # --- the endpoint --------------------------------------------------------------
@@ -440,8 +316,9 @@ async def _selection(
     unknown = [(k, ident) for k, ident in keys if ident not in rosters[k]]
     if unknown:
         async with engine.connect() as conn:
+            figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
             for k, ident in unknown:
-                await require_entity(conn, settings, Kind(k), ident)
+                await require_entity(figures, Kind(k), ident)
     return keys
 
 

@@ -7,7 +7,7 @@ closed segment is stored as it is (agent_segments), and a read sums its overlap
 with the asked range, by wall time: a state held 09:50–10:10 puts ten minutes in
 each hour. Team and center time is split into minute buckets when written
 (services/kpi_stream/processor.py). The open segment is added at read time up to
-"now" (services/api/live.py), never stored.
+"now" (services/readmodel/live.py), never stored.
 
 Like call assembly, the figures are a function of the *set* of events, not of
 their arrival order: a late event splits the segment it falls in, and the delta

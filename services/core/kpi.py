@@ -76,7 +76,7 @@ CALL_COUNTERS: tuple[str, ...] = tuple(
     c for c in COUNTERS if c not in AGENT_TIME_COUNTERS and c not in FCR_COUNTERS
 )
 # Every read sums all three over the same buckets and merges them (agent reads add
-# the segments' time: services/api/queries.py).
+# the segments' time: services/readmodel/queries.py).
 COUNTER_TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kpi_buckets", CALL_COUNTERS),
     ("kpi_time_buckets", AGENT_TIME_COUNTERS),

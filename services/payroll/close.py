@@ -15,16 +15,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.api import queries
 from services.core.configfile import digest
 from services.core.db import LOCK_PERIODS, period_versions
-from services.core.kpi import metrics_for, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import iso
 from services.payroll import audit
 from services.payroll.manual import manual_values
 from services.payroll.periods import Period, earliest_close, parse
 from services.payroll.scorecard import MANUAL_PREFIX, score_agents
+from services.readmodel.figures import Figures
 
 
 class CloseRefused(Exception):
@@ -61,16 +60,18 @@ async def compute_figures(
     its scores, and "scorecard" holds the cards they were scored with."""
     manual = await manual_values(conn, period.id) if settings.scorecards else {}
     out: dict[str, Any] = {}
+    # what is stored only (open_time=False): a state still open at closing time
+    # is not recorded yet; once it ends, its time in the period is a restatement
+    reader = Figures(conn, settings, period.end)
+    span = (period.start, period.end)
     for kind, key in (("agent", "agents"), ("team", "teams"), ("center", "center")):
-        counters = await queries.window_counters_by_entity(conn, kind, period.start, period.end)
-        reasons = await queries.reason_counters_by_entity(conn, kind, period.start, period.end)
         figures = {}
         extra = set(manual) if kind == "agent" else set()
-        for ident in sorted(set(settings.roster(kind)) | set(counters) | extra):
-            row = metrics_for(kind, counters.get(ident) or zero_counters(), reasons.get(ident))
+        for r in await reader.entities(kind, span, open_time=False, extra=extra):
+            row = r.metrics()
             if kind == "agent":
-                row = {"team": settings.agent_team(ident), **row}
-            figures[ident] = row
+                row = {"team": settings.agent_team(r.id), **row}
+            figures[r.id] = row
         out[key] = figures if kind != "center" else figures["all"]
     cards = settings.scorecards
     if cards is not None:

@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from services.api import queries
 from services.core.db import asyncpg_dsn, sqlalchemy_url
 from services.core.events import normalize
 from services.core.settings import Settings, Team
 from services.core.timewin import interval_edges
 from services.kpi_stream.processor import Envelope, Processor
+from services.readmodel import queries
 from tests.kpi_stream.test_processor import clock
 
 MIN = 60_000_000

@@ -11,11 +11,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.api import queries
 from services.core.agents import NO_REASON, open_overlap
 from services.core.kpi import AGENT_STATES
 from services.core.settings import UNASSIGNED_TEAM, Settings
 from services.core.timewin import epoch_us, iso
+from services.readmodel import queries
 
 LIVE_STATES = (*AGENT_STATES, "logged_out")
 
