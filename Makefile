@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
-	$(BIN)/mypy services
+	$(BIN)/mypy services tests bench
 
 test: $(STAMP) lint typecheck promtool compose-cli chromium
 	$(BIN)/python -m pytest -q

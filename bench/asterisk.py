@@ -22,7 +22,6 @@ import asyncio
 import io
 import os
 import random
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -31,10 +30,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from bench.pipeline import log, post_all, spawn, wait_http
+from bench.pipeline import ROOT, log, post_all
 from services.asterisk.feed import BATCH_LINES, import_files
 from services.asterisk.queue_log import Mapper, read_lines
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.devstack import Stack, free_port
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = 1790784000  # 2026-10-01 00:00 +08:00
@@ -155,29 +154,23 @@ async def run_import(url: str, path: Path) -> tuple[float, int]:
 
 
 def main(args: argparse.Namespace) -> None:
-    from services.migrations import upgrade
-
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-asterisk-"))
     path = tmp / "queue_log"
     log(f"generating {args.days} days of a {args.agents}-agent center …")
     n, calls = generate(path, args.days, args.agents, args.withheld)
     log(f"  {n:,} lines, {calls:,} calls ({args.withheld:.0%} withheld), "
         f"{path.stat().st_size / 1e6:.1f} MB")  # fmt: skip
-    broker = EmbeddedBroker(log_path=tmp / "broker.log")
-    pg = EmbeddedPostgres(tmp / "pg", durable=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    stack = Stack(tmp, cwd=ROOT)
     try:
-        broker.start()
-        db = pg.start()
-        upgrade(db)
+        stack.embedded_broker()
+        db = stack.embedded_postgres(tmp / "pg")
+        stack.migrate()
         port = free_port()
-        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap,
-               "CALLKPI_DATABASE_URL": db, "CALLKPI_HASH_KEY": "bench",
-               "CALLKPI_PARTITIONS": "8"}  # fmt: skip
+        stack.env.update({"CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"})
         # ingest only: what is measured is the import into it
-        procs.append(spawn(["ingest", "--port", str(port)], env, tmp / "ingest.log"))
+        ingest = stack.spawn("ingest", "ingest", "--port", str(port))
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", 60)
+        stack.wait_ready(f"{url}/readyz", 60, ingest)
 
         lines, mapped, map_s = map_only(path)
         events = len(mapped)
@@ -190,12 +183,12 @@ def main(args: argparse.Namespace) -> None:
             f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
         # The import gets an ingest and topics of its own, and a worker, so the
         # counted figure is of its events alone (the ceiling's are not read).
-        imp_env = {**env, "CALLKPI_TOPIC_PREFIX": "import"}
+        imp_env = {"CALLKPI_TOPIC_PREFIX": "import"}
         imp_port = free_port()
-        procs.append(spawn(["ingest", "--port", str(imp_port)], imp_env, tmp / "ingest2.log"))
-        procs.append(spawn(["worker", "--port", str(free_port())], imp_env, tmp / "worker.log"))
+        importing = stack.spawn("ingest2", "ingest", "--port", str(imp_port), env=imp_env)
+        stack.spawn("worker", "worker", "--port", str(free_port()), env=imp_env)
         imp_url = f"http://127.0.0.1:{imp_port}"
-        wait_http(f"{imp_url}/readyz", 60)
+        stack.wait_ready(f"{imp_url}/readyz", 60, importing)
         started = time.perf_counter()
         imp_s, accepted = asyncio.run(run_import(imp_url, path))
         log(f"  import: {lines:,} lines ({accepted:,} events accepted) in {imp_s:.1f} s")
@@ -214,15 +207,7 @@ def main(args: argparse.Namespace) -> None:
         log(f"  import to counted figures      {lines / counted_s:>10,.0f} lines/s "
             f"= {map_s / counted_s:.0%} of the adapter ceiling")  # fmt: skip
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        pg.destroy()
-        broker.stop()
+        stack.stop(destroy=True)
 
 
 if __name__ == "__main__":

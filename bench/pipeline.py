@@ -18,8 +18,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -31,7 +29,7 @@ import orjson
 
 from services.core.db import asyncpg_dsn
 from services.core.settings import Team
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port, wait_http
+from services.devstack import Stack, free_port
 from services.simulator import SimConfig, Simulation
 
 # 20 teams of 25 agents: enough capacity for 6,000 calls/h, so the event mix is a
@@ -239,30 +237,18 @@ async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, f
         await pool.close()
 
 
-def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
-
-
 def main(args: argparse.Namespace) -> None:
-    from services.migrations import upgrade
-
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
-    broker = EmbeddedBroker(log_path=tmp / "broker.log")
-    pg = EmbeddedPostgres(tmp / "pg", durable=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    stack = Stack(tmp, cwd=ROOT)
     try:
-        broker.start()
-        db = pg.start()
-        upgrade(db)
+        bootstrap = stack.embedded_broker()
+        db = stack.embedded_postgres(tmp / "pg")
+        stack.migrate()
         port = free_port()
-        env = {**os.environ, "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap,
-               "CALLKPI_DATABASE_URL": db, "CALLKPI_HASH_KEY": "bench",
-               "CALLKPI_PARTITIONS": "8"}  # fmt: skip
-        procs.append(spawn(["api", "--with-ingest", "--port", str(port)], env, tmp / "api.log"))
+        stack.env.update({"CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"})
+        api = stack.spawn("api", "api", "--with-ingest", "--port", str(port))
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", 60)
+        stack.wait_ready(f"{url}/readyz", 60, api)
 
         log(f"generating {args.events:,} simulated events …")
         start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=20)
@@ -272,7 +258,7 @@ def main(args: argparse.Namespace) -> None:
         ingest_rate = len(lines) / took
         log(f"  ingest: {len(lines):,} events in {took:.1f} s = {ingest_rate:,.0f} events/s")
 
-        records, events, raw_s = asyncio.run(raw_ceiling(broker.bootstrap, "callkpi.events"))
+        records, events, raw_s = asyncio.run(raw_ceiling(bootstrap, "callkpi.events"))
         ceiling = events / raw_s
         log(
             f"  raw ceiling (aiokafka getmany + decode): {records:,} records, "
@@ -280,9 +266,9 @@ def main(args: argparse.Namespace) -> None:
             f"({records / raw_s:,.0f} records/s)"
         )
 
-        procs.append(spawn(["worker", "--port", str(free_port())], env, tmp / "worker.log"))
+        stack.spawn("worker", "worker", "--port", str(free_port()))
         log("starting one worker on the backlog …")
-        stage1_rate, worker_rate = asyncio.run(measure_worker(db, broker.bootstrap, events))
+        stage1_rate, worker_rate = asyncio.run(measure_worker(db, bootstrap, events))
         log(f"  worker: {events:,} events; call assembly alone {stage1_rate:,.0f} events/s; "
             f"all stages drained and committed {worker_rate:,.0f} events/s")  # fmt: skip
 
@@ -299,15 +285,7 @@ def main(args: argparse.Namespace) -> None:
         log(f"  ingest, one process      {ingest_rate:>10,.0f} events/s")
         log(f"  freshness p99 @ {args.rate:,}/s {pct(lat, 99):>8.3f} s  (target ≤ 2 s)")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        pg.destroy()
-        broker.stop()
+        stack.stop(destroy=True)
 
 
 if __name__ == "__main__":

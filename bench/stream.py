@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -31,9 +30,9 @@ import httpx
 import orjson
 import psutil
 
-from bench.pipeline import log, pct, spawn, wait_http
+from bench.pipeline import log, pct
 from services.api.stream import TICK_S
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
+from services.devstack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "deploy" / "config" / "callkpi.example.yaml"
@@ -130,25 +129,20 @@ async def rounds(
 
 
 def main(args: argparse.Namespace) -> None:
-    from services.migrations import upgrade
-
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-stream-"))
-    broker = EmbeddedBroker(log_path=tmp / "broker.log")
-    pg = EmbeddedPostgres(tmp / "pg", durable=True)
-    procs: list[subprocess.Popen[bytes]] = []
+    stack = Stack(tmp, cwd=ROOT)
     try:
-        broker.start()
-        db = pg.start()
-        upgrade(db)
+        stack.embedded_broker()
+        stack.embedded_postgres(tmp / "pg")
+        stack.migrate()
         port = free_port()
-        env = {**os.environ, "CALLKPI_CONFIG": str(CONFIG),
-               "CALLKPI_KAFKA_BOOTSTRAP": broker.bootstrap, "CALLKPI_DATABASE_URL": db,
-               "CALLKPI_HASH_KEY": "bench",
-               "CALLKPI_PARTITIONS": "8"}  # fmt: skip
-        procs.append(spawn(["api", "--with-ingest", "--port", str(port)], env, tmp / "api.log"))
-        procs.append(spawn(["worker", "--port", str(free_port())], env, tmp / "worker.log"))
+        stack.env.update(
+            {"CALLKPI_CONFIG": str(CONFIG), "CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"}
+        )
+        api = stack.spawn("api", "api", "--with-ingest", "--port", str(port))
+        stack.spawn("worker", "worker", "--port", str(free_port()))
         url = f"http://127.0.0.1:{port}"
-        wait_http(f"{url}/readyz", 60)
+        stack.wait_ready(f"{url}/readyz", 60, api)
         time.sleep(8)  # the worker joins its group
 
         log(f"one client, {args.rounds} rounds of one waiting call each …")
@@ -173,15 +167,7 @@ def main(args: argparse.Namespace) -> None:
             f"{statistics.median(many) / statistics.median(one):.2f}×"
         )
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        pg.destroy()
-        broker.stop()
+        stack.stop(destroy=True)
 
 
 if __name__ == "__main__":

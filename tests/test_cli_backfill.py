@@ -15,15 +15,15 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from services.cli import BACKFILL_GAP, _backfill, _backfill_sim
+from services.cli.feeds import BACKFILL_GAP, backfill, backfill_sim
 from services.core.auth import token_hash
 from services.core.settings import load_settings
 from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
 from services.ingest.client import IngestStopped
 from services.simulator import SimConfig, Simulation
-from tests.api.test_end_to_end import SETTINGS
-from tests.conftest import EXAMPLE_CONFIG, new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import EXAMPLE_CONFIG, new_database, stack_env
+from tests.support.simulated import SETTINGS
+from tests.support.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 TOKEN = "ck_simulator-token-for-tests"
@@ -50,7 +50,7 @@ def test_backfill_arrives_whole_and_a_second_run_skips_it(stack: Stack) -> None:
     # the same history, generated again here: every call it offered is counted once
     args = argparse.Namespace(backfill_days=1, seed=5, calls_per_hour=60.0,
                               backfill_calls_per_hour=None)  # fmt: skip
-    history = _backfill_sim(load_settings(EXAMPLE_CONFIG), args, live)
+    history = backfill_sim(load_settings(EXAMPLE_CONFIG), args, live)
     offered = sum(1 for ev in history.events() if ev["type"] == "call.offered")
     begin = history.cfg.start
     span = {"from": begin.isoformat(), "to": (live - BACKFILL_GAP).isoformat()}
@@ -76,7 +76,7 @@ def test_a_backfill_that_gives_up_names_the_simulated_time_to_resume_from() -> N
         dead = f"http://127.0.0.1:{free_port()}"
         async with httpx.AsyncClient(base_url=dead, timeout=2) as client:
             try:
-                await _backfill(client, Simulation(cfg, list(SETTINGS.teams)), patience_s=1)
+                await backfill(client, Simulation(cfg, list(SETTINGS.teams)), patience_s=1)
             except IngestStopped as stop:
                 return stop
         raise AssertionError("a backfill into a dead API did not stop")

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import psutil
 
-from services.cli import _backfill_rate, _payroll_banner, _payroll_plan
+from services.cli.dev import backfill_rate, payroll_banner, payroll_plan
 from services.core.settings import load_settings
 from services.devstack import free_port
-from tests.api.sse import Feed
-from tests.conftest import EXAMPLE_CONFIG
-from tests.stack import ROOT, wait_until
+from tests.support.databases import EXAMPLE_CONFIG, ROOT
+from tests.support.sse import Feed
+from tests.support.stack import wait_until
 
 SHANGHAI = load_settings(EXAMPLE_CONFIG).tz
 
@@ -33,9 +33,10 @@ def test_on_the_first_of_a_month_the_demo_closes_the_month_before_last_and_says_
 ):
     settings = load_settings(EXAMPLE_CONFIG)
     now = datetime(2026, 12, 1, 0, 30, tzinfo=SHANGHAI)
-    plan = _payroll_plan(settings, now)
+    plan = payroll_plan(settings, now)
+    assert plan.previous is not None and plan.closable is not None
     assert (plan.previous.id, plan.closable.id) == ("2026-11", "2026-10")
-    banner = _payroll_banner("http://h", plan, settings, backfill=61)
+    banner = payroll_banner("http://h", plan, settings, backfill=61)
     assert "2026-11 can be closed from 2026-12-04 06:00" in banner
     assert "curl -X POST http://h/v1/periods/2026-10/close" in banner
     assert "2026-11/close" not in banner
@@ -43,16 +44,17 @@ def test_on_the_first_of_a_month_the_demo_closes_the_month_before_last_and_says_
 
 def test_once_the_fcr_windows_and_grace_have_passed_the_demo_closes_the_previous_month() -> None:
     settings = load_settings(EXAMPLE_CONFIG)
-    plan = _payroll_plan(settings, datetime(2026, 12, 4, 6, 0, tzinfo=SHANGHAI))
+    plan = payroll_plan(settings, datetime(2026, 12, 4, 6, 0, tzinfo=SHANGHAI))
+    assert plan.previous is not None and plan.closable is not None
     assert plan.closable.id == plan.previous.id == "2026-11"
-    banner = _payroll_banner("http://h", plan, settings, backfill=3)
+    banner = payroll_banner("http://h", plan, settings, backfill=3)
     assert "can be closed from" not in banner
     assert "curl -X POST http://h/v1/periods/2026-11/close" in banner
 
 
 def test_a_history_longer_than_a_month_is_simulated_at_a_lower_rate() -> None:
-    assert _backfill_rate(3) == _backfill_rate(31) == 100
-    assert _backfill_rate(62) == 50
+    assert backfill_rate(3) == backfill_rate(31) == 100
+    assert backfill_rate(62) == 50
 
 
 def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_csv(

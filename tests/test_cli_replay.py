@@ -9,9 +9,9 @@ from pathlib import Path
 import orjson
 
 from services.devstack import free_port
-from tests.api.test_end_to_end import expected
-from tests.conftest import EXAMPLE_CONFIG
-from tests.stack import ROOT, Stack, wait_until
+from tests.support.databases import EXAMPLE_CONFIG, ROOT
+from tests.support.simulated import expected
+from tests.support.stack import Stack, wait_until
 
 START = "2025-06-02T01:00:00+00:00"  # a stretch no other test uses
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from services.core.events import normalize
 from services.simulator import SimConfig, Simulation, default_roster
@@ -9,7 +10,7 @@ from services.simulator import SimConfig, Simulation, default_roster
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai: peak
 
 
-def run(seed: int, **overrides: float) -> list[dict]:
+def run(seed: int, **overrides: float) -> list[dict[str, Any]]:
     cfg = SimConfig(seed=seed, start=START, duration=timedelta(hours=1), timezone="Asia/Shanghai",
                     **overrides)  # type: ignore[arg-type]  # fmt: skip
     return list(Simulation(cfg, default_roster()).events())
@@ -46,7 +47,7 @@ def test_an_overloaded_center_abandons_and_times_out_calls() -> None:
     assert answered < 0.8 * offered
 
 
-def answered_share(events: list[dict], start: datetime, end: datetime) -> float:
+def answered_share(events: list[dict[str, Any]], start: datetime, end: datetime) -> float:
     offered = {e["call_id"] for e in events if e["type"] == "call.offered"
                and start <= datetime.fromisoformat(e["occurred_at"]) < end}  # fmt: skip
     answered = {e["call_id"] for e in events if e["type"] == "call.answered"} & offered

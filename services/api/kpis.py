@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 
 from services.api.deps import ConnDep, PipelineDep, SettingsDep
 from services.core.kpi import WAIT_BIN_EDGES
@@ -77,6 +78,41 @@ def _bounds(
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class SpanQuery:
+    """The span a request asks for (a live window, or from/to) and its
+    service-level threshold, checked: 422 naming the parameter otherwise."""
+
+    start: datetime
+    end: datetime
+    window: str | None  # None: an explicit range
+    sl: int | None
+    sl_block: dict[str, Any]
+
+    def head(self, settings: Settings, pipeline: dict[str, Any] | None) -> dict[str, Any]:
+        """What a response over the span says of it: the window, its bounds, how
+        far behind the figures are, and the definitions."""
+        return {
+            "window": self.window,
+            "from": iso(self.start, settings.tz),
+            "to": iso(self.end, settings.tz),
+            "pipeline": pipeline,
+            "definitions": settings.kpi.stamp(),
+            **self.sl_block,
+        }
+
+
+def span_query(
+    settings: SettingsDep, window: WindowQ = None, from_: FromQ = None, to: ToQ = None,
+    sl: SlQ = None,
+) -> SpanQuery:  # fmt: skip
+    start, end, w = _bounds(settings, window, from_, to)
+    return SpanQuery(start, end, w, sl, _sl(settings, sl))
+
+
+SpanDep = Annotated[SpanQuery, Depends(span_query)]
+
+
 async def require_entity(figures: Figures, kind: Kind, entity_id: str) -> None:
     """404 for an entity neither in the roster nor in the data (a typo)."""
     if kind is Kind.CENTER and entity_id != "all":
@@ -138,29 +174,19 @@ async def get_kpis(
     conn: ConnDep,
     settings: SettingsDep,
     pipeline: PipelineDep,
-    window: WindowQ = None,
-    from_: FromQ = None,
-    to: ToQ = None,
-    sl: SlQ = None,
+    span: SpanDep,
 ) -> dict[str, Any]:
     """Figures of one entity over a live window or an explicit minute-aligned range,
     with what is true now (`live`: calls waiting, agents by state)."""
-    start, end, w = _bounds(settings, window, from_, to)
-    sl_block = _sl(settings, sl)
     figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
     await require_entity(figures, kind, entity_id)
-    reading = await figures.entity(kind.value, entity_id, (start, end))
+    reading = await figures.entity(kind.value, entity_id, (span.start, span.end))
     return {
         "kind": kind.value,
         "id": entity_id,
         **entity_extra(settings, kind.value, entity_id),
-        "window": w,
-        "from": iso(start, settings.tz),
-        "to": iso(end, settings.tz),
-        "pipeline": pipeline,
-        "definitions": settings.kpi.stamp(),
-        **sl_block,
-        **reading.metrics(sl),
+        **span.head(settings, pipeline),
+        **reading.metrics(span.sl),
         "live": (await figures.live()).block(kind.value, entity_id),
     }
 
@@ -171,34 +197,24 @@ async def list_kpis(
     conn: ConnDep,
     settings: SettingsDep,
     pipeline: PipelineDep,
-    window: WindowQ = None,
-    from_: FromQ = None,
-    to: ToQ = None,
-    sl: SlQ = None,
+    span: SpanDep,
 ) -> dict[str, Any]:
     """Every entity of a kind (roster entities included even with no calls), for
     wallboards and leaderboards."""
-    start, end, w = _bounds(settings, window, from_, to)
-    sl_block = _sl(settings, sl)
     figures = Figures(conn, settings, datetime.now(UTC))
     now = await figures.live()
     items = [
         {
             "id": r.id,
             **entity_extra(settings, kind.value, r.id),
-            **r.metrics(sl),
+            **r.metrics(span.sl),
             "live": now.block(kind.value, r.id),
         }
-        for r in await figures.entities(kind.value, (start, end))
+        for r in await figures.entities(kind.value, (span.start, span.end))
     ]
 
     return {
         "kind": kind.value,
-        "window": w,
-        "from": iso(start, settings.tz),
-        "to": iso(end, settings.tz),
-        "pipeline": pipeline,
-        "definitions": settings.kpi.stamp(),
-        **sl_block,
+        **span.head(settings, pipeline),
         "items": items,
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from services.core.events import DEFAULT_RULES, DOOR_VERSION, DoorRules, EventError, normalize
 from services.core.settings import RECORD_ALLOWANCE_BYTES
 
 
@@ -87,3 +88,36 @@ def decode_envelope(partition: int, raw: bytes, field: str, offset: int = -1) ->
     """An envelope the worker itself wrote (FCR facts)."""
     data = orjson.loads(raw)
     return Envelope(partition, int(data.get("at", 0)), list(data[field]), offset)
+
+
+class BadRecord(ValueError):
+    """A record on the events topic that is neither an envelope nor a valid event."""
+
+
+def decode_events_record(
+    partition: int,
+    raw: bytes | None,
+    hash_key: bytes,
+    rules: DoorRules = DEFAULT_RULES,
+    now_us: int | None = None,
+    offset: int = -1,
+) -> Envelope:
+    """Our ingest writes envelopes of normalised events. Other producers may write
+    plain canonical events (one per record, keyed by call_id); those are validated
+    and normalised here exactly as ingest would (with the worker's clock as `now_us`).
+    Anything else is a BadRecord."""
+    try:
+        data = orjson.loads(raw or b"")
+    except orjson.JSONDecodeError as exc:
+        raise BadRecord(f"not JSON: {exc}") from None
+    if isinstance(data, dict) and data.get("v") == 1 and isinstance(data.get("events"), list):
+        events = data["events"]
+        # exact type checks: cheap enough for every event of every envelope
+        if not all(type(ev) is dict and type(ev.get("ts")) is int for ev in events):
+            raise BadRecord("envelope holds an event that is not normalised (no integer ts)")
+        checked = data.get("door") == DOOR_VERSION
+        return Envelope(partition, int(data.get("at") or 0), events, offset, checked=checked)
+    try:
+        return Envelope(partition, 0, [normalize(data, hash_key, rules, now_us)], offset)
+    except EventError as exc:
+        raise BadRecord(f"invalid event: {exc}") from None

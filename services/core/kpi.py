@@ -10,7 +10,7 @@ Definitions: docs/metrics.md.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Upper edges (seconds) of the queue-wait bins. A bin holds lo < wait <= hi (the
@@ -274,7 +274,7 @@ AGENT_FIELDS: tuple[str, ...] = tuple(
 )
 
 
-def sum_counters(rows: list[Mapping[str, int]]) -> dict[str, int]:
+def sum_counters(rows: Iterable[Mapping[str, int]]) -> dict[str, int]:
     total = zero_counters()
     for row in rows:
         for name in COUNTERS:

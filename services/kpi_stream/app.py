@@ -17,16 +17,18 @@ import asyncpg
 import faust
 from prometheus_client import Counter, Gauge
 
-from services.core.envelope import Envelope, decode_envelope, encode_item, pack
+from services.core.envelope import (
+    BadRecord,
+    Envelope,
+    decode_envelope,
+    decode_events_record,
+    encode_item,
+    pack,
+)
 from services.core.faults import reason
 from services.core.settings import Settings
-from services.kpi_stream.processor import (
-    SWEEP_CHUNK,
-    BadRecord,
-    PreparedEvents,
-    Processor,
-    decode_events_record,
-)
+from services.kpi_stream.fcr_stage import SWEEP_CHUNK
+from services.kpi_stream.processor import PreparedEvents, Processor
 from services.kpi_stream.quarantine import is_permanent
 
 log = logging.getLogger("callkpi.worker")

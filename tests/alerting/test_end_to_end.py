@@ -23,9 +23,9 @@ import yaml
 from aiokafka import AIOKafkaConsumer
 
 from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
-from tests.alerting.dips import calls
-from tests.conftest import EXAMPLE_CONFIG, new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import EXAMPLE_CONFIG, new_database, stack_env
+from tests.support.dips import calls
+from tests.support.stack import Stack, wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,9 +20,9 @@ from services.core.db import make_engine
 from services.core.settings import Settings, load_settings
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from services.simulator import SimConfig, Simulation
-from tests.alerting.dips import calls, post_and_wait
-from tests.conftest import EXAMPLE_CONFIG, new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import EXAMPLE_CONFIG, new_database, stack_env
+from tests.support.dips import calls
+from tests.support.stack import Stack, post_and_wait, wait_until
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 pytestmark = pytest.mark.slow
@@ -81,7 +81,9 @@ async def test_peak_dip_with_enough_calls_fires_after_for(
     stack, _ = quiet
     t0 = local(16, 10)  # Monday 10:00, peak
     events = calls("pk", "billing", t0, answered=30, abandoned=10)  # 75% of 40
-    post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 40)
+    post_and_wait(
+        stack, events, "billing", (t0, t0 + timedelta(minutes=10)), offered=40, in_queue=0
+    )
 
     await evaluator.evaluate(t0 + timedelta(minutes=10))
     await evaluator.evaluate(t0 + timedelta(minutes=11, seconds=59))
@@ -111,7 +113,9 @@ async def test_same_rate_fires_off_peak_at_90_where_peak_85_would_not(
     peak, off = local(17, 10), local(17, 20)  # Tuesday 10:00 peak, 20:00 off-peak
     for t0 in (peak, off):
         events = calls(f"op{t0.hour}", "tech", t0, answered=26, abandoned=4)  # 86.7%
-        post_and_wait(stack, events, "tech", t0, t0 + timedelta(minutes=10), 30)
+        post_and_wait(
+            stack, events, "tech", (t0, t0 + timedelta(minutes=10)), offered=30, in_queue=0
+        )
 
     # every call is in the 15-minute window from +9 to +14 minutes
     await step_through(evaluator, peak + timedelta(minutes=9), peak + timedelta(minutes=14))
@@ -128,7 +132,7 @@ async def test_thin_volume_never_fires(quiet: tuple[Stack, str], evaluator: Eval
     stack, _ = quiet
     t0 = local(18, 10)
     events = calls("thin", "sales", t0, answered=0, abandoned=19)  # 0% but 19 calls
-    post_and_wait(stack, events, "sales", t0, t0 + timedelta(minutes=10), 19)
+    post_and_wait(stack, events, "sales", (t0, t0 + timedelta(minutes=10)), offered=19, in_queue=0)
     await step_through(evaluator, t0, t0 + timedelta(minutes=25), every_s=30)
     assert await team_alerts(evaluator, "sales") == []
 
@@ -139,7 +143,7 @@ async def test_recovery_inside_the_margin_does_not_resolve_above_it_resolves(
     stack, _ = quiet
     t0 = local(19, 10)
     dip = calls("rec-dip", "billing", t0, answered=20, abandoned=10, spread=timedelta(minutes=4))
-    post_and_wait(stack, dip, "billing", t0, t0 + timedelta(minutes=5), 30)
+    post_and_wait(stack, dip, "billing", (t0, t0 + timedelta(minutes=5)), offered=30, in_queue=0)
     await evaluator.evaluate(t0 + timedelta(minutes=5))
     await evaluator.evaluate(t0 + timedelta(minutes=7))
     [alert] = await team_alerts(evaluator, "billing")
@@ -148,7 +152,7 @@ async def test_recovery_inside_the_margin_does_not_resolve_above_it_resolves(
     # 42 more answered: 62/72 = 86.1%, above 85% but inside the 2-point margin
     t1 = t0 + timedelta(minutes=7)
     more = calls("rec-a", "billing", t1, answered=42, abandoned=0, spread=timedelta(seconds=50))
-    post_and_wait(stack, more, "billing", t0, t0 + timedelta(minutes=8), 72)
+    post_and_wait(stack, more, "billing", (t0, t0 + timedelta(minutes=8)), offered=72, in_queue=0)
     await evaluator.evaluate(t0 + timedelta(minutes=9))
     [alert] = await team_alerts(evaluator, "billing")
     assert alert["state"] == "firing" and alert["observed_value"] == pytest.approx(62 / 72)
@@ -156,7 +160,7 @@ async def test_recovery_inside_the_margin_does_not_resolve_above_it_resolves(
     # 5 more: 67/77 = 87.01%, past 85% + 2 points
     t2 = t0 + timedelta(minutes=9)
     last = calls("rec-b", "billing", t2, answered=5, abandoned=0, spread=timedelta(seconds=30))
-    post_and_wait(stack, last, "billing", t0, t0 + timedelta(minutes=10), 77)
+    post_and_wait(stack, last, "billing", (t0, t0 + timedelta(minutes=10)), offered=77, in_queue=0)
     await evaluator.evaluate(t0 + timedelta(minutes=10))
     [alert] = await team_alerts(evaluator, "billing")
     assert alert["state"] == "resolved" and alert["observed_value"] == pytest.approx(67 / 77)
@@ -169,7 +173,9 @@ async def test_crossing_into_off_peak_switches_the_threshold_to_90(
     stack, _ = quiet
     t0 = local(20, 11, 50)  # Friday; peak ends at 12:00
     events = calls("bnd", "internet", t0, answered=26, abandoned=4)  # tech team, 86.7%
-    post_and_wait(stack, events, "internet", t0, t0 + timedelta(minutes=10), 30)
+    post_and_wait(
+        stack, events, "internet", (t0, t0 + timedelta(minutes=10)), offered=30, in_queue=0
+    )
     await step_through(evaluator, local(20, 11, 59), local(20, 11, 59, 50))
     assert await team_alerts(evaluator, "tech") == []  # 86.7% ≥ 85%
     await step_through(evaluator, local(20, 12), local(20, 12, 2))
@@ -186,7 +192,7 @@ async def test_two_evaluators_at_once_open_and_fire_one_alert(
     stack, db = quiet
     t0 = local(21, 10)  # Saturday: off-peak all day
     events = calls("two", "sales", t0, answered=15, abandoned=10)
-    post_and_wait(stack, events, "sales", t0, t0 + timedelta(minutes=10), 25)
+    post_and_wait(stack, events, "sales", (t0, t0 + timedelta(minutes=10)), offered=25, in_queue=0)
     other = Evaluator(_settings(db), make_engine(_settings(db)))
     try:
         for minute in (10, 11, 12, 13):
@@ -272,7 +278,9 @@ async def test_alert_list_filters_by_state_entity_and_time_range(
     stack, _ = quiet
     t0 = local(24, 10)  # Tuesday 10:00
     events = calls("lst", "billing", t0, answered=10, abandoned=20)
-    post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 30)
+    post_and_wait(
+        stack, events, "billing", (t0, t0 + timedelta(minutes=10)), offered=30, in_queue=0
+    )
     for minute in (10, 12):  # pending, then firing
         await evaluator.evaluate(t0 + timedelta(minutes=minute))
     [team] = await team_alerts(evaluator, "billing")

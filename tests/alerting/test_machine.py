@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.alerting.machine import Observation, Open, steps
+from services.alerting.machine import AlertState, Observation, Open, steps
 from services.core.alert_rules import AlertRule
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai, a Monday
@@ -31,7 +31,7 @@ def obs(
     return Observation(T0 + timedelta(minutes=minute), cls, threshold, value, calls)  # type: ignore[arg-type]
 
 
-def run(observations: list[Observation], rule: AlertRule = RULE) -> list[tuple[float, str]]:
+def run(observations: list[Observation], rule: AlertRule = RULE) -> list[tuple[float, AlertState]]:
     """Feed observations in order; return (minute, new state) per transition."""
     current: Open | None = None
     out = []

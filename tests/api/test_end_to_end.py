@@ -3,70 +3,13 @@
 from __future__ import annotations
 
 import math
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from services.core.settings import load_settings
-from services.simulator import DAILY_PROFILE, SimConfig, Simulation
-from tests.conftest import EXAMPLE_CONFIG
-from tests.reference import reference
-from tests.stack import Stack, wait_until
-
-SETTINGS = load_settings(EXAMPLE_CONFIG)
-TEAM_OF_QUEUE = dict(SETTINGS.team_of_queue)
-
-
-def expected(events: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
-    """The reference figures under the example config's roster and definitions."""
-    return reference(
-        events, team_of_queue=TEAM_OF_QUEUE, team_of_agent=dict(SETTINGS.team_of_agent)
-    )
-
-
-def simulated(seed: int, minutes: int, start: datetime) -> list[dict[str, Any]]:
-    # the daily profile would give a third of the calls at night: scaled by it,
-    # the volume (about 900 calls/h) does not depend on when the suite runs
-    local_hour = start.astimezone(SETTINGS.tz).hour
-    cfg = SimConfig(
-        seed=seed,
-        start=start,
-        duration=timedelta(minutes=minutes),
-        timezone=SETTINGS.timezone,
-        calls_per_hour=900 / DAILY_PROFILE[local_hour],
-    )
-    return list(Simulation(cfg, list(SETTINGS.teams)).events())
-
-
-def post_all(stack: Stack, events: list[dict[str, Any]], seed: int) -> None:
-    rnd = random.Random(seed)
-    shuffled = events + rnd.sample(events, len(events) // 10)  # some retried twice
-    rnd.shuffle(shuffled)
-    for i in range(0, len(shuffled), 1500):
-        r = stack.post(shuffled[i : i + 1500])
-        assert r.status_code == 202, r.text
-        assert r.json()["rejected"] == []
-
-
-def api_figures(stack: Stack, keys: list[tuple[str, str]], start: str, end: str) -> dict[Any, Any]:
-    out = {}
-    for kind, ident in keys:
-        r = stack.get(f"/v1/kpis/{kind}/{ident}", **{"from": start, "to": end})
-        assert r.status_code == 200, r.text
-        out[(kind, ident)] = r.json()
-    return out
-
-
-def mismatches(got: dict[Any, Any], want: dict[Any, Any]) -> list[str]:
-    bad = []
-    for key, exp in want.items():
-        for name, value in exp.items():
-            have = got[key][name]
-            if have != value:  # exact, floats included (see test_core_properties)
-                bad.append(f"{key} {name}: api={have} reference={value}")
-    return bad
+from tests.support.simulated import SETTINGS, api_figures, expected, mismatches, post_all, simulated
+from tests.support.stack import Stack, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.stack import Stack, wait_until
+from tests.support.stack import Stack, wait_until
 
 IDS = ["SIP/1001", "Local/1001@from-queue/n", "a?b", "a#b", "100%", " billing ", "账务 / 二线"]  # fmt: skip
 RANGE = {"from": "2026-01-25T00:00:00Z", "to": "2026-01-26T00:00:00Z"}

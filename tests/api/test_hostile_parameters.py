@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 BIG = "9223372036854775808"  # 2**63: one past Postgres' bigint
 RANGE = "to=2026-01-01T00:00:00Z"

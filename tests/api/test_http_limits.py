@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port
-from tests.conftest import new_database, stack_env
-from tests.stack import Proc, wait_http
+from services.devstack import EmbeddedBroker, EmbeddedPostgres, free_port, wait_http
+from tests.support.databases import new_database, stack_env
+from tests.support.stack import child
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def api(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> Iterator[str]:
     env = {**os.environ, **stack_env(broker, new_database(pg), f"lim{os.getpid()}",
                                       CALLKPI_HTTP_HEAD_TIMEOUT_SECONDS="1",
                                       CALLKPI_HTTP_BODY_TIMEOUT_SECONDS="2")}  # fmt: skip
-    proc = Proc("api-limits", ["api", "--with-ingest", "--port", str(port)], env).start()
+    proc = child("api-limits", ["api", "--with-ingest", "--port", str(port)], env).start()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/readyz", 60)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.stack import Stack, wait_until
+from tests.support.stack import Stack, wait_until
 
 
 def event(eid: str, typ: str, at: datetime, **fields: Any) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from services.core.events import normalize
-from tests.stack import ROOT, Stack, wait_until
+from tests.support.databases import ROOT
+from tests.support.stack import Stack, wait_until
 
 T = "2026-01-09T09:00:00+08:00"  # far from the other tests' time ranges
 KEY = b"test-hash-key"  # the stack's CALLKPI_HASH_KEY

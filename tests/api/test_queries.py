@@ -14,12 +14,13 @@ import asyncpg
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.core.db import asyncpg_dsn, sqlalchemy_url
+from services.core.envelope import Envelope
 from services.core.events import normalize
 from services.core.settings import Settings, Team
 from services.core.timewin import interval_edges
-from services.kpi_stream.processor import Envelope, Processor
+from services.kpi_stream.processor import Processor
 from services.readmodel import queries
-from tests.kpi_stream.test_processor import clock
+from tests.support.processor_rig import clock
 
 MIN = 60_000_000
 # states held longer than a day count whole (the default cap is 12 h)

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.sse import Feed
-from tests.stack import Stack, wait_until
+from tests.support.sse import Feed
+from tests.support.stack import Stack, post_and_wait
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +33,6 @@ def call(cid: str, queue: str, at: datetime, *, answered: bool) -> list[dict[str
     return out
 
 
-def post_and_wait(stack: Stack, events: list[dict[str, Any]], queue: str, **want: int) -> None:
-    assert stack.post(events).status_code == 202
-
-    def shown() -> bool:
-        r = stack.get(f"/v1/kpis/queue/{queue}", window="15m")
-        if r.status_code != 200:
-            return False
-        body = r.json()
-        return all({**body, **body["live"]}[k] == v for k, v in want.items())
-
-    assert wait_until(shown, timeout=30), stack.get(f"/v1/kpis/queue/{queue}").text
-
-
 def feed(stack: Stack, last_event_id: str | None = None, **params: Any) -> Feed:
     headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
     f = Feed(f"{stack.url}/v1/stream", params, headers)
@@ -56,7 +43,7 @@ def feed(stack: Stack, last_event_id: str | None = None, **params: Any) -> Feed:
 def test_snapshot_first_then_an_update_when_a_call_starts_waiting(stack: Stack) -> None:
     now = datetime.now(UTC)
     post_and_wait(stack, call("sse-a1", "q-sse-a", now - timedelta(seconds=20), answered=False),
-                  "q-sse-a", in_queue=1)  # fmt: skip
+                  "q-sse-a", live={"in_queue": 1})  # fmt: skip
     with feed(stack, kind="queue", id="q-sse-a") as f:
         snap = f.next("snapshot")
         (tile,) = snap.data["entities"]
@@ -69,6 +56,7 @@ def test_snapshot_first_then_an_update_when_a_call_starts_waiting(stack: Stack) 
         assert stack.post(call("sse-a2", "q-sse-a", datetime.now(UTC), answered=False))
         upd = f.next("update", timeout=15, where=lambda fr: fr.data["live"]["in_queue"] == 2)
         assert upd.data["m15"]["offered"] == 2
+        assert upd.id is not None and snap.id is not None
         epoch, seq = upd.id.split("-")
         assert epoch == snap.id.split("-")[0] and int(seq) > int(snap.id.split("-")[1])
         print(f"update {upd.at - posted:.2f} s after the POST returned")
@@ -78,7 +66,7 @@ def test_updates_of_one_entity_come_at_most_once_a_second(stack: Stack) -> None:
     # a waiting call's longest wait changes every second: the feed's busiest case
     now = datetime.now(UTC)
     post_and_wait(stack, call("sse-r1", "q-sse-rate", now - timedelta(seconds=5), answered=False),
-                  "q-sse-rate", in_queue=1)  # fmt: skip
+                  "q-sse-rate", live={"in_queue": 1})  # fmt: skip
     with feed(stack, kind="queue", id="q-sse-rate") as f:
         f.next("snapshot")
         for i in range(12):  # a new call every 0.25 s: 12 changes in 3 s
@@ -127,7 +115,7 @@ def test_last_event_id_resumes_with_only_what_changed_and_a_foreign_id_gets_a_sn
 def test_a_client_that_stops_reading_does_not_hold_up_the_others(stack: Stack) -> None:
     now = datetime.now(UTC)
     post_and_wait(stack, call("sse-s1", "q-sse-slow", now - timedelta(seconds=3), answered=False),
-                  "q-sse-slow", in_queue=1)  # fmt: skip
+                  "q-sse-slow", live={"in_queue": 1})  # fmt: skip
     stalled = socket.create_connection(("127.0.0.1", int(stack.url.rsplit(":", 1)[1])))
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
     stalled.sendall(

@@ -8,7 +8,8 @@ from typing import Any, cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.api.stream import ALERTS_KEY, IDLE_GRACE_S, Client, Hub
+from services.api.stream import IDLE_GRACE_S, Client, Hub
+from services.api.tiles import ALERTS_KEY
 from services.core.settings import Settings
 
 

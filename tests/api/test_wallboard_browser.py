@@ -19,9 +19,9 @@ import yaml
 
 from services.core.auth import token_hash
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.alerting.dips import calls
-from tests.conftest import EXAMPLE_CONFIG, new_database, stack_env
-from tests.stack import ARTIFACTS, Stack, wait_http
+from tests.support.databases import ARTIFACTS, EXAMPLE_CONFIG, new_database, stack_env
+from tests.support.dips import calls
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 
@@ -227,9 +227,7 @@ def test_the_page_shows_stale_when_the_api_stops_and_recovers_when_it_returns(
         expect(page.locator("body")).to_have_class("stale")
         page.screenshot(path=str(ARTIFACTS / "wallboard-stale.png"))
     finally:
-        board.api.p = None
-        board.api.start()
-        wait_http(f"{board.url}/readyz", 60)
+        board.restart_api(kill=False)
     expect(feed).to_have_text("live", timeout=15_000)
     expect(tile(page, "team:billing")).to_be_visible()
 

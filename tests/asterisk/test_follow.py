@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.stack import ARTIFACTS, Proc, Stack, wait_until
+from tests.support.databases import ARTIFACTS
+from tests.support.stack import Stack, child, wait_until
 
 pytestmark = pytest.mark.slow
 T0 = 1793667600  # 2026-11-03 09:00:00 +08:00
@@ -47,10 +48,10 @@ class Follower:
                      "--url", stack.url, "--poll", "0.05"]  # fmt: skip
         self.env = stack.env
         (ARTIFACTS / "follow.log").unlink(missing_ok=True)  # this run's lines only
-        self.proc = Proc("follow", self.args, self.env).start()
+        self.proc = child("follow", self.args, self.env).start()
 
     def restart(self) -> None:
-        self.proc = Proc("follow", self.args, self.env).start()
+        self.proc = child("follow", self.args, self.env).start()
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def caught_up(log: Path, checkpoint: Path) -> bool:
         cp = json.loads(checkpoint.read_text())
     except (FileNotFoundError, ValueError):
         return False
-    return cp["inode"] == os.stat(log).st_ino and cp["offset"] == log.stat().st_size
+    return bool(cp["inode"] == os.stat(log).st_ino and cp["offset"] == log.stat().st_size)
 
 
 def queue_figures(stack: Stack) -> dict[str, Any] | None:

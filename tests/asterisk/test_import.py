@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.asterisk.test_queue_log import HAND
-from tests.stack import ROOT, Stack, wait_until
+from tests.support.databases import ROOT
+from tests.support.stack import Stack, wait_until
+
+HAND = Path(__file__).parent / "hand.queue_log"  # also read by test_queue_log.py
 
 pytestmark = pytest.mark.slow
 RANGE = {"from": "2026-11-02T08:55:00+08:00", "to": "2026-11-02T09:20:00+08:00"}

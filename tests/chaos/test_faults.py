@@ -29,10 +29,9 @@ import pytest
 from services.core.db import LOCK_EVENTS, asyncpg_dsn
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from services.migrations import upgrade
-from tests.api.test_end_to_end import api_figures, expected, mismatches, simulated
-from tests.conftest import ARTIFACTS, stack_env
-from tests.kpi_stream.test_crash import processed
-from tests.stack import Stack, wait_http, wait_until
+from tests.support.databases import ARTIFACTS, processed, stack_env
+from tests.support.simulated import converge, simulated
+from tests.support.stack import Stack, wait_until
 
 pytestmark = pytest.mark.chaos
 
@@ -92,19 +91,6 @@ def history(seed: int, hours_ago: int = 3) -> tuple[list[dict[str, Any]], str, s
     lo = (start - timedelta(minutes=1)).isoformat()
     hi = (start + timedelta(hours=hours_ago)).isoformat()
     return events, lo, hi
-
-
-def converge(stack: Stack, events: list[dict[str, Any]], lo: str, hi: str) -> tuple[int, float]:
-    """Wait until the API's figures equal the reference on every field; returns
-    (fields compared, seconds it took). Fails naming the fields that differ."""
-    want = expected(events)
-    started = time.monotonic()
-    bad = mismatches(api_figures(stack, list(want), lo, hi), want)
-    while bad and time.monotonic() - started < CONVERGE_S:
-        time.sleep(0.5)
-        bad = mismatches(api_figures(stack, list(want), lo, hi), want)
-    assert bad == [], bad[:20]
-    return sum(len(v) for v in want.values()), time.monotonic() - started
 
 
 def post_retrying(stack: Stack, events: list[dict[str, Any]], size: int = 500,
@@ -202,7 +188,7 @@ def test_worker_sigkilled_at_random_points_gives_reference_figures(rig: Rig) -> 
         assert 0 < kills[0] < calls, f"first kill not mid-stream: {kills} of {calls}"
         stack.restart_worker()
         restarted = time.monotonic()
-        fields, _ = converge(stack, events, lo, hi)
+        fields, _ = converge(stack, events, lo, hi, CONVERGE_S)
         record("worker SIGKILL", calls_stored_at_kills=kills, calls=calls, events=len(events),
                fields=fields, identical=True,
                recovered_s=round(time.monotonic() - restarted, 1))  # fmt: skip
@@ -242,7 +228,7 @@ def test_postgres_stopped_reads_answer_503_metrics_keep_serving_and_figures_reco
         ready_s = time.monotonic() - back
         # retries are at most 4 s apart: counting resumes within seconds, not 30
         assert ready_s < 12, f"worker ready {ready_s:.1f} s after Postgres returned"
-        fields, _ = converge(stack, events, lo, hi)
+        fields, _ = converge(stack, events, lo, hi, CONVERGE_S)
         recovered = time.monotonic() - back
         # the log lines name Postgres, whichever part of the API met it
         sink = [line for line in stack.api.log.read_text().splitlines() if " sink: " in line]
@@ -289,7 +275,7 @@ def test_broker_restarted_with_its_memory_lost_heals_offsets_topics_and_fcr(rig:
         # every event (ids make it harmless) is the remedy; for FCR facts lost
         # between the stages the worker reconciles on its own
         post_retrying(stack, events, size=2000)
-        fields, _ = converge(stack, events, lo, hi)
+        fields, _ = converge(stack, events, lo, hi, CONVERGE_S)
         recovered = time.monotonic() - back
         worker_metrics = scrape(worker_url(stack))
         assert sum(metric(worker_metrics, "callkpi_broker_losses_total")) > 0, "loss not seen"
@@ -319,11 +305,10 @@ def test_api_sigkilled_mid_request_loses_no_event_it_accepted(rig: Rig) -> None:
         time.sleep(1.0)
         stack.api.kill()  # SIGKILL in the middle of the feeder's requests
         time.sleep(1.0)
-        stack.api = type(stack.api)(stack.api.name, stack.api.args, stack.env).start()
-        wait_http(f"{stack.url}/readyz", 60)
+        stack.restart_api(kill=False)
         feeder.join(120)
         assert not feeder.is_alive()
-        fields, seconds = converge(stack, events, lo, hi)
+        fields, seconds = converge(stack, events, lo, hi, CONVERGE_S)
         record("API SIGKILL mid-request", fields=fields, identical=True,
                converged_s=round(seconds, 1))  # fmt: skip
     finally:
@@ -368,7 +353,7 @@ def test_worker_stuck_on_a_lock_is_reported_stalled_and_figures_say_they_are_beh
         release.set()
         freed = time.monotonic()
         until(lambda: get(f"{worker_url(stack)}/readyz")[0] == 200, 20, "worker ready again")
-        fields, _ = converge(stack, events, lo, hi)
+        fields, _ = converge(stack, events, lo, hi, CONVERGE_S)
         until(lambda: get(f"{stack.url}/v1/kpis/center/all")[1]["pipeline"]["behind"] is False,
               10, "figures no longer flagged behind")  # fmt: skip
         record("worker stuck on a lock", stall_setting_s=STALL_S, fields=fields, identical=True,

@@ -11,14 +11,16 @@ import pytest
 
 from services.core.alert_rules import AlertRule, Schedule, Thresholds, parse_duration
 from services.core.settings import ConfigError, load_settings
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.databases import EXAMPLE_CONFIG
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def at(tz: ZoneInfo, *fields: int) -> datetime:
-    return datetime(*fields, tzinfo=tz).astimezone(UTC)  # type: ignore[misc]
+def at(
+    tz: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=tz).astimezone(UTC)
 
 
 def test_example_config_encodes_the_seeds_85_peak_and_90_off_peak() -> None:

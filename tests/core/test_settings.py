@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from services.core.settings import ConfigError, load_settings
-from tests.conftest import EXAMPLE_CONFIG
+from tests.support.databases import EXAMPLE_CONFIG
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from services.core.settings import Settings
-from tests.deploy.exported import exported_metrics, metrics_in
-from tests.stack import Stack
+from tests.support.exported import exported_metrics, metrics_in
+from tests.support.stack import Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.deploy.exported import exported_metrics, metrics_in
-from tests.stack import Stack
+from tests.support.exported import exported_metrics, metrics_in
+from tests.support.stack import Stack
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = RULES_DIR / "rules.yml"

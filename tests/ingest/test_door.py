@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.api.test_end_to_end import api_figures, expected, mismatches, simulated
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import new_database, stack_env
+from tests.support.simulated import api_figures, expected, mismatches, simulated
+from tests.support.stack import Stack, wait_until
 
 T = "2026-01-07T09:00:00+08:00"  # far from the other tests' time ranges
 _ids = itertools.count()

@@ -15,14 +15,14 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.reference import reference
-from tests.stack import Stack, wait_until
+from tests.support.reference import reference
+from tests.support.stack import Stack, wait_until
 
 _examples = itertools.count()
 # Strings as a hostile client sends them: any code point a JSON text can carry
 # (lone surrogates cannot be), control characters included, sometimes too long.
 TEXT = st.one_of(
-    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=12),
+    st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12),
     st.text(st.characters(codec="ascii"), min_size=1, max_size=8),
     st.just("x" * 201),
 )

@@ -14,8 +14,8 @@ import orjson
 
 from services.core.db import asyncpg_dsn
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack, wait_http, wait_until
+from tests.support.databases import new_database, stack_env
+from tests.support.stack import Stack, wait_until
 
 T = "2026-01-05T09:00:00+08:00"  # far from the other tests' time ranges
 
@@ -123,9 +123,8 @@ def test_broker_down_gives_503_with_retry_after(pg: EmbeddedPostgres) -> None:
     own = EmbeddedBroker()
     own.start()
     stack = Stack(stack_env(own, new_database(pg), f"down{os.getpid()}"))
-    stack.api.start()
     try:
-        wait_http(f"{stack.url}/readyz", 60)
+        stack.start(worker=False)
         assert stack.post([offered("up-1", "q-up")]).status_code == 202
         own.stop()
         r = stack.post([offered("down-1", "q-down")])

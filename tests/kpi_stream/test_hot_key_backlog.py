@@ -12,8 +12,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import new_database, stack_env
+from tests.support.stack import Stack, wait_until
 
 LIMIT = 64 * 1024  # kafka_max_request_bytes here: a 20,000-fact batch needs ~100 records
 CALLS = 20_000

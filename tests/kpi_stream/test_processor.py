@@ -16,67 +16,18 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from services.core.db import asyncpg_dsn
-from services.core.events import normalize, partition_for, routing_key
-from services.core.kpi import COUNTER_TABLES, COUNTERS, metrics_for
+from services.core.envelope import Envelope
 from services.devstack import EmbeddedPostgres
-from services.kpi_stream import processor as processor_module
-from services.kpi_stream.processor import Envelope, PreparedEvents, Processor
-from tests.conftest import new_database
-from tests.kpi_stream.test_core_properties import SETTINGS, assert_same, expected
-from tests.scenarios import deliveries, scenarios
-
-KEY = b"test-key"
-# The worker's clock in these tests: after every event they hold, so that what
-# they count never depends on the day the suite runs (the worker sets aside events
-# ahead of its clock).
-CLOCK_US = 1_800_000_000_000_000  # 2027-01-15T08:00:00Z
-
-
-def clock() -> int:
-    return CLOCK_US
+from services.kpi_stream import fcr_stage
+from services.kpi_stream.processor import PreparedEvents, Processor
+from tests.support.databases import new_database
+from tests.support.processor_rig import clock, envelopes, read_figures
+from tests.support.scenarios import deliveries, scenarios
+from tests.support.small_center import SETTINGS, assert_same, expected
 
 
 class Crash(Exception):
     """Stands in for the process dying in the middle of a batch."""
-
-
-async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[str, Any]]:
-    per_entity: dict[tuple[str, str], dict[str, int]] = {}
-    for table, columns in COUNTER_TABLES:
-        sums = ", ".join(f"sum({c})::bigint AS {c}" for c in columns)
-        for r in await conn.fetch(f"SELECT kind, entity_id, {sums} FROM {table} GROUP BY 1, 2"):
-            slot = per_entity.setdefault((r["kind"], r["entity_id"]), dict.fromkeys(COUNTERS, 0))
-            slot.update({c: int(r[c]) for c in columns})
-    reasons: dict[tuple[str, str], dict[str, int]] = {}
-    for r in await conn.fetch(
-        "SELECT kind, entity_id, reason, sum(not_ready_us)::bigint AS us "
-        "FROM kpi_reason_buckets GROUP BY 1, 2, 3"
-    ):
-        reasons.setdefault((r["kind"], r["entity_id"]), {})[r["reason"]] = int(r["us"])
-    # agents' own time: their segments, whole
-    for r in await conn.fetch(
-        "SELECT agent_id, state, reason, sum(sign * (end_us - start_us))::bigint AS us "
-        "FROM agent_segments GROUP BY 1, 2, 3"
-    ):
-        key = ("agent", r["agent_id"])
-        slot = per_entity.setdefault(key, dict.fromkeys(COUNTERS, 0))
-        slot["logged_in_us"] += r["us"]
-        slot[f"{r['state']}_us"] += r["us"]
-        if r["reason"] is not None:
-            mine = reasons.setdefault(key, {})
-            mine[r["reason"]] = mine.get(r["reason"], 0) + r["us"]
-    out = {}
-    for key, counters in per_entity.items():
-        if any(counters.values()):
-            out[key] = metrics_for(key[0], counters, reasons.get(key))
-    return out
-
-
-def envelopes(batch: list[dict[str, Any]]) -> list[Envelope]:
-    by_part: dict[int, list[dict[str, Any]]] = {}
-    for ev in (normalize(e, KEY) for e in batch):
-        by_part.setdefault(partition_for(routing_key(ev), SETTINGS.partitions), []).append(ev)
-    return [Envelope(p, 0, evs) for p, evs in by_part.items()]
 
 
 async def drive(
@@ -347,7 +298,7 @@ def test_fcr_loaded_by_window_instead_of_whole_customers_matches_reference(
     events = data.draw(scenarios())
     batches = data.draw(deliveries(events))
     url = new_database(pg_server)
-    with mock.patch.object(processor_module, "FCR_CACHE_MAX_CALLS", 0):
+    with mock.patch.object(fcr_stage, "FCR_CACHE_MAX_CALLS", 0):
         got = asyncio.run(drive(url, batches, random.Random(data.draw(st.integers(0, 99)))))
     assert_same(got, expected(events))
 
@@ -384,16 +335,16 @@ def test_a_customer_with_2000_calls_is_counted_exactly_and_never_loaded_whole(
     delivered[half:] = sorted(delivered[half:], key=lambda e: e["occurred_at"], reverse=True)
     batches = [delivered[i : i + 600] for i in range(0, len(delivered), 600)]
     largest = 0
-    original = Processor._load_customers
+    original = fcr_stage.FcrStage._load_customers
 
-    async def measured(self: Processor, *args: Any) -> Any:
+    async def measured(self: fcr_stage.FcrStage, *args: Any) -> Any:
         nonlocal largest
         out = await original(self, *args)
         largest = max(largest, max((len(rows) for rows in out[0].values()), default=0))
         return out
 
     url = new_database(pg_server)
-    with mock.patch.object(Processor, "_load_customers", measured):
+    with mock.patch.object(fcr_stage.FcrStage, "_load_customers", measured):
         got = asyncio.run(drive(url, batches, random.Random(7)))
     assert_same(got, expected(events))
     # a batch of ~200 calls plus one hour either side, not the 2,000 calls

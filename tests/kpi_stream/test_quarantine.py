@@ -8,10 +8,6 @@ to the topic, or records an older ingest wrote."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -23,32 +19,11 @@ from services.core.envelope import Envelope
 from services.core.events import normalize, parse_timestamp_us
 from services.devstack import EmbeddedPostgres
 from services.kpi_stream.app import retrying
-from services.kpi_stream.processor import Processor
+from services.kpi_stream.processor import PreparedEvents, Processor
 from services.kpi_stream.quarantine import is_permanent
-from tests.conftest import new_database
-from tests.kpi_stream.test_core_properties import SETTINGS, assert_same, expected
-from tests.kpi_stream.test_processor import KEY, envelopes, read_figures
-
-BASE = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
-NOW_US = parse_timestamp_us("2026-11-20T12:00:00Z")  # the worker's clock in these tests
-
-
-def at(minutes: float) -> str:
-    return (BASE + timedelta(minutes=minutes)).isoformat()
-
-
-def call(n: int, minute: float, customer: str = "+8613800000001") -> list[dict[str, Any]]:
-    cid = f"q{n}"
-    return [
-        {"event_id": f"{cid}-o", "type": "call.offered", "occurred_at": at(minute), "call_id": cid,
-         "queue_id": "billing", "customer_id": customer},
-        {"event_id": f"{cid}-a", "type": "call.answered", "occurred_at": at(minute + 0.2),
-         "call_id": cid, "agent_id": "a1"},
-        {"event_id": f"{cid}-e", "type": "call.ended", "occurred_at": at(minute + 3),
-         "call_id": cid, "ended_by": "customer"},
-        {"event_id": f"{cid}-d", "type": "call.disposition", "occurred_at": at(minute + 3.5),
-         "call_id": cid, "agent_id": "a1", "sale_amount": 12.5},
-    ]  # fmt: skip
+from tests.support.databases import new_database
+from tests.support.processor_rig import KEY, at, call, envelopes, rig
+from tests.support.small_center import assert_same, expected
 
 
 def poison() -> dict[str, dict[str, Any]]:
@@ -65,34 +40,6 @@ def poison() -> dict[str, dict[str, Any]]:
     return {"nul-o": nul, "huge-d": huge, "inf-d": inf, "r-nul": reason, "far": future}
 
 
-@dataclass
-class Rig:
-    """A worker's processor against a test database, keeping the facts it sends."""
-
-    pool: asyncpg.Pool
-    facts: list[dict[str, Any]] = field(default_factory=list)
-
-    async def send(self, by_part: dict[int, list[dict[str, Any]]]) -> None:
-        self.facts.extend(f for fs in by_part.values() for f in fs)
-
-    def processor(self) -> Processor:
-        """A new worker process (nothing cached) with the tests' clock."""
-        return Processor(SETTINGS, self.pool, self.send, "test", clock=lambda: NOW_US)
-
-    async def figures(self) -> dict[Any, Any]:
-        async with self.pool.acquire() as conn:
-            return await read_figures(conn)
-
-
-@asynccontextmanager
-async def rig(url: str) -> AsyncIterator[Rig]:
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=1, max_size=4)
-    try:
-        yield Rig(pool)
-    finally:
-        await pool.close()
-
-
 async def quarantined(pool: asyncpg.Pool) -> dict[str, str]:
     rows = await pool.fetch("SELECT event_id, error FROM quarantine ORDER BY id")
     return {r["event_id"]: r["error"] for r in rows}
@@ -105,12 +52,15 @@ async def run_like_the_worker(proc: Processor, envs: list[Envelope]) -> None:
     async def failed(exc: BaseException) -> BaseException:
         return exc
 
-    prepared = await retrying("events", partial(proc.prepare_events, envs), failed)
+    prepared: PreparedEvents | BaseException = await retrying(
+        "events", partial(proc.prepare_events, envs), failed
+    )
     if isinstance(prepared, BaseException):
         await proc.set_aside_events(envs, prepared)
         return
-    await retrying("events", partial(proc.commit_events, prepared),
-                   lambda exc: proc.set_aside_events(prepared.envelopes, exc, prepared))  # fmt: skip
+    ready = prepared
+    await retrying("events", partial(proc.commit_events, ready),
+                   lambda exc: proc.set_aside_events(ready.envelopes, exc, ready))  # fmt: skip
 
 
 def test_poison_in_records_the_door_did_not_check_is_quarantined_event_by_event(

@@ -10,10 +10,9 @@ from typing import Any
 from services.core.envelope import Envelope
 from services.devstack import EmbeddedPostgres
 from services.kpi_stream.reconcile import check_and_repair, reconcile
-from tests.conftest import new_database
-from tests.kpi_stream.test_core_properties import SETTINGS, assert_same, expected
-from tests.kpi_stream.test_processor import envelopes
-from tests.kpi_stream.test_quarantine import call, rig
+from tests.support.databases import new_database
+from tests.support.processor_rig import call, envelopes, rig
+from tests.support.small_center import SETTINGS, assert_same, expected
 
 # one customer calling back within the FCR window, another calling once, a third
 # twice: FCR candidates, finals and repeats all depend on every fact arriving
@@ -70,7 +69,7 @@ def test_facts_lost_between_the_stages_are_sent_again_and_figures_equal_the_refe
 def test_reconcile_sends_only_the_calls_offered_in_the_range(pg: EmbeddedPostgres) -> None:
     evs = events()
     url = new_database(pg)
-    from tests.kpi_stream.test_quarantine import BASE
+    from tests.support.processor_rig import BASE
 
     async def scenario() -> list[str]:
         async with rig(url) as r:

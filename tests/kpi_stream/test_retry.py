@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -15,9 +14,9 @@ import httpx
 
 from services.core.db import asyncpg_dsn
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.api.test_end_to_end import api_figures, expected, mismatches, post_all, simulated
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import new_database, stack_env
+from tests.support.simulated import converge, post_all, simulated
+from tests.support.stack import Stack, wait_until
 
 # A real Postgres error on every write to the call counters while the switch row
 # exists, as a full disk or a revoked grant would give.
@@ -67,16 +66,10 @@ def test_batches_failing_while_postgres_refuses_writes_are_retried_not_lost(
             "the worker never retried a batch"
         )
         sql(db, "DELETE FROM refuse_writes")
-        want = expected(events)
         lo, hi = (
             (start - timedelta(minutes=1)).isoformat(),
             (start + timedelta(hours=2)).isoformat(),
         )
-        deadline = time.monotonic() + 90
-        bad = mismatches(api_figures(stack, list(want), lo, hi), want)
-        while bad and time.monotonic() < deadline:
-            time.sleep(0.5)
-            bad = mismatches(api_figures(stack, list(want), lo, hi), want)
-        assert bad == [], bad[:20]
+        converge(stack, events, lo, hi, timeout_s=90)
     finally:
         stack.stop()

@@ -19,9 +19,8 @@ import pytest
 
 from services.core.auth import token_hash
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.alerting.dips import post_and_wait
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack
+from tests.support.databases import new_database, stack_env
+from tests.support.stack import Stack, post_and_wait
 
 pytestmark = pytest.mark.slow
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -79,8 +78,8 @@ def _calls(start: datetime, agents: dict[str, int]) -> list[dict[str, Any]]:
 def closed(secured: tuple[Stack, str]) -> dict[str, Any]:
     stack, _ = secured
     t0 = datetime.combine(day(-8), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
-    post_and_wait(stack, _calls(t0, {"b00": 6, "b01": 4}), "billing", t0,
-                  t0 + timedelta(minutes=10), 10)  # fmt: skip
+    post_and_wait(stack, _calls(t0, {"b00": 6, "b01": 4}), "billing",
+                  (t0, t0 + timedelta(minutes=10)), offered=10, in_queue=0)  # fmt: skip
     upload = "agent_id,qa_score,absences\nb00,92,\nb01,,1\n"
     r = httpx.post(f"{stack.url}/v1/periods/past/manual-items", content=upload.encode(),
                    headers={**bearer("ops"), "Content-Type": "text/csv"})  # fmt: skip

@@ -20,9 +20,9 @@ from services.api.periods import CSV_COLUMNS
 from services.core.kpi import AGENT_FIELDS
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from services.payroll.close import checksum
-from tests.alerting.dips import calls, post_and_wait
-from tests.conftest import new_database, stack_env
-from tests.stack import Stack, wait_until
+from tests.support.databases import new_database, stack_env
+from tests.support.dips import calls
+from tests.support.stack import Stack, post_and_wait, wait_until
 
 pytestmark = pytest.mark.slow
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -69,7 +69,9 @@ def closed_past(payroll: tuple[Stack, str]) -> dict[str, Any]:
     stack, _ = payroll
     t0 = datetime.combine(day(-8), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
     events = calls("pay", "billing", t0, answered=17, abandoned=3)
-    post_and_wait(stack, events, "billing", t0, t0 + timedelta(minutes=10), 20)
+    post_and_wait(
+        stack, events, "billing", (t0, t0 + timedelta(minutes=10)), offered=20, in_queue=0
+    )
     r = stack.post_json("/v1/periods/past/close", {"by": "test-payroll"})
     assert r.status_code == 201, r.text
     body: dict[str, Any] = r.json()

@@ -37,8 +37,8 @@ RESPONSE = Item(id="response", metric="avg_ring_seconds", target=D(3), lower_is_
                 points_worse=D(2), points_better=D(2))  # fmt: skip
 SATISFACTION = Item(id="csat", metric="csat", target=D("0.98"), step=D("0.01"))
 TIERS = [{"up_to": 100_000, "rate": "0.01"}, {"up_to": 200_000, "rate": "0.015"}, {"rate": "0.02"}]
-PROGRESSIVE = Commission(mode="progressive", tiers=TIERS)  # type: ignore[arg-type]
-WHOLE = Commission(mode="whole_amount", tiers=TIERS)  # type: ignore[arg-type]
+PROGRESSIVE = Commission(mode="progressive", tiers=TIERS)
+WHOLE = Commission(mode="whole_amount", tiers=TIERS)
 
 
 @pytest.mark.parametrize(

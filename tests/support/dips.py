@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.stack import Stack, wait_until
-
 
 def calls(
     tag: str,
@@ -40,27 +38,3 @@ def calls(
         else:
             out.append(ev("e", "call.ended", t0 + timedelta(seconds=30), ended_by="customer"))
     return out
-
-
-def post_and_wait(stack: Stack, events: list[dict[str, Any]], queue: str, start: datetime,
-                  end: datetime, offered: int) -> None:  # fmt: skip
-    """Post, then wait until the queue shows `offered` calls in [start, end) with
-    every outcome in (the worker has committed them)."""
-    for i in range(0, len(events), 1000):
-        r = stack.post(events[i : i + 1000])
-        assert r.status_code == 202, r.text
-        assert r.json()["rejected"] == []
-
-    def counted() -> Any:
-        r = stack.get(f"/v1/kpis/queue/{queue}", **{"from": _min(start), "to": _min(end)})
-        body = r.json()
-        return body["offered"] == offered and body["in_queue"] == 0 and body
-
-    got = wait_until(counted, timeout=60)
-    assert got, stack.get(
-        f"/v1/kpis/queue/{queue}", **{"from": _min(start), "to": _min(end)}
-    ).json()
-
-
-def _min(t: datetime) -> str:
-    return t.replace(second=0, microsecond=0).isoformat()

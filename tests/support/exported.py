@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 def exported_metrics(stack: Stack, worker: bool = False) -> set[str]:
