@@ -31,7 +31,7 @@ import httpx
 import orjson
 
 from bench.pipeline import ROOT, log, post_all
-from services.asterisk.feed import BATCH_LINES, import_files
+from services.asterisk.importer import BATCH_LINES, import_files
 from services.asterisk.queue_log import Mapper, read_lines
 from services.devstack import Stack, free_port
 

@@ -1,7 +1,7 @@
 """The commands that feed ingest: `callkpi simulate` (a simulated center, live or
 as history), `callkpi replay` (a JSONL file) and `callkpi asterisk import |
 follow` (queue_log). The loops are services/ingest/feeding.py and
-services/asterisk/feed.py; these parse, wire and report."""
+services/asterisk/importer.py and follower.py; these parse, wire and report."""
 
 from __future__ import annotations
 
@@ -206,7 +206,8 @@ async def _replay(
 def cmd_asterisk(args: argparse.Namespace) -> int:
     import httpx
 
-    from services.asterisk.feed import Follower, FollowMetrics, import_files, serve_metrics
+    from services.asterisk.follower import Follower, FollowMetrics, serve_metrics
+    from services.asterisk.importer import import_files
     from services.asterisk.queue_log import Mapper
 
     settings = settings_of(args)

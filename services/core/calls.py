@@ -8,6 +8,11 @@ difference when the set grows (see services/kpi_stream/processor.py).
 
 Times are integer microseconds since the epoch so sums are exact.
 Definitions: docs/metrics.md.
+
+One file, over 400 lines, on purpose: every counter of a call (the catalogue's
+outcomes, waits, handling, surveys, each agent's legs, the FCR fact) comes out of
+one sort of its events in `assess`, and its helpers read the same summary; split
+across files, one definition would have to be followed through several.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Sources, strongest first: explicit arguments, ``CALLKPI_*`` environment variable
 the YAML file (``--config`` or ``CALLKPI_CONFIG``), then the defaults below.
 Nested keys can be set from the environment with ``__``, for example
 ``CALLKPI_KPI__SERVICE_LEVEL_SECONDS=30``.
+
+One file (about 400 lines) on purpose: one `Settings` for every process, with
+each setting's reason beside it; features' schemas that are more than settings
+(alert rules, pay periods and scorecards) live beside it in services/core/.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.asterisk.feed import Reorder
+from services.asterisk.importer import Reorder
 from services.asterisk.queue_log import Line, Malformed, Mapper, agent_id, read_lines
 
 HERE = Path(__file__).parent
