@@ -19,11 +19,7 @@ def test_worker_sigkilled_twice_mid_stream_then_restarted_gives_reference_figure
     # Small envelopes and batches: many commits, so a kill lands between some of them.
     env = stack_env(broker, db, f"crash{os.getpid()}", CALLKPI_ENVELOPE_MAX_EVENTS="50",
                     CALLKPI_WORKER_TAKE_MAX="4")  # fmt: skip
-    stack = Stack(env)
-    stack.api.start()
-    from services.devstack import wait_http
-
-    wait_http(f"{stack.url}/readyz", 60)
+    stack = Stack(env).start(worker=False)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
     events = simulated(23, 150, start)
     post_all(stack, events, seed=5)

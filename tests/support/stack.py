@@ -35,32 +35,41 @@ class Stack:
         self.worker_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
 
+        self._worker: Child | None = None
+
     def start(self, *, worker: bool = True) -> Stack:
-        """Start the API (and, `worker`, the worker) and wait until ready."""
+        """Start the API (and, `worker`, the worker) and wait until ready; without
+        the worker, restart_worker() starts it later."""
         self.api = self.services.spawn(
             f"{self.logs}api", "api", "--with-ingest", "--port", str(self.api_port)
         )
-        if worker:
-            self.worker = self.services.spawn(
-                f"{self.logs}worker", "worker", "--port", str(self.worker_port)
-            )
         self.wait_api_ready()
         if worker:
-            self.wait_worker_ready()
+            self.restart_worker()
         return self
 
     def wait_api_ready(self, timeout: float = 60) -> None:
         self.services.wait_ready(f"{self.url}/readyz", timeout, self.api)
 
     def wait_worker_ready(self, timeout: float = 90) -> None:
-        self.services.wait_ready(
-            f"http://127.0.0.1:{self.worker_port}/readyz", timeout, self.worker
-        )
+        url = f"http://127.0.0.1:{self.worker_port}/readyz"
+        self.services.wait_ready(url, timeout, self._worker)
 
     def restart_worker(self) -> None:
-        """Start the worker again (after a kill or a stop)."""
-        self.worker = self.services.restart(self.worker)
+        """Start the worker: the first time, or again after a kill or a stop."""
+        if self._worker is None:
+            self._worker = self.services.spawn(
+                f"{self.logs}worker", "worker", "--port", str(self.worker_port)
+            )
+        else:
+            self._worker = self.services.restart(self._worker)
         self.wait_worker_ready()
+
+    @property
+    def worker(self) -> Child:
+        if self._worker is None:
+            raise RuntimeError("the worker is not started: start() or restart_worker()")
+        return self._worker
 
     def restart_api(self, *, kill: bool = True) -> None:
         """SIGKILL the API process (unless it is gone already) and start a new one
