@@ -372,7 +372,7 @@ class Mapper:
             ]  # fmt: skip
             return out
         # COMPLETE* and transfers: (hold, talk) at data 0,1 or, for transfers, 2,3
-        off = 2 if ev in TRANSFERS else 0
+        off = _attended_offset(line) if ev == "ATTENDEDTRANSFER" else 2 if ev in TRANSFERS else 0
         hold, talk = line.num(off), line.num(off + 1)
         if call.answered is None:
             if call.entered is None:
@@ -408,6 +408,17 @@ class Mapper:
         self.calls = {
             k: c for k, c in self.calls.items() if not c.done or (c.ended or 0) >= horizon
         }
+
+
+def _attended_offset(line: Line) -> int:
+    """Where an ATTENDEDTRANSFER's holdtime is. apps/app_queue.c
+    (log_attended_transfer) writes `<method>|holdtime|calltime|origpos`, the
+    method with its own fields: `BRIDGE|<bridge>`, `APP|<app>` or
+    `LINK|<chan1>|<chan2>`, so the three numbers are the last three fields."""
+    n = len(line.data)
+    while n and not line.data[n - 1].strip():
+        n -= 1
+    return max(n - 3, 2)
 
 
 def _agent_event(at: float, agent: str, fields: dict[str, str]) -> dict[str, Any]:

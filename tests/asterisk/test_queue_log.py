@@ -166,6 +166,34 @@ def test_a_call_whose_start_is_missing_is_derived_backwards_from_its_end() -> No
 
 
 @pytest.mark.parametrize(
+    "method",
+    [
+        "BRIDGE|1a2b3c4d",
+        "APP|Voicemail",
+        "LINK|PJSIP/1001-0000001a|Local/2000@from-internal-00000002;1",
+    ],
+)
+def test_an_attended_transfer_ends_the_call_after_its_logged_calltime_in_every_form(
+    method: str,
+) -> None:
+    """apps/app_queue.c, log_attended_transfer: ATTENDEDTRANSFER is
+    `<method>|holdtime|calltime|origpos`, where the method carries one field
+    (BRIDGE, APP) or two (LINK): the durations are read from the end."""
+    lines = (
+        f"{T}|c-att|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 8}|c-att|support|PJSIP/1001|CONNECT|8|c-att-peer|3\n"
+        f"{T + 98}|c-att|support|PJSIP/1001|ATTENDEDTRANSFER|{method}|8|90|1\n"
+    )
+    events, m = mapped(lines)
+    c = of_call(events, "c-att@support")
+    assert m.stats.malformed_count == 0
+    assert at(c["call.answered"]) - at(c["call.offered"]) == 8
+    assert at(c["call.ended"]) - at(c["call.answered"]) == 90
+    assert c["call.ended"]["ended_by"] == "agent"
+    assert at(c["call.transferred"]) == at(c["call.ended"])
+
+
+@pytest.mark.parametrize(
     ("raw", "strip", "want"),
     [("PJSIP/1001", True, "1001"), ("SIP/alice", True, "alice"), ("Agent/7", True, "7"),
      ("Local/1002@from-queue/n", True, "1002"), ("PJSIP/1001", False, "PJSIP/1001"),
