@@ -243,6 +243,9 @@ class Mapper:
     calls: dict[str, _Call] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     newest: float = 0.0  # the newest line time seen (epoch)
+    # each agent's last answered call: a WRAPUPSTART logged without a call id
+    # (call id and queue NONE) is the after-call work of that call
+    last_call: dict[str, str] = field(default_factory=dict)
     source: str = ""  # the file being read, named in malformed-line reports
 
     def state(self) -> dict[str, Any]:
@@ -290,6 +293,16 @@ class Mapper:
         if ev in IGNORED:
             self.stats.skipped[ev] += 1
             return []
+        if ev == "WRAPUPSTART" and (
+            line.callid.upper() in NO_CALL or not line.queue or line.queue.upper() == "NONE"
+        ):
+            if agent is None:
+                raise Malformed(f"{ev}: no agent")
+            last = self.last_call.get(agent)
+            if last is None:
+                self.stats.skipped["WRAPUPSTART without a call id, no call of its agent"] += 1
+                return []
+            return self._wrapup(line, agent, last)
         known = ev in ("ENTERQUEUE", "RINGNOANSWER", "CONNECT", "WRAPUPSTART")
         if not (known or ev in UNANSWERED_EXITS or ev in REFUSED or ev in COMPLETES
                 or ev in TRANSFERS):  # fmt: skip
@@ -352,6 +365,7 @@ class Mapper:
             assert call.entered is not None
             at = call.entered + hold
             call.answered, call.agent = at, agent
+            self.last_call[agent] = key
             out += [
                 {"type": "call.ringing", "occurred_at": iso(at - ring), **base, "agent_id": agent},
                 {"type": "call.answered", "occurred_at": iso(at), **base, "agent_id": agent},
@@ -359,18 +373,7 @@ class Mapper:
             ]
             return out
         if ev == "WRAPUPSTART":
-            wrap = line.num(0)
-            # from the call's end, so after-call work equals the logged wrap time
-            start = call.ended if call.ended is not None else line.at
-            out += [
-                # a microsecond after the end: the end set the agent available,
-                # and wrap-up must follow it, not tie with it
-                _agent_event(start + 1e-6, agent, {"state": "wrap_up"}),
-                {"type": "call.wrapup_ended", "occurred_at": iso(start + wrap), **base,
-                 "agent_id": agent},
-                _agent_event(start + wrap, agent, {"state": "available"}),
-            ]  # fmt: skip
-            return out
+            return self._wrapup(line, agent, key)
         # COMPLETE* and transfers: (hold, talk) at data 0,1 or, for transfers, 2,3
         off = _attended_offset(line) if ev == "ATTENDEDTRANSFER" else 2 if ev in TRANSFERS else 0
         hold, talk = line.num(off), line.num(off + 1)
@@ -379,6 +382,7 @@ class Mapper:
                 offered(line.at - talk - hold)
             assert call.entered is not None
             call.answered, call.agent = call.entered + hold, agent
+            self.last_call[agent] = key
             out += [
                 {"type": "call.answered", "occurred_at": iso(call.answered), **base,
                  "agent_id": agent},
@@ -399,6 +403,21 @@ class Mapper:
             _agent_event(end, agent, {"state": "available"}),
         ]
         return out
+
+    def _wrapup(self, line: Line, agent: str, key: str) -> list[dict[str, Any]]:
+        wrap = line.num(0)
+        call = self.calls.get(key)
+        # from the call's end, so after-call work equals the logged wrap time
+        start = call.ended if call is not None and call.ended is not None else line.at
+        base = {"call_id": key}
+        return [
+            # a microsecond after the end: the end set the agent available,
+            # and wrap-up must follow it, not tie with it
+            _agent_event(start + 1e-6, agent, {"state": "wrap_up"}),
+            {"type": "call.wrapup_ended", "occurred_at": iso(start + wrap), **base,
+             "agent_id": agent},
+            _agent_event(start + wrap, agent, {"state": "available"}),
+        ]  # fmt: skip
 
     def forget_finished(self, keep_s: float = 3600.0) -> None:
         """Drop calls that ended more than `keep_s` (log time) before the newest

@@ -193,6 +193,28 @@ def test_an_attended_transfer_ends_the_call_after_its_logged_calltime_in_every_f
     assert at(c["call.transferred"]) == at(c["call.ended"])
 
 
+def test_a_wrapup_logged_without_call_id_or_queue_is_the_agents_last_call() -> None:
+    """WRAPUPSTART is no line app_queue.c writes itself: XiVO/Wazo's dialplan logs
+    it through QueueLog() (apps/app_queue.c, queue_log_exec: the arguments as
+    given), with call id and queue NONE. It needs only the agent: the wrap-up
+    follows that agent's last call's end, for the logged seconds."""
+    lines = (
+        f"{T}|c-wrap|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 5}|c-wrap|support|Agent/1001|CONNECT|5|c-wrap-peer|2\n"
+        f"{T + 65}|c-wrap|support|Agent/1001|COMPLETEAGENT|5|60|1\n"
+        f"{T + 66}|NONE|NONE|Agent/1001|WRAPUPSTART|15\n"
+        f"{T + 70}|NONE|NONE|Agent/1009|WRAPUPSTART|15\n"
+    )
+    events, m = mapped(lines)
+    c = of_call(events, "c-wrap@support")
+    assert m.stats.malformed_count == 0
+    assert at(c["call.wrapup_ended"]) - at(c["call.ended"]) == 15
+    assert c["call.wrapup_ended"]["agent_id"] == "1001"
+    # an agent with no call seen: nothing to attach it to, counted as skipped
+    assert m.stats.skipped["WRAPUPSTART without a call id, no call of its agent"] == 1
+    assert not [e for e in events if e.get("agent_id") == "1009"]
+
+
 @pytest.mark.parametrize(
     ("raw", "strip", "want"),
     [("PJSIP/1001", True, "1001"), ("SIP/alice", True, "alice"), ("Agent/7", True, "7"),
