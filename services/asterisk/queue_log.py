@@ -61,6 +61,11 @@ IGNORED = frozenset(
 )
 
 NO_CALL = frozenset({"", "NONE", "REALTIME"})
+# The agent id of an answer whose line names no agent (XiVO/Wazo write NONE in
+# CONNECT and COMPLETEAGENT): still answered, for the queue, its team and the
+# center; shown under this id, with no agent state (nobody's time to count).
+UNKNOWN_AGENT = "unknown"
+ANSWERING = frozenset({"CONNECT", *COMPLETES, *TRANSFERS})
 _TECH = re.compile(r"^(?:SIP|PJSIP|IAX2|Agent|Local|DAHDI|Zap|SCCP|H323|Skype)/", re.I)
 _EPOCH = re.compile(r"^\d{9,11}(?:\.\d+)?$")
 
@@ -277,6 +282,12 @@ class Mapper:
         return f"{line.callid}@{line.queue}" if self.call_per_queue else line.callid
 
     def _map(self, line: Line) -> list[dict[str, Any]]:
+        events = self._map_line(line)
+        if line.event in ANSWERING and agent_id(line.agent, self.strip_technology) is None:
+            return [e for e in events if e["type"] != "agent.state"]
+        return events
+
+    def _map_line(self, line: Line) -> list[dict[str, Any]]:
         ev = line.event
         agent = agent_id(line.agent, self.strip_technology)
         if ev in LOGINS | LOGOFFS | PAUSES | UNPAUSES:
@@ -352,7 +363,10 @@ class Mapper:
                         "ended_by": by, "asterisk_event": ev})  # fmt: skip
             return out
         if agent is None:
-            raise Malformed(f"{ev}: no agent")
+            if ev not in ANSWERING:
+                self.stats.skipped[f"{ev} without an agent"] += 1
+                return []
+            agent = UNKNOWN_AGENT
         if ev == "RINGNOANSWER":
             ring = line.num(0) / 1000  # milliseconds
             out.append({"type": "call.ringing", "occurred_at": iso(line.at - ring), **base,

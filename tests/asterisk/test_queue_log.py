@@ -16,7 +16,14 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from services.asterisk.importer import Reorder
-from services.asterisk.queue_log import Line, Malformed, Mapper, agent_id, read_lines
+from services.asterisk.queue_log import (
+    UNKNOWN_AGENT,
+    Line,
+    Malformed,
+    Mapper,
+    agent_id,
+    read_lines,
+)
 
 HERE = Path(__file__).parent
 HAND = HERE / "hand.queue_log"
@@ -191,6 +198,28 @@ def test_an_attended_transfer_ends_the_call_after_its_logged_calltime_in_every_f
     assert at(c["call.ended"]) - at(c["call.answered"]) == 90
     assert c["call.ended"]["ended_by"] == "agent"
     assert at(c["call.transferred"]) == at(c["call.ended"])
+
+
+@pytest.mark.parametrize("end", ["COMPLETEAGENT|6|40|1", "COMPLETECALLER|6|40|1"])
+def test_an_answer_by_an_agent_the_log_does_not_name_is_still_answered(end: str) -> None:
+    """XiVO/Wazo log CONNECT and COMPLETEAGENT with agent NONE (the member
+    field of app_queue.c's ast_queue_log is free text there): the call is
+    answered and ends after its logged calltime, under agent `unknown`, and no
+    agent state is made up for it."""
+    lines = (
+        f"{T}|c-none|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 6}|c-none|support|NONE|CONNECT|6|c-none-peer|2\n"
+        f"{T + 46}|c-none|support|NONE|{end}\n"
+        f"{T + 47}|c-none|support|NONE|RINGNOANSWER|1000\n"
+    )
+    events, m = mapped(lines)
+    c = of_call(events, "c-none@support")
+    assert m.stats.malformed_count == 0
+    assert c["call.answered"]["agent_id"] == UNKNOWN_AGENT
+    assert at(c["call.answered"]) - at(c["call.offered"]) == 6
+    assert at(c["call.ended"]) - at(c["call.answered"]) == 40
+    assert not [e for e in events if e["type"] == "agent.state"]
+    assert m.stats.skipped["RINGNOANSWER without an agent"] == 1
 
 
 def test_a_wrapup_logged_without_call_id_or_queue_is_the_agents_last_call() -> None:
