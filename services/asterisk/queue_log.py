@@ -20,8 +20,8 @@ event's index within the line), so importing a file twice, importing a rotated
 file that `follow` already sent, or a `follow` restarting from its checkpoint
 sends ids the pipeline has seen and changes nothing.
 
-One file, a little over 400 lines, on purpose: the line parser and the per-call
-state the mapper keeps are read together at every line.
+One file, over 400 lines, on purpose: the line parser, the verbs' field layouts
+and the per-call state the mapper keeps are read together at every line.
 """
 
 from __future__ import annotations
