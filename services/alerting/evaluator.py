@@ -130,7 +130,7 @@ class Evaluator:
             sa.select(alerts).where(alerts.c.state.in_(("pending", "firing")))
         )
         open_alerts = {(r.rule_id, r.kind, r.entity_id): dict(r._mapping) for r in rows}
-        figures = Figures(conn, self.settings, now)
+        figures = Figures(conn, self.settings, now, reasons=False)
         for rule in cfg.rules:
             threshold = rule.thresholds.in_force(cls)
             with_data = await figures.with_data(rule.kind, rule_span(rule, now))

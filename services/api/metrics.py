@@ -106,7 +106,7 @@ async def _figure_families(
     kinds = ["center", "team", "queue"] + (["agent"] if settings.metrics_include_agents else [])
     # stored counters only, without the open part of agents' current states:
     # every API replica exports the same value for the same committed figures
-    figures = Figures(conn, settings, now)
+    figures = Figures(conn, settings, now, reasons=False)
     for window in GAUGE_WINDOWS:
         span = window_bounds(window, now, settings.tz)
         for kind in kinds:

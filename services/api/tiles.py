@@ -75,7 +75,7 @@ async def read_tiles(
         today=window_bounds("today", now, settings.tz),
         schedule_class=settings.alerts.schedule.class_at(now, settings.tz),
     )
-    figures = Figures(conn, settings, now)
+    figures = Figures(conn, settings, now, reasons=False)
     out = [(k, await _tile(figures, read, k)) for k in keys if k != ALERTS_KEY]
     if ALERTS_KEY in keys:
         rows = await conn.execute(sa.select(alerts).where(alerts.c.state == "firing"))

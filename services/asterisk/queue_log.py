@@ -282,14 +282,15 @@ class Mapper:
         return f"{line.callid}@{line.queue}" if self.call_per_queue else line.callid
 
     def _map(self, line: Line) -> list[dict[str, Any]]:
-        events = self._map_line(line)
-        if line.event in ANSWERING and agent_id(line.agent, self.strip_technology) is None:
-            return [e for e in events if e["type"] != "agent.state"]
-        return events
-
-    def _map_line(self, line: Line) -> list[dict[str, Any]]:
-        ev = line.event
         agent = agent_id(line.agent, self.strip_technology)
+        if agent is None and line.event in ANSWERING:
+            # answered by an agent the line does not name: no agent state
+            events = self._map_line(line, UNKNOWN_AGENT)
+            return [e for e in events if e["type"] != "agent.state"]
+        return self._map_line(line, agent)
+
+    def _map_line(self, line: Line, agent: str | None) -> list[dict[str, Any]]:
+        ev = line.event
         if ev in LOGINS | LOGOFFS | PAUSES | UNPAUSES:
             if agent is None:
                 raise Malformed(f"{ev}: no agent")
@@ -363,10 +364,8 @@ class Mapper:
                         "ended_by": by, "asterisk_event": ev})  # fmt: skip
             return out
         if agent is None:
-            if ev not in ANSWERING:
-                self.stats.skipped[f"{ev} without an agent"] += 1
-                return []
-            agent = UNKNOWN_AGENT
+            self.stats.skipped[f"{ev} without an agent"] += 1
+            return []
         if ev == "RINGNOANSWER":
             ring = line.num(0) / 1000  # milliseconds
             out.append({"type": "call.ringing", "occurred_at": iso(line.at - ring), **base,

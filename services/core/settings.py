@@ -83,6 +83,10 @@ class KpiDefinitions(BaseModel):
     def max_state_us(self) -> int:
         return self.max_state_hours * 3_600_000_000
 
+    @property
+    def fcr_window_us(self) -> int:
+        return self.fcr_window_hours * 3_600_000_000
+
     def stamp(self) -> dict[str, Any]:
         data: dict[str, Any] = self.model_dump()
         data["hash"] = digest(data)[:12]

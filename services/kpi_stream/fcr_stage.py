@@ -36,7 +36,7 @@ class FcrStage:
     def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
         self.settings = settings
         self.pool = pool
-        self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
+        self.window_us = settings.kpi.fcr_window_us
         self._customers = Lru(settings.call_cache_size // 4)
 
     def forget(self) -> None:

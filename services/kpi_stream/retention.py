@@ -12,7 +12,6 @@ from services.core.settings import Settings
 
 async def enforce_retention(pool: asyncpg.Pool, settings: Settings, now_us: int) -> None:
     s = settings
-    window_us = s.kpi.fcr_window_hours * 3600 * 1_000_000
     async with pool.acquire() as conn:
         for table in (*(t for t, _ in COUNTER_TABLES), "kpi_reason_buckets"):
             await conn.execute(
@@ -29,5 +28,5 @@ async def enforce_retention(pool: asyncpg.Pool, settings: Settings, now_us: int)
         )
         await conn.execute(
             "DELETE FROM fcr_calls WHERE NOT pending AND offered_us < $1",
-            now_us - s.call_state_retention_us - window_us,
+            now_us - s.call_state_retention_us - s.kpi.fcr_window_us,
         )

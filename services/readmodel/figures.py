@@ -13,7 +13,7 @@ decided once:
 - open time (the current state up to now, which the minute buckets never hold)
   is added to centers, teams and agents, never to queues, which have no agents;
 - not-ready time per reason comes with every reading of an agent, team or
-  center.
+  center, unless the caller says it shows none.
 """
 
 from __future__ import annotations
@@ -65,15 +65,25 @@ def entity_extra(settings: Settings, kind: str, entity_id: str) -> dict[str, Any
 class Figures:
     """Figures as of `now`. `grouped`: many entities will be read (a list, the
     evaluator, the wallboard), so each (kind, span) is one grouped query shared
-    by all of them; otherwise each reading asks for its one entity's rows."""
+    by all of them; otherwise each reading asks for its one entity's rows.
+    `reasons=False`: the caller shows no not-ready breakdown (`/metrics`, the
+    evaluator, the wallboard), so its query is not run and the breakdown holds
+    only the open time's."""
 
     def __init__(
-        self, conn: AsyncConnection, settings: Settings, now: datetime, *, grouped: bool = True
+        self,
+        conn: AsyncConnection,
+        settings: Settings,
+        now: datetime,
+        *,
+        grouped: bool = True,
+        reasons: bool = True,
     ) -> None:
         self.conn = conn
         self.settings = settings
         self.now = now
         self.grouped = grouped
+        self.with_reasons = reasons
         self._counters: dict[tuple[str, Span], dict[str, Counters]] = {}
         self._reasons: dict[tuple[str, Span], dict[str, Counters]] = {}
         self._live: live.Live | None = None
@@ -117,7 +127,7 @@ class Figures:
             counters = await queries.window_counters(self.conn, kind, entity_id, *span)
             reasons = (
                 {}
-                if kind == "queue"
+                if kind == "queue" or not self.with_reasons
                 else (
                     await queries.reason_counters_by_entity(self.conn, kind, *span, entity_id)
                 ).get(entity_id, {})
@@ -138,7 +148,7 @@ class Figures:
         rows = await queries.interval_counters(self.conn, kind, entity_id, edges)
         reasons = (
             [{} for _ in rows]
-            if kind == "queue"
+            if kind == "queue" or not self.with_reasons
             else await queries.interval_reasons(self.conn, kind, entity_id, edges)
         )
         now = await self.live()
@@ -154,7 +164,7 @@ class Figures:
         return self._counters[key]
 
     async def _reasons_by_entity(self, kind: str, span: Span) -> dict[str, Counters]:
-        if kind == "queue":
+        if kind == "queue" or not self.with_reasons:
             return {}
         key = (kind, span)
         if key not in self._reasons:

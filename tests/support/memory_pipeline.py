@@ -51,7 +51,7 @@ class MemoryPipeline:
         self.watermark = 0
         self.facts: list[dict[str, Any]] = []  # the fcr topic
         self.fact_offset = 0
-        self.window_us = settings.kpi.fcr_window_hours * 3600 * 1_000_000
+        self.window_us = settings.kpi.fcr_window_us
 
     def feed(self, raw_events: list[dict[str, Any]]) -> None:
         events = [normalize(e, KEY) for e in raw_events]
