@@ -251,14 +251,36 @@ class Mapper:
     # each agent's last answered call: a WRAPUPSTART logged without a call id
     # (call id and queue NONE) is the after-call work of that call
     last_call: dict[str, str] = field(default_factory=dict)
+    # agents whose last login line was a logoff: a PAUSE or UNPAUSE of theirs
+    # (Wazo logs UNPAUSEALL right after AGENTCALLBACKLOGOFF) must not log them in
+    logged_off: set[str] = field(default_factory=set)
     source: str = ""  # the file being read, named in malformed-line reports
 
     def state(self) -> dict[str, Any]:
-        """Open calls, for a checkpoint (finished ones are dropped)."""
-        return {k: [c.entered, c.answered, c.agent] for k, c in self.calls.items() if not c.done}
+        """What a checkpoint keeps: open calls (finished ones are dropped), each
+        agent's last answered call and the agents logged off."""
+        last = set(self.last_call.values())
+        return {
+            "v": 2,
+            "calls": {
+                k: [c.entered, c.answered, c.agent, c.ended] for k, c in self.calls.items()
+                if not c.done or k in last
+            },
+            "last_call": dict(self.last_call),
+            "logged_off": sorted(self.logged_off),
+        }  # fmt: skip
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.calls = {k: _Call(v[0], v[1], v[2]) for k, v in state.items()}
+        """From `state()`, or from a checkpoint of earlier versions (open calls only)."""
+        if state.get("v") != 2:
+            self.calls = {k: _Call(v[0], v[1], v[2]) for k, v in state.items()}
+            return
+        self.calls = {
+            k: _Call(v[0], v[1], v[2], done=v[3] is not None, ended=v[3])
+            for k, v in state["calls"].items()
+        }
+        self.last_call = dict(state["last_call"])
+        self.logged_off = set(state["logged_off"])
 
     def feed(self, item: Line | Malformed) -> list[dict[str, Any]]:
         self.stats.lines += 1
@@ -273,8 +295,12 @@ class Mapper:
             self.stats.bad(f"{where}line {item.lineno}: {exc}")
             return []
         digest = hashlib.blake2b(item.key.encode(), digest_size=12).hexdigest()
+        # A wrap-up starts at the instant its call ended, where the COMPLETE line
+        # set the agent available: states at one instant are ordered by event id,
+        # and "aqw-" sorts after every "aq-", so the wrap-up is the state in force.
+        prefix = "aqw" if item.event == "WRAPUPSTART" else "aq"
         for i, e in enumerate(events):
-            e["event_id"] = f"aq-{digest}-{i}"
+            e["event_id"] = f"{prefix}-{digest}-{i}"
         self.stats.events += len(events)
         return events
 
@@ -294,6 +320,13 @@ class Mapper:
         if ev in LOGINS | LOGOFFS | PAUSES | UNPAUSES:
             if agent is None:
                 raise Malformed(f"{ev}: no agent")
+            if ev in LOGINS:
+                self.logged_off.discard(agent)
+            elif ev in LOGOFFS:
+                self.logged_off.add(agent)
+            elif agent in self.logged_off:
+                self.stats.skipped[f"{ev} of an agent logged off"] += 1
+                return []
             if ev in PAUSES:
                 state = {"state": "not_ready"}
                 reason = line.data[0] if line.data else ""
@@ -424,9 +457,9 @@ class Mapper:
         start = call.ended if call is not None and call.ended is not None else line.at
         base = {"call_id": key}
         return [
-            # a microsecond after the end: the end set the agent available,
-            # and wrap-up must follow it, not tie with it
-            _agent_event(start + 1e-6, agent, {"state": "wrap_up"}),
+            # at the end itself (its event id orders it after the end's
+            # "available": Mapper.feed), so the state lasts the logged seconds
+            _agent_event(start, agent, {"state": "wrap_up"}),
             {"type": "call.wrapup_ended", "occurred_at": iso(start + wrap), **base,
              "agent_id": agent},
             _agent_event(start + wrap, agent, {"state": "available"}),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import random
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +25,7 @@ from services.asterisk.queue_log import (
     agent_id,
     read_lines,
 )
+from services.core.agents import compact_state, merge_states
 
 HERE = Path(__file__).parent
 HAND = HERE / "hand.queue_log"
@@ -96,7 +98,7 @@ def test_agent_states_follow_logins_pauses_and_calls() -> None:
     # on a call from its answer to its end, then wrap-up for the logged 15 s
     assert [s[1:] for s in states if s[0] == "1003"] == [
         ("on_call", None, 100), ("available", None, 190),
-        ("wrap_up", None, pytest.approx(190, abs=1e-5)), ("available", None, 205),
+        ("wrap_up", None, 190), ("available", None, 205),
     ]  # fmt: skip
 
 
@@ -242,6 +244,77 @@ def test_a_wrapup_logged_without_call_id_or_queue_is_the_agents_last_call() -> N
     # an agent with no call seen: nothing to attach it to, counted as skipped
     assert m.stats.skipped["WRAPUPSTART without a call id, no call of its agent"] == 1
     assert not [e for e in events if e.get("agent_id") == "1009"]
+
+
+def state_seconds(events: list[dict[str, Any]], agent: str) -> dict[str, float]:
+    """The agent's time per state as the worker stores it (services/core/agents.py)."""
+    mine = [compact_state({**e, "ts": round(at(e) * 1_000_000)})
+            for e in events if e["type"] == "agent.state" and e["agent_id"] == agent]  # fmt: skip
+    change = merge_states([], mine, 12 * 3600 * 1_000_000)
+    assert change is not None
+    out: dict[str, float] = {}
+    for _eid, start, end, state, _reason in change.added:
+        out[state] = out.get(state, 0.0) + (end - start) / 1_000_000
+    return out
+
+
+def test_a_logged_wrapup_is_that_many_seconds_of_wrap_up_state() -> None:
+    """The COMPLETE line makes the agent available at the call's end and the
+    WRAPUPSTART line's wrap-up starts at that same instant: it must be the state
+    in force there, for the whole 15 s (it used to start 1 µs later: 14.999999)."""
+    lines = (
+        f"{T}|c-acw|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 5}|c-acw|support|Agent/1001|CONNECT|5|c-acw-peer|2\n"
+        f"{T + 65}|c-acw|support|Agent/1001|COMPLETEAGENT|5|60|1\n"
+        f"{T + 66}|c-acw|support|Agent/1001|WRAPUPSTART|15\n"
+        f"{T + 100}|NONE|NONE|Agent/1001|AGENTLOGOFF|\n"
+    )
+    events, _ = mapped(lines)
+    assert state_seconds(events, "1001") == {"on_call": 60.0, "wrap_up": 15.0, "available": 20.0}
+
+
+def test_an_unpause_after_a_logoff_does_not_log_the_agent_back_in() -> None:
+    """Wazo logs UNPAUSEALL (apps/app_queue.c, set_member_paused: queue and call
+    id NONE) right after AGENTCALLBACKLOGOFF; the agent is gone, and an available
+    state from it ran to max_state_hours in every range after the logoff."""
+    lines = (
+        f"{T}|NONE|NONE|Agent/1001|AGENTCALLBACKLOGIN|\n"
+        f"{T + 600}|NONE|NONE|Agent/1001|AGENTCALLBACKLOGOFF|\n"
+        f"{T + 601}|NONE|NONE|Agent/1001|UNPAUSEALL|\n"
+        f"{T + 602}|NONE|NONE|Agent/1001|PAUSEALL|lunch\n"
+        f"{T + 900}|NONE|NONE|Agent/1001|AGENTCALLBACKLOGIN|\n"
+        f"{T + 960}|NONE|NONE|Agent/1001|UNPAUSEALL|\n"
+    )
+    events, m = mapped(lines)
+    assert [(e["state"], at(e) - T) for e in events] == [
+        ("available", 0), ("logged_out", 600), ("available", 900), ("available", 960),
+    ]  # fmt: skip
+    assert m.stats.skipped["UNPAUSEALL of an agent logged off"] == 1
+    assert m.stats.skipped["PAUSEALL of an agent logged off"] == 1
+
+
+def test_a_checkpoint_keeps_the_last_calls_and_the_logged_off_agents() -> None:
+    """The follower resumes from Mapper.state(): a WRAPUPSTART without call id
+    after a restart still finds its call, an UNPAUSE still finds its logoff."""
+    first, m = mapped(
+        f"{T}|c-cp|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 5}|c-cp|support|Agent/1001|CONNECT|5|c-cp-peer|2\n"
+        f"{T + 65}|c-cp|support|Agent/1001|COMPLETEAGENT|5|60|1\n"
+        f"{T + 66}|NONE|NONE|Agent/1002|AGENTLOGOFF|\n"
+    )
+    resumed = Mapper()
+    resumed.restore(json.loads(json.dumps(m.state())))
+    events, m2 = mapped(
+        f"{T + 67}|NONE|NONE|Agent/1001|WRAPUPSTART|15\n{T + 68}|NONE|NONE|Agent/1002|UNPAUSE|\n",
+        resumed,
+    )
+    ended = of_call(first, "c-cp@support")["call.ended"]
+    assert at(of_call(events, "c-cp@support")["call.wrapup_ended"]) - at(ended) == 15
+    assert m2.stats.skipped["UNPAUSE of an agent logged off"] == 1
+    # a checkpoint written by earlier versions (open calls only) still loads
+    old = Mapper()
+    old.restore({"c-open@support": [float(T), None, None]})
+    assert old.calls["c-open@support"].entered == T
 
 
 @pytest.mark.parametrize(
