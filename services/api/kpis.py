@@ -175,13 +175,23 @@ async def get_kpis(
     settings: SettingsDep,
     pipeline: PipelineDep,
     span: SpanDep,
+    by: Annotated[
+        str | None,
+        Query(
+            description="`queue` (agents only): the agent's figures in each queue it was "
+            "presented calls of, under `by_queue`"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Figures of one entity over a live window or an explicit minute-aligned range,
     with what is true now (`live`: calls waiting, agents by state)."""
+    if by is not None and (by != "queue" or kind is not Kind.AGENT):
+        raise HTTPException(422, f"by={by!r}: the only breakdown is by=queue, and only for agents")
     figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
     await require_entity(figures, kind, entity_id)
-    reading = await figures.entity(kind.value, entity_id, (span.start, span.end))
-    return {
+    span_of = (span.start, span.end)
+    reading = await figures.entity(kind.value, entity_id, span_of)
+    out = {
         "kind": kind.value,
         "id": entity_id,
         **entity_extra(settings, kind.value, entity_id),
@@ -189,6 +199,12 @@ async def get_kpis(
         **reading.metrics(span.sl),
         "live": (await figures.live()).block(kind.value, entity_id),
     }
+    if by == "queue":
+        out["by_queue"] = [
+            {"queue": r.id, "team": settings.queue_team(r.id), **r.metrics(span.sl)}
+            for r in await figures.by_queue(entity_id, span_of)
+        ]
+    return out
 
 
 @router.get("/{kind}")

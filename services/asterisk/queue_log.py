@@ -39,16 +39,33 @@ from zoneinfo import ZoneInfo
 
 from services.core.events import CONTROL_CHARACTERS
 
-# events that mean "the call left the queue unanswered", and who ended it
-UNANSWERED_EXITS = {
-    "ABANDON": ("customer", 2),  # (ended_by, index of waittime in data)
-    "EXITWITHTIMEOUT": ("system", 2),
-    "EXITEMPTY": ("system", 2),
-    "EXITWITHKEY": ("system", 3),
-    "LEAVEEMPTY": ("system", 2),
+# Lines that mean "the call left the queue unanswered": who ended it, the index
+# of its waittime in data (None: the line has none, the wait runs from the
+# ENTERQUEUE), and the call.ended reason. apps/app_queue.c writes ABANDON,
+# EXITWITHTIMEOUT and EXITEMPTY as `pos|opos|waittime`, EXITWITHKEY as
+# `key|pos|opos|waittime`, WITHDRAW as `pos|opos|waittime|info`; XiVO/Wazo's
+# dialplan logs LEAVEEMPTY (right after Asterisk's EXITEMPTY) and LEAVEUNAVAIL
+# through QueueLog() with no data.
+UNANSWERED_EXITS: dict[str, tuple[str, int | None, str]] = {
+    "ABANDON": ("customer", 2, "abandoned"),
+    "EXITWITHTIMEOUT": ("system", 2, "timeout"),
+    "EXITEMPTY": ("system", 2, "agents_left"),
+    "LEAVEEMPTY": ("system", None, "agents_left"),
+    "LEAVEUNAVAIL": ("system", None, "agents_left"),
+    "EXITWITHKEY": ("customer", 3, "exit_key"),
+    "WITHDRAW": ("system", 2, "callback"),  # reason: AsteriskSettings.withdraw_reason
 }
-# the call never entered the queue: offered and ended by the system at once
-REFUSED = frozenset({"FULL", "JOINEMPTY", "JOINUNAVAIL", "CLOSED"})
+# The call never entered the queue: offered and ended by the system at once, with
+# its reason. Asterisk sets these as QUEUESTATUS without logging them; XiVO/Wazo
+# log them through QueueLog(), DIVERT_* from wazo-agid's check_diversion.
+REFUSED: dict[str, str] = {
+    "CLOSED": "closed",
+    "FULL": "full",
+    "DIVERT_CA_RATIO": "diverted",
+    "DIVERT_HOLDTIME": "diverted",
+    "JOINEMPTY": "no_agents",
+    "JOINUNAVAIL": "no_agents",
+}
 COMPLETES = {"COMPLETECALLER": "customer", "COMPLETEAGENT": "agent"}
 TRANSFERS = frozenset({"TRANSFER", "BLINDTRANSFER", "ATTENDEDTRANSFER"})
 LOGINS = frozenset({"AGENTLOGIN", "AGENTCALLBACKLOGIN", "ADDMEMBER"})
@@ -245,6 +262,10 @@ class Mapper:
 
     call_per_queue: bool = True
     strip_technology: bool = True
+    # EXITWITHKEY's key -> the reason it means (voicemail, callback); other keys
+    # are exit_key. WITHDRAW's reason (AsteriskSettings says why callback).
+    exit_keys: dict[str, str] = field(default_factory=dict)
+    withdraw_reason: str = "callback"
     calls: dict[str, _Call] = field(default_factory=dict)
     stats: Stats = field(default_factory=Stats)
     newest: float = 0.0  # the newest line time seen (epoch)
@@ -380,21 +401,35 @@ class Mapper:
                 # contract refuses: one of them would cost the whole call
                 out[-1]["customer_id"] = CONTROL_CHARACTERS.sub("", line.data[1])[:200]
             return out
-        if ev in REFUSED:
-            offered(line.at)
+        if ev in REFUSED or ev in UNANSWERED_EXITS:
+            if call.done:
+                # Wazo's LEAVEEMPTY after Asterisk's EXITEMPTY: one call, one end
+                self.stats.skipped[f"{ev} of a call already ended"] += 1
+                return []
             call.done = True
-            out.append({"type": "call.ended", "occurred_at": iso(line.at), **base,
-                        "ended_by": "system", "asterisk_event": ev})  # fmt: skip
-            return out
-        if ev in UNANSWERED_EXITS:
-            by, i = UNANSWERED_EXITS[ev]
-            wait = line.num(i)
+            if ev in REFUSED:
+                offered(line.at)
+                out.append({"type": "call.ended", "occurred_at": iso(line.at), **base,
+                            "ended_by": "system", "reason": REFUSED[ev],
+                            "asterisk_event": ev})  # fmt: skip
+                return out
+            by, i, reason = UNANSWERED_EXITS[ev]
+            logged = i is not None and i < len(line.data) and line.data[i].strip() != ""
             if call.entered is None:
-                offered(line.at - wait)
+                offered(line.at - (line.num(i) if logged and i is not None else 0.0))
             assert call.entered is not None
-            call.done = True
-            out.append({"type": "call.ended", "occurred_at": iso(call.entered + wait), **base,
-                        "ended_by": by, "asterisk_event": ev})  # fmt: skip
+            wait = line.num(i) if logged and i is not None else max(0.0, line.at - call.entered)
+            ended: dict[str, Any] = {"type": "call.ended", "occurred_at": iso(call.entered + wait),
+                                     **base, "ended_by": by, "asterisk_event": ev}  # fmt: skip
+            if ev == "EXITWITHKEY":
+                key_pressed = line.data[0].strip()[:8] if line.data else ""
+                reason = self.exit_keys.get(key_pressed, reason)
+                if key_pressed:
+                    ended["key"] = key_pressed
+            elif ev == "WITHDRAW":
+                reason = self.withdraw_reason
+            ended["reason"] = reason
+            out.append(ended)
             return out
         if agent is None:
             self.stats.skipped[f"{ev} without an agent"] += 1

@@ -212,7 +212,8 @@ def cmd_asterisk(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     cfg = settings.asterisk
-    mapper = Mapper(cfg.call_per_queue, cfg.strip_agent_technology)
+    mapper = Mapper(cfg.call_per_queue, cfg.strip_agent_technology, dict(cfg.exit_keys),
+                    cfg.withdraw_reason)  # fmt: skip
 
     async def run_import() -> int:
         paths = [Path(f) for f in args.files]

@@ -25,7 +25,13 @@ from typing import Any
 
 import orjson
 
-from services.core.kpi import ABANDONED_WAIT_BINS, ANSWERED_WAIT_BINS, wait_bin
+from services.core.kpi import (
+    ABANDONED_WAIT_BINS,
+    ANSWERED_WAIT_BINS,
+    QUEUED_OUTCOMES,
+    REASON_OUTCOME,
+    wait_bin,
+)
 from services.core.settings import KpiDefinitions
 
 MINUTE_US = 60_000_000
@@ -33,9 +39,15 @@ SECOND_US = 1_000_000
 
 # Fields of an event that assembly needs beyond id/type/time/agent. Everything
 # else (unknown extras included) is dropped from the stored call state.
+# An event stored before a field was kept (call.ended.reason) and sent again with
+# it (a re-import, a replay) has the same id and more fields: its serialisation
+# sorts first (`,` before `}` after the common prefix), so the richer copy wins
+# (merge_events) and old calls take the new meaning without a migration.
 _KEEP = {
     "call.offered": ("queue_id", "customer_id", "direction"),
-    "call.ended": ("ended_by",),
+    "call.ended": ("ended_by", "reason", "key"),
+    "call.callback": ("stage",),
+    "call.ivr_abandoned": ("queue_id",),
     "call.transferred": ("to_queue_id", "to_agent_id"),
     "call.disposition": ("resolved", "category", "complaint", "sale_amount"),
     "survey.completed": ("score",),
@@ -45,6 +57,17 @@ _KEEP = {
 Compact = list[Any]
 EntityKey = tuple[str, str]  # (kind, id)
 Counters = dict[str, int]
+
+# An agent's figures in one queue (GET /v1/kpis/agent/{id}?by=queue): the agent's
+# legs of the calls of that queue, as an entity of their own. The id joins the two
+# with a control character, which no agent or queue id can hold (the schema
+# refuses them), so it splits back unambiguously.
+AGENT_QUEUE = "agent_queue"
+AGENT_QUEUE_SEP = "\x1f"
+
+
+def agent_queue_id(agent: str, queue: str) -> str:
+    return f"{agent}{AGENT_QUEUE_SEP}{queue}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,17 +176,25 @@ class CallSummary:
     ended_by: str | None
     last_agent: str | None
     unresolved: bool
-    outcome: str  # answered | abandoned | timed_out | in_queue | unknown
+    # answered | in_queue | unknown (no call.offered) | ivr_abandoned | one of
+    # core.kpi.UNANSWERED_OUTCOMES
+    outcome: str
     transferred: bool = False
     survey_score: int | None = None  # the latest survey's
     complaint: bool = False  # the latest disposition's
     sale_cents: int | None = None  # the latest disposition's sale_amount, in cents
+    left_at: int | None = None  # unanswered: when it left the queue (its wait's end)
+    callback_offered: bool = False
+    callback_completed_at: int | None = None
+    ivr_at: int | None = None  # the first call.ivr_abandoned
+    ivr_queue: str | None = None  # the queue that IVR would have sent it to
 
 
 def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
-    offered = ended = latest_disp = latest_survey = None
+    offered = ended = latest_disp = latest_survey = ivr = None
     transferred = False
     answers: list[Compact] = []
+    callback: dict[str, int] = {}  # stage -> its first time
     for e in ordered:  # one pass; `ordered` is by (time, id)
         typ = e[1]
         if typ == "call.answered":
@@ -180,16 +211,32 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
             transferred = True
         elif typ == "survey.completed":
             latest_survey = e
+        elif typ == "call.callback":
+            callback.setdefault((e[4] or {}).get("stage", ""), e[2])
+        elif typ == "call.ivr_abandoned" and ivr is None:
+            ivr = e
     disp = (latest_disp[4] or {}) if latest_disp else {}
     unresolved = disp.get("resolved") is False
     amount = disp.get("sale_amount")
+    eextra = (ended[4] or {}) if ended else {}
+    reason = eextra.get("reason")
+    if ended is not None and reason == "callback":  # the first acceptance counts
+        callback["accepted"] = min(callback.get("accepted", ended[2]), ended[2])
+    # accepted, or completed without an acceptance sent: the caller took it
+    taken = [callback[k] for k in ("accepted", "completed") if k in callback]
+    left_at: int | None = None
     if offered is None:
-        outcome = "unknown"
+        outcome = "ivr_abandoned" if ivr is not None else "unknown"
     elif answers:
         outcome = "answered"
+    elif taken:
+        outcome, left_at = "callbacks_accepted", min(taken)
     elif ended is not None:
-        by = (ended[4] or {}).get("ended_by")
-        outcome = "abandoned" if by == "customer" else "timed_out"
+        if reason in REASON_OUTCOME:
+            outcome = REASON_OUTCOME[reason]
+        else:
+            outcome = "abandoned" if eextra.get("ended_by") == "customer" else "timed_out"
+        left_at = ended[2]
     else:
         outcome = "in_queue"
     oextra = (offered[4] or {}) if offered else {}
@@ -208,6 +255,11 @@ def _summary(call_id: str, ordered: list[Compact]) -> CallSummary:
         survey_score=(latest_survey[4] or {}).get("score") if latest_survey else None,
         complaint=disp.get("complaint") is True,
         sale_cents=to_cents(amount) if amount else None,
+        left_at=left_at,
+        callback_offered=bool(callback),
+        callback_completed_at=callback.get("completed"),
+        ivr_at=ivr[2] if ivr else None,
+        ivr_queue=(ivr[4] or {}).get("queue_id") if ivr else None,
     )
 
 
@@ -238,6 +290,8 @@ def assess(
     """The call's contribution and its summary, from one sort of its events."""
     ordered = _sorted(events.values())
     s = _summary(call_id, ordered)
+    if s.outcome == "ivr_abandoned":
+        return _ivr_contribution(s, team_of_queue, default_team), s
     if s.offered_at is None or s.queue_id is None:
         # Without its arrival we cannot attribute the call; it waits for call.offered.
         return EMPTY, s
@@ -246,6 +300,7 @@ def assess(
     short_us = defs.short_abandon_seconds * SECOND_US
 
     c: Counters = {"offered": 1}
+    wait = 0
     if s.outcome == "answered":
         assert s.answered_at is not None
         wait = max(0, s.answered_at - offered_at)
@@ -254,20 +309,26 @@ def assess(
         c[ANSWERED_WAIT_BINS[wait_bin(wait)]] = 1
         if wait <= sl_us:
             c["answered_within_sl"] = 1
-    elif s.outcome in ("abandoned", "timed_out"):
-        assert s.ended_at is not None
-        wait = max(0, s.ended_at - offered_at)
+    elif s.left_at is not None:
+        wait = max(0, s.left_at - offered_at)
+        c[s.outcome] = 1
         if s.outcome == "abandoned":
-            c["abandoned"] = 1
             c[ABANDONED_WAIT_BINS[wait_bin(wait)]] = 1
             if short_us > 0 and wait < short_us:
                 c["short_abandoned"] = 1
             if wait <= sl_us:
                 c["abandoned_within_sl"] = 1
-        else:
-            c["timed_out"] = 1
     else:
         c["in_queue"] = 1
+    if s.outcome in QUEUED_OUTCOMES:
+        c["waited"] = 1
+        c["wait_all_us"] = wait
+    if s.callback_offered:
+        c["callbacks_offered"] = 1
+    if s.outcome == "callbacks_accepted" and s.callback_completed_at is not None:
+        assert s.left_at is not None
+        c["callbacks_completed"] = 1
+        c["callback_wait_us"] = max(0, s.callback_completed_at - s.left_at)
 
     if s.transferred:
         c["transfers"] = 1
@@ -306,7 +367,23 @@ def assess(
         if agent == s.last_agent:
             ac.update(outcomes)  # surveys and dispositions go to who answered last
         entities[("agent", agent)] = ac
+        entities[(AGENT_QUEUE, agent_queue_id(agent, s.queue_id))] = ac
     return Contribution(bucket_of(offered_at), entities), s
+
+
+def _ivr_contribution(
+    s: CallSummary, team_of_queue: Mapping[str, str], default_team: str
+) -> Contribution:
+    """A call that hung up in the IVR and never reached a queue: counted apart,
+    for the center and, when the event names the queue it was headed to, for that
+    queue and its team; it is no offered call."""
+    assert s.ivr_at is not None
+    c = {"ivr_abandoned": 1}
+    entities: dict[EntityKey, Counters] = {("center", "all"): c}
+    if s.ivr_queue is not None:
+        entities[("team", team_of_queue.get(s.ivr_queue, default_team))] = c
+        entities[("queue", s.ivr_queue)] = c
+    return Contribution(bucket_of(s.ivr_at), entities)
 
 
 def _agent_counters(ordered: list[Compact], s: CallSummary) -> dict[str, Counters]:
@@ -433,6 +510,7 @@ def fcr_contributions(
         }
         if f["last_agent"] is not None:
             entities[("agent", f["last_agent"])] = dict(c)
+            entities[(AGENT_QUEUE, agent_queue_id(f["last_agent"], f["queue"]))] = dict(c)
         out[f["call_id"]] = Contribution(bucket_of(t0), entities)
     return out
 

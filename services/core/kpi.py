@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 # Upper edges (seconds) of the queue-wait bins. A bin holds lo < wait <= hi (the
@@ -23,6 +24,66 @@ ABANDONED_WAIT_BINS: tuple[str, ...] = tuple(f"abandoned_wait_{x}" for x in _BIN
 AGENT_STATES: tuple[str, ...] = ("available", "on_call", "wrap_up", "not_ready")
 AGENT_TIME_COUNTERS: tuple[str, ...] = ("logged_in_us", *(f"{s}_us" for s in AGENT_STATES))
 
+# How a call that was offered and never answered ended: one counter each, by
+# arrival (docs/metrics.md, "How unanswered calls end"). `call.ended.reason`
+# names them in the contract (REASON_OUTCOME).
+UNANSWERED_OUTCOMES: tuple[str, ...] = (
+    "abandoned",  # the caller hung up while queued
+    "timed_out",  # the queue's longest wait passed
+    "closed",  # the queue was closed (its schedule): never queued
+    "queue_full",  # the queue was full: never queued ("full" is an SQL keyword)
+    "diverted",  # sent elsewhere by a load rule before queueing
+    "blocked_at_entry",  # refused on entry: no agent could take it
+    "blocked_in_queue",  # put out of the queue when its last agent left
+    "exited_by_key",  # the caller pressed a key to leave
+    "to_voicemail",  # the caller left for voicemail
+    "callbacks_accepted",  # the caller left the queue to be called back
+)
+# call.ended.reason (the contract's words) -> the unanswered outcome it counts as
+# (UNANSWERED_OUTCOMES). Without a reason: abandoned when ended_by is
+# the customer, else timed_out, as before reasons existed.
+REASON_OUTCOME: dict[str, str] = {
+    "abandoned": "abandoned",
+    "timeout": "timed_out",
+    "closed": "closed",
+    "full": "queue_full",
+    "diverted": "diverted",
+    "no_agents": "blocked_at_entry",
+    "agents_left": "blocked_in_queue",
+    "exit_key": "exited_by_key",
+    "voicemail": "to_voicemail",
+    "callback": "callbacks_accepted",
+}
+# Which of them count against the answer rate and the service level unless the
+# settings say otherwise (kpi.answer_rate_misses, kpi.service_level_misses). What
+# the seeds' centers mean by 接通率 (人工接通率: answered / calls that asked for an
+# agent): a call nobody could answer because the queue was closed is no missed
+# answer, and a callback is served later, by its own figures; every other way
+# of not reaching an agent in service hours is a miss.
+DEFAULT_MISSES: tuple[str, ...] = tuple(
+    o for o in UNANSWERED_OUTCOMES if o not in ("closed", "callbacks_accepted")
+)
+# Outcomes of calls that waited in the queue before they left it: the average
+# wait over all calls (awt_seconds) is over these, as Wazo's AWT is; the refused
+# ones (closed, queue full, diverted, blocked at entry) never waited.
+QUEUED_OUTCOMES: tuple[str, ...] = (
+    "answered", "abandoned", "timed_out", "blocked_in_queue", "exited_by_key",
+    "to_voicemail", "callbacks_accepted",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Bases:
+    """The unanswered outcomes that count against the answer rate and against
+    the service level (KpiDefinitions.bases). Applied when figures are read, so
+    a change of setting applies to every period at once."""
+
+    answer_rate: tuple[str, ...] = DEFAULT_MISSES
+    service_level: tuple[str, ...] = DEFAULT_MISSES
+
+
+DEFAULT_BASES = Bases()
+
 # Additive counters kept per (entity kind, entity id, minute bucket).
 # Durations are integer microseconds so sums are exact in any order.
 COUNTERS: tuple[str, ...] = (
@@ -33,9 +94,19 @@ COUNTERS: tuple[str, ...] = (
     "short_abandoned",
     "timed_out",
     "in_queue",
+    *UNANSWERED_OUTCOMES[2:],  # closed … callbacks_accepted
     "answered_within_sl",
     "abandoned_within_sl",
     "wait_answered_us",
+    # the all-calls average wait: calls that waited in the queue, and their waits
+    "waited",
+    "wait_all_us",
+    # callbacks (offered to a queued caller; completed when it reached the caller)
+    "callbacks_offered",
+    "callbacks_completed",
+    "callback_wait_us",
+    # calls that hung up in the IVR before reaching a queue
+    "ivr_abandoned",
     # handling (calls; an agent's own legs)
     "handled",
     "talk_us",
@@ -102,9 +173,16 @@ def mean_seconds(total_us: int, count: int) -> float | None:
     return None if not count else total_us / (count * 1_000_000)
 
 
-def counted_outcomes(c: Mapping[str, int]) -> int:
-    """answered + abandoned − short_abandoned + timed_out: the answer-rate base."""
-    return c["answered"] + c["abandoned"] - c["short_abandoned"] + c["timed_out"]
+def counted_outcomes(c: Mapping[str, int], misses: tuple[str, ...] = DEFAULT_MISSES) -> int:
+    """answered + the unanswered outcomes in `misses`, short abandons left out:
+    the base of the answer rate (or, with the service level's misses, of it)."""
+    base = c["answered"] + sum(c[m] for m in misses)
+    return base - c["short_abandoned"] if "abandoned" in misses else base
+
+
+def with_outcome(c: Mapping[str, int]) -> int:
+    """Every offered call that has an outcome: answered or ended unanswered."""
+    return c["answered"] + sum(c[o] for o in UNANSWERED_OUTCOMES)
 
 
 def _handling(c: Mapping[str, int]) -> dict[str, Any]:
@@ -167,7 +245,9 @@ def wait_percentile(c: Mapping[str, int], percent: int) -> float | None:
     raise AssertionError("unreachable: the bins sum to n")
 
 
-def _service_levels(c: Mapping[str, int], sl_seconds: int | None) -> dict[str, Any]:
+def _service_levels(
+    c: Mapping[str, int], sl_seconds: int | None, misses: tuple[str, ...]
+) -> dict[str, Any]:
     """The four service-level variants side by side (docs/metrics.md). With
     `sl_seconds` (a bin edge), "within" comes from the wait histograms instead of
     the counters kept at the configured threshold."""
@@ -176,14 +256,33 @@ def _service_levels(c: Mapping[str, int], sl_seconds: int | None) -> dict[str, A
     else:
         within = _within(c, ANSWERED_WAIT_BINS, sl_seconds)
         abandoned_within = _within(c, ABANDONED_WAIT_BINS, sl_seconds)
-    with_outcome = c["answered"] + c["abandoned"] + c["timed_out"]
+    every = with_outcome(c)
     return {
         "answered_within_sl": within,
         "abandoned_within_sl": abandoned_within,
-        "service_level": ratio(within, counted_outcomes(c)),
+        "service_level": ratio(within, counted_outcomes(c, misses)),
         "service_level_answered": ratio(within, c["answered"]),
-        "service_level_offered": ratio(within, with_outcome),
-        "service_level_abandons_positive": ratio(within + abandoned_within, with_outcome),
+        "service_level_offered": ratio(within, every),
+        "service_level_abandons_positive": ratio(within + abandoned_within, every),
+    }
+
+
+def _unanswered(c: Mapping[str, int]) -> dict[str, Any]:
+    """How the calls that were not answered ended, and the peers' groupings."""
+    # callbacks_accepted, the last, is shown with the other callback figures
+    out: dict[str, Any] = {o: c[o] for o in UNANSWERED_OUTCOMES[2:-1]}
+    out["saturated"] = c["queue_full"] + c["diverted"]
+    out["blocked"] = c["blocked_at_entry"] + c["blocked_in_queue"]
+    return out
+
+
+def _callbacks(c: Mapping[str, int]) -> dict[str, Any]:
+    return {
+        "callbacks_offered": c["callbacks_offered"],
+        "callbacks_accepted": c["callbacks_accepted"],
+        "callbacks_completed": c["callbacks_completed"],
+        "avg_callback_wait_seconds": mean_seconds(c["callback_wait_us"], c["callbacks_completed"]),
+        "ivr_abandoned": c["ivr_abandoned"],
     }
 
 
@@ -214,9 +313,10 @@ def agent_time(c: Mapping[str, int], reasons: Mapping[str, int] | None = None) -
     return out
 
 
-def call_metrics(c: Mapping[str, int], sl_seconds: int | None = None) -> dict[str, Any]:
+def call_metrics(
+    c: Mapping[str, int], sl_seconds: int | None = None, bases: Bases = DEFAULT_BASES
+) -> dict[str, Any]:
     """Figures for a center, team or queue."""
-    base = counted_outcomes(c)
     return {
         "offered": c["offered"],
         "answered": c["answered"],
@@ -224,10 +324,13 @@ def call_metrics(c: Mapping[str, int], sl_seconds: int | None = None) -> dict[st
         "short_abandoned": c["short_abandoned"],
         "timed_out": c["timed_out"],
         "in_queue": c["in_queue"],
-        "answer_rate": ratio(c["answered"], base),
-        **_service_levels(c, sl_seconds),
+        **_unanswered(c),
+        "answer_rate": ratio(c["answered"], counted_outcomes(c, bases.answer_rate)),
+        **_service_levels(c, sl_seconds, bases.service_level),
         "asa_seconds": mean_seconds(c["wait_answered_us"], c["answered"]),
+        "awt_seconds": mean_seconds(c["wait_all_us"], c["waited"]),
         **_waits(c),
+        **_callbacks(c),
         **_handling(c),
         **_fcr(c),
         **_outcomes(c),
@@ -253,13 +356,18 @@ def metrics_for(
     c: Mapping[str, int],
     reasons: Mapping[str, int] | None = None,
     sl_seconds: int | None = None,
+    bases: Bases = DEFAULT_BASES,
 ) -> dict[str, Any]:
-    """Every figure of an entity. Queues have no agents, so no agent time."""
+    """Every figure of an entity. Queues have no agents, so no agent time; an
+    agent in one queue (agent_queue) has no time of its own either: agents are not
+    assigned to queues."""
     if kind == "agent":
         return agent_metrics(c) | agent_time(c, reasons)
+    if kind == "agent_queue":
+        return agent_metrics(c)
     if kind == "queue":
-        return call_metrics(c, sl_seconds)
-    return call_metrics(c, sl_seconds) | agent_time(c, reasons)
+        return call_metrics(c, sl_seconds, bases)
+    return call_metrics(c, sl_seconds, bases) | agent_time(c, reasons)
 
 
 def zero_counters() -> dict[str, int]:

@@ -30,7 +30,13 @@ from services.core.alert_rules import AlertSettings
 from services.core.auth import AuthSettings
 from services.core.configfile import digest, error_lines, read_yaml
 from services.core.events import WITHHELD_CALLER_IDS, DoorRules, withheld_matcher
-from services.core.kpi import AGENT_FIELDS
+from services.core.kpi import (
+    AGENT_FIELDS,
+    DEFAULT_MISSES,
+    REASON_OUTCOME,
+    UNANSWERED_OUTCOMES,
+    Bases,
+)
 from services.core.payroll_rules import PeriodSettings, ScorecardError, Scorecards
 from services.core.payroll_rules import load as load_scorecards
 
@@ -68,6 +74,29 @@ class KpiDefinitions(BaseModel):
     # Applied at ingest, before hashing: changing it changes what is counted from
     # then on, not the calls already stored.
     withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS
+    # The unanswered outcomes that count against the answer rate and against the
+    # service level (core.kpi.DEFAULT_MISSES says why these). Read-time: a change
+    # applies to every period, closed payroll periods excepted (their figures are
+    # frozen when they close).
+    answer_rate_misses: tuple[str, ...] = DEFAULT_MISSES
+    service_level_misses: tuple[str, ...] = DEFAULT_MISSES
+
+    @field_validator("answer_rate_misses", "service_level_misses")
+    @classmethod
+    def _known_outcomes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for i, name in enumerate(value):
+            if name not in UNANSWERED_OUTCOMES:
+                raise ValueError(
+                    f"[{i}] {name!r} is not an unanswered outcome; one of "
+                    f"{', '.join(UNANSWERED_OUTCOMES)}"
+                )
+        if len(set(value)) != len(value):
+            raise ValueError("an outcome is listed twice")
+        return value
+
+    @property
+    def bases(self) -> Bases:
+        return Bases(self.answer_rate_misses, self.service_level_misses)
 
     @field_validator("withheld_caller_ids")
     @classmethod
@@ -108,6 +137,37 @@ class AsteriskSettings(BaseModel):
     # An import holds lines this long (log time) to put them back in time order;
     # database exports are often sorted by something else. 0 disables.
     reorder_seconds: float = Field(60.0, ge=0, le=86_400)
+    # EXITWITHKEY: the key the caller pressed -> the call.ended reason it means,
+    # e.g. {"1": "callback", "2": "voicemail"}; an unlisted key is exit_key.
+    exit_keys: dict[str, str] = Field(default_factory=dict)
+    # WITHDRAW (Asterisk 16.25+: a caller taken out of the queue by the manager
+    # action QueueWithdrawCaller) is how queue-callback modules take a waiting
+    # caller out to call them back; a dialplan that uses it for something else
+    # says so here.
+    withdraw_reason: str = "callback"
+
+    @field_validator("exit_keys")
+    @classmethod
+    def _exit_reasons(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, reason in value.items():
+            _check_reason(f"[{key!r}]", reason)
+            if not 1 <= len(key) <= 8:
+                raise ValueError(f"[{key!r}]: a key is 1 to 8 characters")
+        return value
+
+    @field_validator("withdraw_reason")
+    @classmethod
+    def _withdraw(cls, value: str) -> str:
+        _check_reason("", value)
+        return value
+
+
+def _check_reason(where: str, reason: str) -> None:
+    if reason not in REASON_OUTCOME:
+        raise ValueError(
+            f"{where}{': ' if where else ''}{reason!r} is not a call.ended reason; one of "
+            f"{', '.join(REASON_OUTCOME)}"
+        )
 
 
 class Team(BaseModel):

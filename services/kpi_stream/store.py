@@ -210,11 +210,12 @@ NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # alerting/service.p
 
 
 def _offered_us(state: CallState) -> int | None:
-    """When the call arrived (exact: live longest_wait is measured from it)."""
+    """When the call arrived (exact: live longest_wait is measured from it); None
+    for a call not offered yet and for one that ended in the IVR."""
     c = state.contrib
     if c is None or not c.entities:
         return None
-    return min(int(e[2]) for e in state.events.values() if e[1] == "call.offered")
+    return min((int(e[2]) for e in state.events.values() if e[1] == "call.offered"), default=None)
 
 
 def _queue_and_waiting(state: CallState) -> tuple[str | None, bool]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.kpi import counted_outcomes, metrics_for, zero_counters
+from services.core.kpi import DEFAULT_BASES, Bases, counted_outcomes, metrics_for, zero_counters
 from services.core.settings import Settings
 from services.readmodel import live, queries
 
@@ -41,14 +41,15 @@ class Reading:
     id: str
     counters: Counters
     reasons: Counters  # not-ready microseconds per reason
+    bases: Bases = DEFAULT_BASES  # the settings' answer-rate and service-level misses
 
     def metrics(self, sl_seconds: int | None = None) -> dict[str, Any]:
-        return metrics_for(self.kind, self.counters, self.reasons, sl_seconds)
+        return metrics_for(self.kind, self.counters, self.reasons, sl_seconds, self.bases)
 
     @property
     def calls(self) -> int:
         """The calls the answer rate is computed over (min-volume guards)."""
-        return counted_outcomes(self.counters)
+        return counted_outcomes(self.counters, self.bases.answer_rate)
 
 
 def entity_extra(settings: Settings, kind: str, entity_id: str) -> dict[str, Any]:
@@ -134,7 +135,7 @@ class Figures:
             )
         if open_time:
             (await self.live()).add_open_time(kind, entity_id, counters, reasons, *span)
-        return Reading(kind, entity_id, counters, reasons)
+        return Reading(kind, entity_id, counters, reasons, self.settings.kpi.bases)
 
     async def entities(
         self, kind: str, span: Span, *, open_time: bool = True, extra: Iterable[str] = ()
@@ -142,6 +143,14 @@ class Figures:
         """Every entity of `kind` a list holds (`ids`), in id order."""
         ids = await self.ids(kind, span, open_time=open_time, extra=extra)
         return [await self.entity(kind, i, span, open_time=open_time) for i in ids]
+
+    async def by_queue(self, agent_id: str, span: Span) -> list[Reading]:
+        """The agent's figures in each queue whose calls it was presented in [span),
+        in queue id order (kind agent_queue, id the queue)."""
+        queues = set(self.settings.roster("queue")) | await self.with_data("queue", span)
+        rows = await queries.agent_queue_counters(self.conn, agent_id, sorted(queues), *span)
+        bases = self.settings.kpi.bases
+        return [Reading("agent_queue", q, rows[q], {}, bases) for q in sorted(rows)]
 
     async def intervals(self, kind: str, entity_id: str, edges: list[datetime]) -> list[Reading]:
         """One entity per interval [edges[i], edges[i+1]), open time included."""
@@ -154,7 +163,8 @@ class Figures:
         now = await self.live()
         for i, row in enumerate(rows):
             now.add_open_time(kind, entity_id, row, reasons[i], edges[i], edges[i + 1])
-        return [Reading(kind, entity_id, rows[i], reasons[i]) for i in range(len(rows))]
+        bases = self.settings.kpi.bases
+        return [Reading(kind, entity_id, rows[i], reasons[i], bases) for i in range(len(rows))]
 
     # --- grouped reads, shared by every reading of one (kind, span) ---------
     async def _by_entity(self, kind: str, span: Span) -> dict[str, Counters]:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.agents import SEGMENT_PIECE_US
+from services.core.calls import AGENT_QUEUE, AGENT_QUEUE_SEP, agent_queue_id
 from services.core.db import quarantine
 from services.core.kpi import COUNTER_TABLES, zero_counters
 from services.core.timewin import epoch_us
@@ -148,6 +149,30 @@ async def interval_counters(
     if kind == "agent":
         for r in await _segment_time(conn, edges, entity_id):
             _add_time(out[int(r.slot) - 1], r)
+    return out
+
+
+async def agent_queue_counters(
+    conn: AsyncConnection, agent_id: str, queue_ids: list[str], start: datetime, end: datetime
+) -> dict[str, dict[str, int]]:
+    """The agent's counters in each of `queue_ids` over [start, end), for the queues
+    it has any in: one index range per (agent, queue) pair, never a scan of every
+    agent's rows. No agent time: it is the agent's, not a queue's."""
+    ids = [agent_queue_id(agent_id, q) for q in queue_ids]
+    out: dict[str, dict[str, int]] = {}
+    for table, columns in COUNTER_TABLES:
+        if table == "kpi_time_buckets":
+            continue
+        result = await conn.execute(
+            sa.text(
+                f"SELECT entity_id, {_sums(columns)} FROM {table} WHERE kind = :k "
+                "AND entity_id = ANY(:ids) AND bucket >= :s AND bucket < :e GROUP BY entity_id"
+            ),
+            {"k": AGENT_QUEUE, "ids": ids, "s": start, "e": end},
+        )
+        for row in result:
+            queue = row.entity_id.split(AGENT_QUEUE_SEP, 1)[1]
+            _take(row, columns, out.setdefault(queue, zero_counters()))
     return out
 
 

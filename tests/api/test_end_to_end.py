@@ -54,7 +54,7 @@ def test_simulated_center_posted_over_http_matches_reference_for_every_entity(
 ) -> None:
     want = simulated_hour["want"]
     kinds = {k for k, _ in want}
-    assert kinds == {"center", "team", "queue", "agent"}
+    assert kinds == {"center", "team", "queue", "agent", "agent_queue"}  # by=queue too
     assert want[("center", "all")]["offered"] > 200
     got = api_figures(stack, list(want), simulated_hour["from"], simulated_hour["to"])
     assert mismatches(got, want) == []

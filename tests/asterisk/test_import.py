@@ -59,10 +59,13 @@ def test_the_hand_fixture_gives_the_figures_worked_out_by_hand_and_a_second_impo
     q = wait_until(support, timeout=30)
     assert q, figures(stack, "queue", "support")
     # 8 entered support: c1, c6, c7 answered; c2 abandoned after 30 s, c3 after
-    # 3 s (a short abandon, out of the rate); c4 timed out, c5 found it empty,
-    # c8 left with a key: 3 ended by the system
-    assert (q["answered"], q["abandoned"], q["short_abandoned"], q["timed_out"]) == (3, 2, 1, 3)
-    assert q["answer_rate"] == pytest.approx(3 / 7)  # 3 / (3 + 2 − 1 + 3)
+    # 3 s (a short abandon, out of the rate); c4 timed out, c5 found it empty
+    # (JOINEMPTY: blocked at entry), c8 left with a key: each a miss by default
+    assert (q["answered"], q["abandoned"], q["short_abandoned"], q["timed_out"]) == (3, 2, 1, 1)
+    assert (q["blocked_at_entry"], q["exited_by_key"], q["closed"]) == (1, 1, 0)
+    assert q["answer_rate"] == pytest.approx(3 / 7)  # 3 / (3 + 2 − 1 + 1 + 1 + 1)
+    # the calls that queued: waits 10, 30, 3, 60, 5, 20 (answered) and 5 (c8)
+    assert q["awt_seconds"] == pytest.approx((10 + 30 + 3 + 60 + 5 + 20 + 5) / 7)
     assert q["asa_seconds"] == pytest.approx((10 + 5 + 20) / 3)  # the CONNECT hold times
     assert q["avg_talk_seconds"] == pytest.approx((120 + 60 + 90) / 3)  # the logged talk
     assert q["avg_acw_seconds"] == pytest.approx(15 / 3)  # WRAPUPSTART 15 on c7 only

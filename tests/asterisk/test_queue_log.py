@@ -71,11 +71,14 @@ def test_durations_are_the_logged_ones_whatever_the_line_times_say() -> None:
     c2 = of_call(events, "1793581220.2@support")
     assert at(c2["call.ended"]) - at(c2["call.offered"]) == 30
     assert c2["call.ended"]["ended_by"] == "customer"
-    # EXITWITHTIMEOUT, JOINEMPTY, EXITWITHKEY: ended by the system
-    for call, wait in (("1793581240.4@support", 60), ("1793581260.5@support", 0),
-                       ("1793581400.8@support", 5)):  # fmt: skip
+    # EXITWITHTIMEOUT, JOINEMPTY: ended by the system; EXITWITHKEY: by the caller
+    for call, wait, by, reason in (
+        ("1793581240.4@support", 60, "system", "timeout"),
+        ("1793581260.5@support", 0, "system", "no_agents"),
+        ("1793581400.8@support", 5, "customer", "exit_key"),
+    ):
         c = of_call(events, call)
-        assert c["call.ended"]["ended_by"] == "system"
+        assert (c["call.ended"]["ended_by"], c["call.ended"]["reason"]) == (by, reason)
         assert at(c["call.ended"]) - at(c["call.offered"]) == wait
     # TRANSFER: transferred and ended by the agent after the logged 60 s
     c6 = of_call(events, "1793581270.6@support")
@@ -244,6 +247,69 @@ def test_a_wrapup_logged_without_call_id_or_queue_is_the_agents_last_call() -> N
     # an agent with no call seen: nothing to attach it to, counted as skipped
     assert m.stats.skipped["WRAPUPSTART without a call id, no call of its agent"] == 1
     assert not [e for e in events if e.get("agent_id") == "1009"]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason", "by", "wait"),
+    [
+        # apps/app_queue.c, queue_exec: pos|opos|waittime
+        ("ABANDON|1|1|25", "abandoned", "customer", 25),
+        ("EXITWITHTIMEOUT|1|1|60", "timeout", "system", 60),
+        ("EXITEMPTY|1|1|12", "agents_left", "system", 12),
+        # key|pos|opos|waittime; key 9 is mapped by asterisk.exit_keys, 5 is not
+        ("EXITWITHKEY|9|1|1|8", "voicemail", "customer", 8),
+        ("EXITWITHKEY|5|1|1|8", "exit_key", "customer", 8),
+        # pos|opos|waittime|info (QueueWithdrawCaller, Asterisk 16.25+)
+        ("WITHDRAW|1|1|40|cb-42", "callback", "system", 40),
+        # XiVO/Wazo's QueueLog(): no data, the wait runs from ENTERQUEUE (30 s)
+        ("LEAVEEMPTY", "agents_left", "system", 30),
+        ("LEAVEUNAVAIL", "agents_left", "system", 30),
+    ],
+)
+def test_every_way_out_of_the_queue_ends_the_call_with_its_reason(
+    line: str, reason: str, by: str, wait: float
+) -> None:
+    events, m = mapped(
+        f"{T}|c-out|support|NONE|ENTERQUEUE||+8613800000001|1\n{T + 30}|c-out|support|NONE|{line}\n",
+        Mapper(exit_keys={"9": "voicemail"}),
+    )
+    c = of_call(events, "c-out@support")
+    assert m.stats.malformed_count == 0
+    assert (c["call.ended"]["reason"], c["call.ended"]["ended_by"]) == (reason, by)
+    assert at(c["call.ended"]) - at(c["call.offered"]) == wait
+    if line.startswith("EXITWITHKEY"):
+        assert c["call.ended"]["key"] == line.split("|")[1]
+
+
+@pytest.mark.parametrize(
+    ("verb", "reason"),
+    [("CLOSED", "closed"), ("FULL", "full"), ("DIVERT_CA_RATIO", "diverted"),
+     ("DIVERT_HOLDTIME", "diverted"), ("JOINEMPTY", "no_agents"), ("JOINUNAVAIL", "no_agents")],
+)  # fmt: skip
+def test_a_call_refused_at_the_queues_door_is_offered_and_ended_at_once(
+    verb: str, reason: str
+) -> None:
+    """Wazo logs these with QueueLog() and no ENTERQUEUE (the call never joined):
+    CLOSED from the queue's schedule, DIVERT_* from wazo-agid's check_diversion,
+    FULL/JOINEMPTY/JOINUNAVAIL from app_queue.c's QUEUESTATUS. They were skipped
+    (DIVERT_*) or counted as timed out."""
+    events, m = mapped(f"{T}|c-door|support|NONE|{verb}\n")
+    c = of_call(events, "c-door@support")
+    assert m.stats.malformed_count == 0 and not m.stats.skipped
+    assert c["call.ended"]["reason"] == reason and at(c["call.ended"]) == at(c["call.offered"]) == T
+
+
+def test_wazos_leaveempty_after_asterisks_exitempty_is_one_end() -> None:
+    """wazo-call-logd's fill_leaveempty_calls reads EXITEMPTY then LEAVEEMPTY 17 ms
+    later for one call; with no data, LEAVEEMPTY once ended the call at its entry."""
+    events, m = mapped(
+        f"{T}|c-le|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 12}|c-le|support|NONE|EXITEMPTY|1|1|12\n"
+        f"{T + 12.017}|c-le|support|NONE|LEAVEEMPTY\n"
+    )
+    ends = [e for e in events if e["type"] == "call.ended"]
+    assert len(ends) == 1 and at(ends[0]) == T + 12
+    assert m.stats.skipped["LEAVEEMPTY of a call already ended"] == 1
 
 
 def state_seconds(events: list[dict[str, Any]], agent: str) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from services.core.calls import (
     Compact,
@@ -80,6 +81,8 @@ def test_abandon_after_4_seconds_is_short_and_leaves_the_answer_rate_base() -> N
         "short_abandoned": 1,
         "abandoned_within_sl": 1,
         "abandoned_wait_5": 1,
+        "waited": 1,
+        "wait_all_us": 4_999_000,
     }
     assert ("team", "unassigned") in e
 
@@ -95,7 +98,90 @@ def test_call_ended_by_system_unanswered_is_timed_out() -> None:
     e = contrib(
         ev("1", "call.offered", 0, queue_id="x"), ev("2", "call.ended", 300, ended_by="system")
     )
-    assert e[("center", "all")] == {"offered": 1, "timed_out": 1}
+    assert e[("center", "all")] == {
+        "offered": 1,
+        "timed_out": 1,
+        "waited": 1,
+        "wait_all_us": 300 * S,
+    }
+
+
+@pytest.mark.parametrize(
+    ("reason", "outcome", "queued"),
+    [("abandoned", "abandoned", True), ("timeout", "timed_out", True),
+     ("closed", "closed", False), ("full", "queue_full", False), ("diverted", "diverted", False),
+     ("no_agents", "blocked_at_entry", False), ("agents_left", "blocked_in_queue", True),
+     ("exit_key", "exited_by_key", True), ("voicemail", "to_voicemail", True),
+     ("callback", "callbacks_accepted", True)],
+)  # fmt: skip
+def test_the_reason_a_call_ended_unanswered_is_its_outcome(
+    reason: str, outcome: str, queued: bool
+) -> None:
+    """The reason decides, whoever ended the call; only calls that queued count
+    in the all-calls wait (the refused never waited, whatever the clock says)."""
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("2", "call.ended", 30, ended_by="system", reason=reason),
+    )
+    c = e[("center", "all")]
+    assert c[outcome] == 1
+    assert c.get("timed_out", 0) == (outcome == "timed_out")
+    assert c.get("abandoned", 0) == (outcome == "abandoned")
+    assert (c.get("waited", 0), c.get("wait_all_us", 0)) == ((1, 30 * S) if queued else (0, 0))
+
+
+def test_a_reason_on_an_answered_call_changes_nothing() -> None:
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("2", "call.answered", 10, agent_id="a"),
+        ev("3", "call.ended", 70, ended_by="customer", reason="closed"),
+    )
+    c = e[("center", "all")]
+    assert c["answered"] == 1 and "closed" not in c and c["wait_all_us"] == 10 * S
+
+
+def test_a_callback_is_counted_from_its_offer_to_its_completion_and_is_no_abandon() -> None:
+    """Offered at 40 s, taken at 45 s (the caller left the queue then: the wait
+    ends there, even though the call's end, a hang-up, is logged at 50 s), and
+    completed at 645 s: a callback wait of 600 s."""
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("2", "call.callback", 40, stage="offered"),
+        ev("3", "call.callback", 45, stage="accepted"),
+        ev("4", "call.ended", 50, ended_by="customer"),
+        ev("5", "call.callback", 645, stage="completed"),
+    )
+    c = e[("center", "all")]
+    assert "abandoned" not in c
+    assert (c["callbacks_offered"], c["callbacks_accepted"], c["callbacks_completed"]) == (1, 1, 1)
+    assert c["callback_wait_us"] == 600 * S and c["wait_all_us"] == 45 * S
+
+
+def test_a_callback_offered_and_declined_leaves_the_call_as_it_ended() -> None:
+    e = contrib(
+        ev("1", "call.offered", 0, queue_id="x"),
+        ev("2", "call.callback", 40, stage="offered"),
+        ev("3", "call.ended", 90, ended_by="customer"),
+    )
+    c = e[("center", "all")]
+    assert (c["callbacks_offered"], c["abandoned"]) == (1, 1) and "callbacks_accepted" not in c
+
+
+def test_an_ivr_abandon_is_counted_apart_and_is_no_offered_call() -> None:
+    with_queue = contrib(ev("1", "call.ivr_abandoned", 12, queue_id="billing"))
+    assert with_queue == {
+        ("center", "all"): {"ivr_abandoned": 1},
+        ("team", "billing"): {"ivr_abandoned": 1},
+        ("queue", "billing"): {"ivr_abandoned": 1},
+    }
+    assert contrib(ev("1", "call.ivr_abandoned", 12)) == {("center", "all"): {"ivr_abandoned": 1}}
+    # it reached a queue after all: the queue's outcome, not an IVR abandon
+    reached = contrib(
+        ev("1", "call.ivr_abandoned", 12, queue_id="billing"),
+        ev("2", "call.offered", 20, queue_id="billing"),
+        ev("3", "call.ended", 30, ended_by="customer"),
+    )
+    assert "ivr_abandoned" not in reached[("center", "all")]
 
 
 def test_open_hold_closes_at_the_end_of_the_call() -> None:

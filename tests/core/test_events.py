@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.events import (
+    CALL_EVENT_TYPES,
+    SCHEMA_PATH,
     DoorRules,
     EventError,
     murmur2_fast,
@@ -13,6 +18,48 @@ from services.core.events import (
     partition_for,
     withheld_matcher,
 )
+from services.core.kpi import REASON_OUTCOME
+
+
+def _clause(schema: dict[str, Any], typ: str) -> dict[str, Any]:
+    return next(c["then"] for c in schema["allOf"] if c["if"]["properties"]["type"]["const"] == typ)
+
+
+def test_the_schemas_end_reasons_are_the_ones_the_figures_count() -> None:
+    """Revision 2 of the contract: every call.ended reason has its outcome
+    counter, and every event type the schema names is one the worker reads."""
+    schema = orjson.loads(SCHEMA_PATH.read_bytes())
+    assert _clause(schema, "call.ended")["properties"]["reason"]["enum"] == list(REASON_OUTCOME)
+    assert set(schema["properties"]["type"]["enum"]) == CALL_EVENT_TYPES | {"agent.state"}
+
+
+@pytest.mark.parametrize(
+    ("event", "error"),
+    [
+        ({"type": "call.ended", "ended_by": "system", "reason": "lunch"}, "reason"),
+        ({"type": "call.ended", "ended_by": "customer", "reason": "exit_key", "key": "123456789"},
+         "key"),
+        ({"type": "call.callback", "stage": "declined"}, "stage"),
+        ({"type": "call.callback"}, "stage"),
+        ({"type": "call.ivr_abandoned", "queue_id": ""}, "queue_id"),
+    ],
+)  # fmt: skip
+def test_revision_2_fields_are_checked_at_the_door(event: dict[str, Any], error: str) -> None:
+    with pytest.raises(EventError, match=error):
+        normalize({"event_id": "1", "occurred_at": "2026-11-20T09:00:00Z", "call_id": "c", **event},
+                  b"k")  # fmt: skip
+
+
+def test_revision_2_events_are_accepted() -> None:
+    for event in (
+        {"type": "call.ended", "ended_by": "customer", "reason": "exit_key", "key": "#"},
+        {"type": "call.callback", "stage": "completed"},
+        {"type": "call.ivr_abandoned", "queue_id": "billing"},
+        {"type": "call.ivr_abandoned"},
+    ):
+        out = normalize({"event_id": "1", "occurred_at": "2026-11-20T09:00:00Z", "call_id": "c",
+                         **event}, b"k")  # fmt: skip
+        assert out["type"] == event["type"]
 
 
 def test_same_instant_in_different_offsets_gives_the_same_microseconds() -> None:

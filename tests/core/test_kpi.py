@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from services.core.kpi import (
+    UNANSWERED_OUTCOMES,
+    Bases,
     agent_metrics,
     agent_time,
     call_metrics,
@@ -9,6 +14,66 @@ from services.core.kpi import (
     wait_percentile,
     zero_counters,
 )
+from services.core.settings import KpiDefinitions
+
+# One hand-worked hour of a queue with every way a call can end unanswered.
+# answered 60 (50 within T; waits 600 s in all), abandoned 10 (4 short, 3 within
+# T), timed out 2, closed 8, full 3, diverted 1, blocked at entry 2, blocked in
+# queue 1, exited by key 2, voicemail 1, callbacks accepted 5 (3 completed,
+# 900 s of callback wait). Waits of the calls that queued: 600 + 240 = 840 s over
+# answered + abandoned + timed out + blocked in queue + key + voicemail + callback
+# = 60 + 10 + 2 + 1 + 2 + 1 + 5 = 81 calls.
+HOUR = zero_counters() | {
+    "offered": 96, "answered": 60, "answered_within_sl": 50, "wait_answered_us": 600_000_000,
+    "abandoned": 10, "short_abandoned": 4, "abandoned_within_sl": 3, "timed_out": 2,
+    "closed": 8, "queue_full": 3, "diverted": 1, "blocked_at_entry": 2, "blocked_in_queue": 1,
+    "exited_by_key": 2, "to_voicemail": 1, "callbacks_accepted": 5, "callbacks_offered": 7,
+    "callbacks_completed": 3, "callback_wait_us": 900_000_000, "waited": 81,
+    "wait_all_us": 840_000_000, "ivr_abandoned": 9,
+}  # fmt: skip
+
+
+def test_closed_calls_and_callbacks_are_no_missed_answers_by_default() -> None:
+    """接通率 as the seeds' centers mean it: the misses are abandons (short ones
+    left out), timeouts, full, diverted, blocked, key exits and voicemail: 10 − 4
+    + 2 + 3 + 1 + 2 + 1 + 2 + 1 = 18; closed calls (8) and callbacks (5) are not."""
+    m = call_metrics(HOUR)
+    assert m["answer_rate"] == 60 / (60 + 18)
+    assert m["service_level"] == 50 / (60 + 18)
+    # every call with an outcome: 60 + 10 + 2 + 8 + 3 + 1 + 2 + 1 + 2 + 1 + 5 = 95
+    assert m["service_level_offered"] == 50 / 95
+    assert m["service_level_abandons_positive"] == 53 / 95
+    assert (m["saturated"], m["blocked"], m["closed"], m["exited_by_key"]) == (4, 3, 8, 2)
+
+
+def test_wazos_answered_rate_is_one_setting_away() -> None:
+    """wazo-call-logd (database/queries/queue_stat.py): answered / (answered +
+    abandoned + full + leaveempty + joinempty + timeout): closed, diverted and
+    every abandon as logged; with short_abandon_seconds 0 there are no short ones."""
+    wazo = Bases(answer_rate=("abandoned", "timed_out", "queue_full", "blocked_at_entry",
+                              "blocked_in_queue"))  # fmt: skip
+    hour = HOUR | {"short_abandoned": 0}
+    assert call_metrics(hour, bases=wazo)["answer_rate"] == 60 / (60 + 10 + 3 + 1 + 2 + 2)
+
+
+def test_awt_is_the_mean_wait_of_every_call_that_queued() -> None:
+    m = call_metrics(HOUR)
+    assert m["awt_seconds"] == 840 / 81 and m["asa_seconds"] == 10.0
+    assert m["avg_callback_wait_seconds"] == 300.0 and m["ivr_abandoned"] == 9
+    assert call_metrics(zero_counters())["awt_seconds"] is None
+
+
+def test_the_misses_settings_name_only_unanswered_outcomes() -> None:
+    assert set(KpiDefinitions().answer_rate_misses) == set(UNANSWERED_OUTCOMES) - {
+        "closed", "callbacks_accepted",
+    }  # fmt: skip
+    with pytest.raises(ValidationError, match="'answered' is not an unanswered outcome"):
+        KpiDefinitions(answer_rate_misses=("abandoned", "answered"))
+    with pytest.raises(ValidationError, match="listed twice"):
+        KpiDefinitions(service_level_misses=("closed", "closed"))
+    defs = KpiDefinitions(answer_rate_misses=("abandoned",), service_level_misses=())
+    assert defs.bases == Bases(("abandoned",), ())
+    assert call_metrics(HOUR, bases=defs.bases)["service_level"] == 50 / 60
 
 
 def test_empty_denominators_give_none_not_zero() -> None:

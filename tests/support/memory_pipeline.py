@@ -117,5 +117,7 @@ class MemoryPipeline:
         for key, rows in grouped.items():
             totals = sum_counters(rows)
             if any(totals.values()):
-                out[key] = metrics_for(key[0], totals, reasons.get(key), sl_seconds)
+                out[key] = metrics_for(
+                    key[0], totals, reasons.get(key), sl_seconds, self.settings.kpi.bases
+                )
         return out

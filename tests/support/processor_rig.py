@@ -58,7 +58,8 @@ async def read_figures(conn: asyncpg.Connection) -> dict[tuple[str, str], dict[s
     out = {}
     for key, counters in per_entity.items():
         if any(counters.values()):
-            out[key] = metrics_for(key[0], counters, reasons.get(key))
+            # the small center's definitions, its answer-rate misses included
+            out[key] = metrics_for(key[0], counters, reasons.get(key), bases=SETTINGS.kpi.bases)
     return out
 
 

@@ -23,6 +23,21 @@ from services.core.events import WITHHELD_CALLER_IDS
 UNASSIGNED = "unassigned"
 US = 1_000_000
 
+# docs/metrics.md, "How unanswered calls end": call.ended.reason -> the field
+# that counts it; without a reason, abandoned if the customer ended it, else
+# timed out.
+REASONS = {
+    "abandoned": "abandoned", "timeout": "timed_out", "closed": "closed", "full": "queue_full",
+    "diverted": "diverted", "no_agents": "blocked_at_entry", "agents_left": "blocked_in_queue",
+    "exit_key": "exited_by_key", "voicemail": "to_voicemail", "callback": "callbacks_accepted",
+}  # fmt: skip
+UNANSWERED = tuple(REASONS.values())
+# the default misses: every unanswered outcome but closed calls and callbacks
+MISSES = tuple(o for o in UNANSWERED if o not in ("closed", "callbacks_accepted"))
+# calls that waited in the queue (the all-calls wait): not those refused at entry
+QUEUED = ("answered", "abandoned", "timed_out", "blocked_in_queue", "exited_by_key",
+          "to_voicemail", "callbacks_accepted")  # fmt: skip
+
 
 def _exact_us(dt: datetime) -> int:
     from datetime import UTC
@@ -80,6 +95,8 @@ def reference(
     team_of_agent: dict[str, str] | None = None,
     by_bucket: bool = False,
     withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS,
+    answer_rate_misses: tuple[str, ...] = MISSES,
+    service_level_misses: tuple[str, ...] = MISSES,
 ) -> dict[tuple[Any, ...], dict[str, Any]]:
     """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
     team_of_agent = team_of_agent or {}
@@ -110,9 +127,19 @@ def reference(
 
     # --- per call facts -----------------------------------------------------
     info: dict[str, dict[str, Any]] = {}
+    ivr: dict[tuple[Any, ...], int] = defaultdict(int)  # IVR abandons per entity
     for c in calls.values():
         offered = _first(c.of("call.offered"))
         if offered is None:
+            left_ivr = _first(c.of("call.ivr_abandoned"))
+            if left_ivr is not None:
+                b = left_ivr["_t"] - left_ivr["_t"] % (60 * US)
+                keys = [("center", "all")]
+                if left_ivr.get("queue_id"):
+                    q = left_ivr["queue_id"]
+                    keys += [("team", team_of_queue.get(q, UNASSIGNED)), ("queue", q)]
+                for key in keys:
+                    ivr[(*key, b) if by_bucket else key] += 1
             continue
         t0 = offered["_t"]
         answers = c.of("call.answered")
@@ -138,14 +165,29 @@ def reference(
             "score": c.of("survey.completed")[-1]["score"] if c.of("survey.completed") else None,
             "transferred": bool(c.of("call.transferred")),
         }
-        f["abandoned"] = not answers and ended is not None and ended["ended_by"] == "customer"
-        f["timed_out"] = not answers and ended is not None and ended["ended_by"] != "customer"
+        stages = c.of("call.callback")
+        took = [e["_t"] for e in stages if e["stage"] in ("accepted", "completed")]
+        if ended is not None and ended.get("reason") == "callback":
+            took.append(ended["_t"])
+        done = [e["_t"] for e in stages if e["stage"] == "completed"]
+        f["callback_offered"] = bool(stages) or bool(took)
+        f["outcome"] = None  # answered, in queue: no unanswered outcome
+        left = None
         if answers:
             f["wait"] = max(0, answers[0]["_t"] - t0)
+        elif took:
+            f["outcome"], left = "callbacks_accepted", min(took)
         elif ended is not None:
-            f["wait"] = max(0, ended["_t"] - t0)
-        else:
-            f["wait"] = None
+            reason = ended.get("reason")
+            by_caller = ended["ended_by"] == "customer"
+            f["outcome"] = REASONS[reason] if reason else "abandoned" if by_caller else "timed_out"
+            left = ended["_t"]
+        f["wait"] = f.get("wait", max(0, left - t0) if left is not None else None)
+        f["callback_wait"] = (
+            max(0, done[0] - left) if f["outcome"] == "callbacks_accepted" and done else None
+        )
+        f["abandoned"] = f["outcome"] == "abandoned"
+        f["timed_out"] = f["outcome"] == "timed_out"
         f["short"] = f["abandoned"] and short > 0 and f["wait"] < short
         info[c.call_id] = f
 
@@ -184,23 +226,30 @@ def reference(
         }
         for a in agents:
             agent_groups[(("agent", a, b) if by_bucket else ("agent", a))].append(cid)
+            # the agent's figures in the call's queue (?by=queue): the same legs
+            pair = ("agent_queue", f"{a}\x1f{f['queue']}")
+            agent_groups[(*pair, b) if by_bucket else pair].append(cid)
 
     times = _agent_times(unique.values(), team_of_agent, by_bucket, max_state_hours * 3600 * US)
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for key in set(groups) | {k for k in times if k[0] in ("center", "team")}:
+    for key in set(groups) | set(ivr) | {k for k in times if k[0] in ("center", "team")}:
         cids = groups.get(key, [])
         out[key] = _call_figures(
-            [info[c] for c in cids], [fcr.get(c) for c in cids], calls, cids, sl
-        )
+            [info[c] for c in cids], [fcr.get(c) for c in cids], calls, cids, sl,
+            (answer_rate_misses, service_level_misses),
+        )  # fmt: skip
+        out[key]["ivr_abandoned"] = ivr.get(key, 0)
         out[key] |= _outcome_figures([info[c] for c in cids], satisfied_min_score)
         if key[0] != "queue":  # queues have no agents
             out[key] |= _time_figures(times.get(key, {}), out[key]["answered"])
     for key in set(agent_groups) | {k for k in times if k[0] == "agent"}:
         cids = agent_groups.get(key, [])
-        out[key] = _agent_figures(key[1], cids, calls, info, fcr)
-        mine = [info[c] for c in cids if info[c]["last_agent"] == key[1]]
+        agent = key[1].split("\x1f")[0]
+        out[key] = _agent_figures(agent, cids, calls, info, fcr)
+        mine = [info[c] for c in cids if info[c]["last_agent"] == agent]
         out[key] |= _outcome_figures(mine, satisfied_min_score, answered=out[key]["answered"])
-        out[key] |= _time_figures(times.get(key, {}), out[key]["answered"])
+        if key[0] == "agent":  # time is the agent's, not a queue's
+            out[key] |= _time_figures(times.get(key, {}), out[key]["answered"])
     return out
 
 
@@ -340,12 +389,22 @@ def _call_figures(
     calls: dict[str, RefCall],
     cids: list[str],
     sl: int,
+    misses: tuple[tuple[str, ...], tuple[str, ...]],
 ) -> dict[str, Any]:
     answered = [f for f in fs if f["answered"]]
     abandoned = [f for f in fs if f["abandoned"]]
     short = [f for f in abandoned if f["short"]]
     timed_out = [f for f in fs if f["timed_out"]]
-    base = len(answered) + len(abandoned) - len(short) + len(timed_out)
+    n_of = {o: sum(1 for f in fs if f["outcome"] == o) for o in UNANSWERED}
+
+    def base(counted: tuple[str, ...]) -> int:
+        """answered + the counted unanswered outcomes, short abandons left out"""
+        missed = [f for f in fs if f["outcome"] in counted and not f["short"]]
+        return len(answered) + len(missed)
+
+    every = len(answered) + sum(n_of.values())
+    queued = [f for f in fs if (f["outcome"] if not f["answered"] else "answered") in QUEUED]
+    completed = [f["callback_wait"] for f in fs if f["callback_wait"] is not None]
     handled = []
     for cid, f in zip(cids, fs, strict=True):
         if f["answered"] and f["ended_at"] is not None:
@@ -363,18 +422,25 @@ def _call_figures(
         "abandoned": len(abandoned),
         "short_abandoned": len(short),
         "timed_out": len(timed_out),
-        "in_queue": sum(1 for f in fs if not f["answered"] and f["ended_at"] is None),
+        "in_queue": sum(1 for f in fs if not f["answered"] and f["outcome"] is None),
+        **{o: n_of[o] for o in UNANSWERED[2:-1]},
+        "saturated": n_of["queue_full"] + n_of["diverted"],
+        "blocked": n_of["blocked_at_entry"] + n_of["blocked_in_queue"],
         "answered_within_sl": within,
         "abandoned_within_sl": sum(1 for f in abandoned if f["wait"] <= sl),
-        "answer_rate": _rate(len(answered), base),
-        "service_level": _rate(within, base),
+        "answer_rate": _rate(len(answered), base(misses[0])),
+        "service_level": _rate(within, base(misses[1])),
         "service_level_answered": _rate(within, len(answered)),
-        "service_level_offered": _rate(within, len(answered) + len(abandoned) + len(timed_out)),
+        "service_level_offered": _rate(within, every),
         "service_level_abandons_positive": _rate(
-            within + sum(1 for f in abandoned if f["wait"] <= sl),
-            len(answered) + len(abandoned) + len(timed_out),
+            within + sum(1 for f in abandoned if f["wait"] <= sl), every
         ),
         "asa_seconds": _mean_s(sum(f["wait"] for f in answered), len(answered)),
+        "awt_seconds": _mean_s(sum(f["wait"] for f in queued), len(queued)),
+        "callbacks_offered": sum(1 for f in fs if f["callback_offered"]),
+        "callbacks_accepted": n_of["callbacks_accepted"],
+        "callbacks_completed": len(completed),
+        "avg_callback_wait_seconds": _mean_s(sum(completed), len(completed)),
         "wait_p50_seconds": _percentile([f["wait"] for f in answered], 50),
         "wait_p90_seconds": _percentile([f["wait"] for f in answered], 90),
         "wait_histogram": {

@@ -18,6 +18,9 @@ CUSTOMERS = ["+8613800000001", "+8613800000002", "+8613800000003"]
 WITHHELD = ["0", "", "anonymous", " Restricted ", "<unknown>", "PRIVATE"]
 # The same instant written with different offsets must mean the same thing.
 OFFSETS = [UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]
+# call.ended.reason (cti-event schema revision 2)
+END_REASONS = ["abandoned", "timeout", "closed", "full", "diverted", "no_agents",
+               "agents_left", "exit_key", "voicemail", "callback"]  # fmt: skip
 
 
 def stamp(offset_us: int, tz: timezone) -> str:
@@ -42,6 +45,15 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
         evs.append((t, {"type": typ, "call_id": cid, **fields}))
 
     t0 = draw(st.integers(0, 3 * 3600)) * US + draw(st.sampled_from([0, 0, 1, 999_999]))
+    if draw(st.integers(0, 11)) == 0:  # hung up in the IVR, before any queue
+        ivr: dict[str, Any] = {}
+        if draw(st.booleans()):
+            ivr["queue_id"] = draw(st.sampled_from(QUEUES))
+        add(t0, "call.ivr_abandoned", **ivr)
+        if draw(st.integers(0, 4)) == 0:  # ... or so it said: it reached a queue after all
+            add(t0 + draw(durations(30)), "call.offered", queue_id=draw(st.sampled_from(QUEUES)))
+        return [{"event_id": f"{cid}-{n}", "occurred_at": stamp(t, tz), **body}
+                for n, (t, body) in enumerate(evs)]  # fmt: skip
     offered: dict[str, Any] = {"queue_id": draw(st.sampled_from(QUEUES))}
     if draw(st.booleans()):
         offered["customer_id"] = draw(st.sampled_from(CUSTOMERS * 2 + WITHHELD))
@@ -50,6 +62,14 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
         st.sampled_from(["answered", "answered", "answered", "abandoned", "timed_out", "waiting"])
     )
     t = t0
+
+    def callback(at: int) -> None:
+        """Some of: offered, accepted, completed (each may be missing or late)."""
+        for stage in ("offered", "accepted", "completed"):
+            if draw(st.booleans()):
+                add(at, "call.callback", stage=stage)
+            at += draw(durations(900))
+
     if kind == "answered":
         agent = draw(st.sampled_from(AGENTS))
         t += draw(durations(60))
@@ -97,11 +117,23 @@ def call(draw: Any, idx: int) -> list[dict[str, Any]]:
     elif kind in ("abandoned", "timed_out"):
         if draw(st.booleans()):
             add(t + draw(durations(10)), "call.ringing", agent_id=draw(st.sampled_from(AGENTS)))
+        if draw(st.integers(0, 3)) == 0:
+            callback(t + draw(durations(60)))
         t += draw(durations(90))
         by = "customer" if kind == "abandoned" else draw(st.sampled_from(["system", "agent"]))
-        add(t, "call.ended", ended_by=by)
+        ended: dict[str, Any] = {"ended_by": by}
+        reason = draw(st.sampled_from([None, None, None, *END_REASONS]))
+        if reason is not None:
+            ended["reason"] = reason
+            if reason == "exit_key" and draw(st.booleans()):
+                ended["key"] = draw(st.sampled_from(["1", "#", "0"]))
+        add(t, "call.ended", **ended)
     elif draw(st.booleans()):
         add(t + draw(durations(10)), "call.ringing", agent_id=draw(st.sampled_from(AGENTS)))
+    elif draw(st.booleans()):
+        callback(t + draw(durations(60)))  # a waiting call that took a callback
+    if kind == "answered" and draw(st.integers(0, 7)) == 0:
+        callback(t0 + draw(durations(20)))  # offered while it waited, then answered
     if draw(st.integers(0, 9)) == 0:
         evs = [e for e in evs if e[1]["type"] != "call.offered"]  # the arrival never reaches us
     return [

@@ -9,6 +9,9 @@ from services.core.settings import Settings, Team
 from tests.support.reference import reference
 from tests.support.scenarios import TEAM_OF_AGENT, TEAM_OF_QUEUE
 
+# closed calls counted against, voicemail not: a center's own 接通率
+ANSWER_RATE_MISSES = ("abandoned", "timed_out", "closed", "queue_full", "blocked_at_entry",
+                      "blocked_in_queue", "exited_by_key", "callbacks_accepted")  # fmt: skip
 SETTINGS = Settings(
     teams=[
         Team(id="billing", queues=["billing"], agents=["a1", "a2"]),
@@ -20,6 +23,8 @@ SETTINGS = Settings(
         "short_abandon_seconds": 5,
         "fcr_window_hours": 1,
         "max_state_hours": 1,
+        # not the defaults, so the settings' path is what is checked
+        "answer_rate_misses": ANSWER_RATE_MISSES,
     },
 )
 
@@ -49,4 +54,5 @@ def expected(
         fcr_window_hours=1,
         max_state_hours=1,
         by_bucket=by_bucket,
+        answer_rate_misses=ANSWER_RATE_MISSES,
     )
