@@ -80,8 +80,9 @@ async def post_all(url: str, lines: list[bytes], batch: int, concurrency: int = 
         async def worker() -> None:
             while not queue.empty():
                 chunk = queue.get_nowait()
-                r = await client.post("/v1/events", content=b"\n".join(chunk),
-                                      headers={"content-type": "application/x-ndjson"})  # fmt: skip
+                # a JSON array, as services/ingest/client.py posts
+                r = await client.post("/v1/events", content=b"[" + b",".join(chunk) + b"]",
+                                      headers={"content-type": "application/json"})  # fmt: skip
                 if r.status_code != 202:
                     raise SystemExit(f"ingest answered {r.status_code}: {r.text[:300]}")
 

@@ -2,8 +2,13 @@
 normalisation into the form that travels through Kafka.
 
 The JSON Schema file is the single source of the contract. It is compiled once per
-event type (the `then` branch of its `allOf`), so one event is checked against the
-envelope and its own type only, rather than walking every `if` clause.
+event type (the envelope with the `then` branch of its `allOf`), so one event is
+checked against its own type only, rather than walking every `if` clause.
+
+Two validators read it. jsonschema-rs (compiled, about 0.8 µs an event against
+4 µs) decides; fastjsonschema, only for an event the first refuses, words the
+error (the messages ingest has always given, which _explain rewrites). Schema
+validation was two thirds of the door's time, the door most of ingest's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+import jsonschema_rs
 
 from services.core.timewin import epoch_us
 
@@ -97,7 +103,8 @@ DEFAULT_RULES = DoorRules()
 # worker checks the events of any other record itself (recheck): records of other
 # producers, and those an older ingest wrote before a check existed. Bump it when
 # the door refuses something new.
-DOOR_VERSION = 2  # 2: agent and queue ids without "." or ".." path segments
+DOOR_VERSION = 3  # 2: agent and queue ids without "." or ".." path segments; 3: no
+# string ends in a newline (the pattern's `$` matched before it)
 
 # What no string of the contract holds (the JSON Schema's pattern says the same).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -124,6 +131,21 @@ def _validators() -> tuple[Any, dict[str, Any]]:
     return fastjsonschema.compile(envelope), per_type
 
 
+@lru_cache(maxsize=1)
+def _deciders() -> dict[str, Any]:
+    """Per event type, a compiled validator of the envelope and the type's branch."""
+    schema = _schema()
+    envelope = {k: v for k, v in schema.items() if k not in ("allOf", "$id")}
+    out: dict[str, Any] = {}
+    for clause in schema["allOf"]:
+        type_name = clause["if"]["properties"]["type"]["const"]
+        branch = {"type": "object", **clause["then"]}
+        out[type_name] = jsonschema_rs.validator_for(
+            {"$schema": schema["$schema"], "allOf": [envelope, branch]}, validate_formats=True
+        )
+    return out
+
+
 def _explain(exc: fastjsonschema.JsonSchemaValueException, event: Any) -> str:
     msg = str(exc.message)
     control = CONTROL_CHARACTERS.search(exc.value) if isinstance(exc.value, str) else None
@@ -146,6 +168,28 @@ def _explain(exc: fastjsonschema.JsonSchemaValueException, event: Any) -> str:
     return msg
 
 
+def _refuse(event: Any, decide: Any) -> None:
+    """Raise EventError saying why `event` is invalid: fastjsonschema's message, or,
+    for what only jsonschema-rs refuses (its `$` ends a pattern at the very end,
+    Python's before a final newline: "a\\n" holds a control character),
+    jsonschema-rs's own."""
+    envelope, per_type = _validators()
+    try:
+        envelope(event)
+        per_type[event["type"]](event)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise EventError(_explain(exc, event)) from None
+    if decide is None:  # unreachable: the envelope refuses an unknown type
+        raise EventError(f"event type {event.get('type')!r} is not in the schema")
+    error = next(iter(decide.iter_errors(event)))
+    where = ".".join(str(p) for p in error.instance_path) or "event"
+    raise EventError(f"{event['type']}: {where}: {error.message}")
+
+
+# Cached: the events of one call, one queue_log line or one agent's shift share
+# their instants, and parsing was a tenth of ingest's time. Errors are not cached
+# (lru_cache keeps only returned values), so each bad stamp is reported.
+@lru_cache(maxsize=8192)
 def parse_timestamp_us(value: str) -> int:
     """RFC 3339 with offset → integer microseconds since the epoch (exact arithmetic)."""
     try:
@@ -170,15 +214,17 @@ _DOT_SEGMENTS = (".", "..")
 
 
 def validate_event(event: Any) -> None:
-    envelope, per_type = _validators()
-    try:
-        envelope(event)
-        per_type[event["type"]](event)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise EventError(_explain(exc, event)) from None
+    typ = event.get("type") if isinstance(event, dict) else None
+    decide = _deciders().get(typ) if isinstance(typ, str) else None
+    if decide is None or not decide.is_valid(event):
+        _refuse(event, decide)
     for name in ENTITY_ID_FIELDS:
         value = event.get(name)
-        if isinstance(value, str) and any(seg in _DOT_SEGMENTS for seg in value.split("/")):
+        if (
+            isinstance(value, str)
+            and "." in value
+            and any(seg in _DOT_SEGMENTS for seg in value.split("/"))
+        ):
             raise EventError(
                 f"{event['type']}: {name} {value!r} has a path segment '.' or '..', which no "
                 f"URL can carry (ids are read back as /v1/kpis/<kind>/<id>)"

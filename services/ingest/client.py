@@ -42,17 +42,19 @@ class IngestStopped(Exception):
 async def post_events(
     client: httpx.AsyncClient, events: list[dict[str, Any]], patience_s: float = PATIENCE_S
 ) -> tuple[int, list[dict[str, Any]]]:
-    """POST as NDJSON, retrying 503 and connection errors with backoff for up to
-    `patience_s` (event ids make a retry harmless). Returns (accepted, rejected)."""
+    """POST as a JSON array (one encode here and one decode in ingest: half
+    NDJSON's cost per event on either side), retrying 503 and connection errors
+    with backoff for up to `patience_s` (event ids make a retry harmless).
+    Returns (accepted, rejected)."""
     if not events:
         return 0, []
-    body = b"\n".join(orjson.dumps(e) for e in events)
+    body = orjson.dumps(events)
     delay = 0.25
     started = time.monotonic()
     while True:
         try:
             r = await client.post(
-                "/v1/events", content=body, headers={"content-type": "application/x-ndjson"}
+                "/v1/events", content=body, headers={"content-type": "application/json"}
             )
         except Exception as exc:
             last = f"ingest unreachable: {type(exc).__name__}: {exc}"

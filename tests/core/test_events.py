@@ -12,6 +12,8 @@ from services.core.events import (
     SCHEMA_PATH,
     DoorRules,
     EventError,
+    _deciders,
+    _validators,
     murmur2_fast,
     normalize,
     parse_timestamp_us,
@@ -160,3 +162,98 @@ def test_an_event_ahead_of_the_clock_is_refused_only_past_the_allowed_skew() -> 
         normalize(later, b"k", rules, now_us=now)
     # without a clock (tests, tools) nothing is refused for being late or early
     assert normalize(later, b"k", rules)["ts"] > now
+
+
+# One valid event of each type, the starting points of the mutations below.
+VALID: list[dict[str, Any]] = [
+    {"type": "call.offered", "call_id": "c", "queue_id": "q", "customer_id": "1", "direction": "inbound"},
+    {"type": "call.ringing", "call_id": "c", "agent_id": "a"},
+    {"type": "call.ended", "call_id": "c", "ended_by": "system", "reason": "exit_key", "key": "1"},
+    {"type": "call.transferred", "call_id": "c", "agent_id": "a", "to_queue_id": "q2"},
+    {"type": "call.disposition", "call_id": "c", "agent_id": "a", "resolved": True,
+     "category": "x", "complaint": False, "sale_amount": 1.5},
+    {"type": "survey.completed", "call_id": "c", "score": 4},
+    {"type": "call.callback", "call_id": "c", "stage": "offered"},
+    {"type": "call.ivr_abandoned", "call_id": "c", "queue_id": "q"},
+    {"type": "agent.state", "agent_id": "a", "state": "not_ready", "reason": "lunch"},
+]  # fmt: skip
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False)
+    | st.text(max_size=210) | st.sampled_from(["", "a\n", "\x00", "2026-11-20 09:00:00Z",
+                                                 "2026-02-30T09:00:00Z", "x" * 201]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)  # fmt: skip
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> Any:
+    event = {
+        "event_id": "e1",
+        "occurred_at": "2026-11-20T09:00:00+08:00",
+        **draw(st.sampled_from(VALID)),
+    }
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from([*event, "key", "score", "stage", "reason", "extra"]))
+        if draw(st.integers(0, 4)) == 0:
+            event.pop(name, None)
+        else:
+            event[name] = draw(
+                JSON | st.sampled_from(["call.ended", "agent.state", "closed", 5, 5.0])
+            )
+    return event
+
+
+def parses(event: Any) -> bool:
+    try:
+        parse_timestamp_us(event["occurred_at"])
+    except (EventError, KeyError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def worded_valid(event: Any) -> bool:
+    """The door before jsonschema-rs decided: fastjsonschema, then the timestamp."""
+    envelope, per_type = _validators()
+    try:
+        envelope(event)
+        per_type[event["type"]](event)
+    except Exception:
+        return False
+    return parses(event)
+
+
+@given(event=mutated())
+def test_the_deciding_validator_and_the_wording_one_agree_but_on_a_final_newline(
+    event: Any,
+) -> None:
+    """jsonschema-rs decides, fastjsonschema words the refusal (services/core/events.py):
+    they must agree on every event, except that only the first refuses a string
+    ending in a newline (Python's `$` matches before it)."""
+    worded = worded_valid(event)
+    decider = _deciders().get(event.get("type")) if isinstance(event.get("type"), str) else None
+    decided = decider is not None and decider.is_valid(event) and parses(event)
+    if decided != worded:
+        assert worded and not decided, event
+        assert any(isinstance(v, str) and v.endswith("\n") for v in event.values()), event
+
+
+def test_an_id_ending_in_a_newline_is_refused_naming_the_field() -> None:
+    with pytest.raises(EventError, match="call_id"):
+        normalize({"event_id": "1", "type": "call.ringing", "occurred_at": "2026-11-20T09:00:00Z",
+                   "call_id": "c\n", "agent_id": "a"}, b"k")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    ["2026-11-20T09:00:00Z", "2026-11-20t09:00:00.123456789+08:00", "2026-11-20 09:00:00Z",
+     "2026-02-30T09:00:00Z", "2028-02-29T09:00:00Z", "2026-11-20T24:00:00Z",
+     "2026-11-20T09:00:60Z", "2026-11-20T09:00:00+0800", "2026-11-20T09:00:00", "2026-1-20T09:00:00Z"],
+)  # fmt: skip
+def test_both_validators_read_a_timestamp_alike(stamp: str) -> None:
+    event = {"event_id": "1", "type": "call.ringing", "occurred_at": stamp, "call_id": "c",
+             "agent_id": "a"}  # fmt: skip
+    # a leap second (:60) passes fastjsonschema's pattern, not jsonschema-rs's
+    # RFC 3339 check, and is refused either way: no datetime holds it
+    decided = _deciders()["call.ringing"].is_valid(event) and parses(event)
+    assert decided == worded_valid(event)
