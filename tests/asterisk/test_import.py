@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,37 @@ from tests.support.stack import Stack, wait_until
 HAND = Path(__file__).parent / "hand.queue_log"  # also read by test_queue_log.py
 
 pytestmark = pytest.mark.slow
-RANGE = {"from": "2026-11-02T08:55:00+08:00", "to": "2026-11-02T09:20:00+08:00"}
+# The fixture's day (2026-11-02, Shanghai), moved in whole days to two days before
+# the run: the clock times, hence every figure, stay the same, and the buckets are
+# never older than the worker's retention (400 days), whatever the date.
+DAY = datetime(2026, 11, 2, tzinfo=timezone(timedelta(hours=8)))
+SHIFT = timedelta(days=max(0, (datetime.now(UTC) - DAY).days - 2))
 
 
-def run_import(stack: Stack) -> str:
+def shifted(stamp: str) -> str:
+    return (datetime.fromisoformat(stamp) + SHIFT).isoformat()
+
+
+RANGE = {"from": shifted("2026-11-02T08:55:00+08:00"), "to": shifted("2026-11-02T09:20:00+08:00")}
+
+
+@pytest.fixture(scope="module")
+def hand_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The hand fixture with its epochs moved by SHIFT (other lines as they are)."""
+    out = []
+    for line in HAND.read_text().splitlines(keepends=True):
+        head, sep, rest = line.partition("|")
+        if sep and head.isdigit() and len(head) >= 9:
+            line = f"{int(head) + int(SHIFT.total_seconds())}|{rest}"
+        out.append(line)
+    path: Path = tmp_path_factory.mktemp("hand") / "queue_log"
+    path.write_text("".join(out))
+    return path
+
+
+def run_import(stack: Stack, path: Path) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "asterisk", "import", str(HAND), "--url", stack.url],
+        [sys.executable, "-m", "services.cli", "asterisk", "import", str(path), "--url", stack.url],
         cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
@@ -37,9 +63,9 @@ def figures(stack: Stack, kind: str, ident: str) -> dict[str, Any]:
 
 
 def test_the_hand_fixture_gives_the_figures_worked_out_by_hand_and_a_second_import_changes_nothing(
-    stack: Stack,
+    stack: Stack, hand_file: Path
 ) -> None:
-    out = run_import(stack)
+    out = run_import(stack, hand_file)
     assert "lines read       34" in out
     assert "43 accepted, 0 rejected by ingest" in out
     assert "malformed lines  4" in out
@@ -87,16 +113,18 @@ def test_the_hand_fixture_gives_the_figures_worked_out_by_hand_and_a_second_impo
 
     before = {k: figures(stack, *k) for k in (("queue", "support"), ("queue", "sales"),
                                               ("agent", "1002"), ("agent", "1004"))}  # fmt: skip
-    again = run_import(stack)
+    again = run_import(stack, hand_file)
     assert "43 accepted" in again
     # give the worker time to (not) count them a second time: a marker call
     # posted after the second import is counted once it has read everything
     marker = [{"event_id": "aq-marker", "type": "call.offered", "call_id": "aq-marker",
-               "queue_id": "aq-marker", "occurred_at": "2026-11-02T09:30:00+08:00"}]  # fmt: skip
+               "queue_id": "aq-marker", "occurred_at": shifted("2026-11-02T09:30:00+08:00")}]  # fmt: skip
     assert stack.post(marker).status_code == 202
     assert wait_until(
-        lambda: stack.get("/v1/kpis/queue/aq-marker", **{"from": "2026-11-02T09:30:00+08:00",
-                          "to": "2026-11-02T09:31:00+08:00"}).status_code == 200, timeout=30
+        lambda: stack.get("/v1/kpis/queue/aq-marker",
+                          **{"from": shifted("2026-11-02T09:30:00+08:00"),
+                             "to": shifted("2026-11-02T09:31:00+08:00")}).status_code == 200,
+        timeout=30,
     )  # fmt: skip
     after = {k: figures(stack, *k) for k in before}
     for f in (*before.values(), *after.values()):
