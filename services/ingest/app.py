@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -183,7 +182,7 @@ class Admitted:
 
     def __init__(self) -> None:
         self.by_part: dict[int, list[bytes]] = {}
-        self.types: Counter[str] = Counter()
+        self.types: dict[str, int] = {}
         self.count = 0
 
 
@@ -199,6 +198,9 @@ def admit(
     fails is added to `rejected` by index; nothing that passes can fail later."""
     rules = settings.door_rules
     out = Admitted()
+    # names looked up once: this loop runs for every event ingest takes
+    by_part, types = out.by_part, out.types
+    partitions, max_bytes = settings.partitions, rules.max_event_bytes
     for index, item in enumerate(items):
         if item is MALFORMED:
             continue
@@ -211,19 +213,23 @@ def admit(
         except orjson.JSONEncodeError as exc:  # nested past orjson's 254 levels
             rejected.append({"index": index, "error": f"{ev['type']}: cannot be encoded: {exc}"})
             continue
-        if len(encoded) > rules.max_event_bytes:
+        if len(encoded) > max_bytes:
             rejected.append(
                 {
                     "index": index,
                     "error": f"{ev['type']}: event is {len(encoded):,} bytes encoded, more "
-                    f"than max_event_bytes={rules.max_event_bytes}",
+                    f"than max_event_bytes={max_bytes}",
                 }
             )
             continue
-        part = partition_for(routing_key(ev), settings.partitions)
-        out.by_part.setdefault(part, []).append(encoded)
-        out.types[ev["type"]] += 1
-        out.count += 1
+        part = partition_for(routing_key(ev), partitions)
+        mine = by_part.get(part)
+        if mine is None:
+            mine = by_part[part] = []
+        mine.append(encoded)
+        typ = ev["type"]
+        types[typ] = types.get(typ, 0) + 1
+    out.count = sum(types.values())
     rejected.sort(key=lambda r: r["index"])
     return out
 
