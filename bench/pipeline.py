@@ -30,7 +30,7 @@ import orjson
 from services.core.db import asyncpg_dsn
 from services.core.settings import Team
 from services.devstack import Stack, free_port
-from services.simulator import SimConfig, Simulation
+from services.simulator import DAILY_PROFILE, SimConfig, Simulation
 
 # 20 teams of 25 agents: enough capacity for 6,000 calls/h, so the event mix is a
 # served center's (answers, holds, wrap-ups, surveys), not a collapsing one's.
@@ -122,8 +122,13 @@ async def processed(pool: asyncpg.Pool) -> int:
 
 async def freshness(url: str, rate: int, seconds: int) -> list[float]:
     """Post `rate` events/s for `seconds`; per batch, POST-return → visible in the API."""
-    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    lines = simulate(rate * seconds, 991, start, calls_per_hour=6000)
+    # Three hours back, at a volume scaled by the simulator's daily profile for the
+    # hours ahead, so the events end well before now at any hour of the run: at
+    # 6,000 calls/h unscaled, an evening run's 100,000 events ran past now + 1 h
+    # and ingest refused them (max_future_seconds).
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    quietest = min(DAILY_PROFILE[(start.hour + h) % 24] for h in range(4))
+    lines = simulate(rate * seconds, 991, start, calls_per_hour=6000 / quietest)
     offered_cum = []
     n = 0
     per_tick = max(1, rate // 20)  # 20 posts a second
