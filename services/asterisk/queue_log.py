@@ -357,7 +357,7 @@ class Mapper:
                 state = {"state": "not_ready"}
                 reason = line.data[0] if line.data else ""
                 if reason:
-                    state["reason"] = reason[:200]
+                    state["reason"] = _text(reason, 200)
             else:
                 state = {"state": "logged_out" if ev in LOGOFFS else "available"}
             return [_agent_event(line.at, agent, state)]
@@ -404,7 +404,7 @@ class Mapper:
                 # ingest by kpi.withheld_caller_ids, as for every other source
                 # as the PBX wrote it, less control characters, which the event
                 # contract refuses: one of them would cost the whole call
-                out[-1]["customer_id"] = CONTROL_CHARACTERS.sub("", line.data[1])[:200]
+                out[-1]["customer_id"] = _text(line.data[1], 200)
             return out
         if ev in REFUSED or ev in UNANSWERED_EXITS:
             if call.done:
@@ -427,7 +427,7 @@ class Mapper:
             ended: dict[str, Any] = {"type": "call.ended", "occurred_at": iso(call.entered + wait),
                                      **base, "ended_by": by, "asterisk_event": ev}  # fmt: skip
             if ev == "EXITWITHKEY":
-                key_pressed = line.data[0].strip()[:8] if line.data else ""
+                key_pressed = _text(line.data[0], 8) if line.data else ""
                 reason = self.exit_keys.get(key_pressed, reason)
                 if key_pressed:
                     ended["key"] = key_pressed
@@ -513,6 +513,13 @@ class Mapper:
         self.calls = {
             k: c for k, c in self.calls.items() if not c.done or (c.ended or 0) >= horizon
         }
+
+
+def _text(value: str, limit: int) -> str:
+    """A log field as the contract can carry it: without control characters,
+    which it refuses (one would cost the whole event: a pause, a call's end), and
+    cut to the field's length."""
+    return CONTROL_CHARACTERS.sub("", value)[:limit]
 
 
 def _attended_offset(line: Line) -> int:

@@ -147,7 +147,8 @@ class Figures:
     async def by_queue(self, agent_id: str, span: Span) -> list[Reading]:
         """The agent's figures in each queue whose calls it was presented in [span),
         in queue id order (kind agent_queue, id the queue)."""
-        queues = set(self.settings.roster("queue")) | await self.with_data("queue", span)
+        queues = set(self.settings.roster("queue"))
+        queues |= set(await queries.call_entities(self.conn, "queue", *span))
         rows = await queries.agent_queue_counters(self.conn, agent_id, sorted(queues), *span)
         bases = self.settings.kpi.bases
         return [Reading("agent_queue", q, rows[q], {}, bases) for q in sorted(rows)]

@@ -176,14 +176,17 @@ async def agent_queue_counters(
     return out
 
 
-async def known_entities(conn: AsyncConnection, kind: str) -> list[str]:
+async def call_entities(
+    conn: AsyncConnection, kind: str, start: datetime, end: datetime
+) -> list[str]:
+    """The ids of `kind` with call counters in [start, end): ids only, no sums (an
+    agent's `?by=queue` needs the queues to look in, not their figures)."""
     result = await conn.execute(
         sa.text(
-            "SELECT entity_id FROM kpi_buckets WHERE kind = :k "
-            "UNION SELECT entity_id FROM kpi_time_buckets WHERE kind = :k "
-            "UNION SELECT agent_id FROM agent_timelines WHERE :k = 'agent'"
+            "SELECT DISTINCT entity_id FROM kpi_buckets WHERE kind = :k "
+            "AND bucket >= :s AND bucket < :e"
         ),
-        {"k": kind},
+        {"k": kind, "s": start, "e": end},
     )
     return [r.entity_id for r in result]
 

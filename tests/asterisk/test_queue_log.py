@@ -26,6 +26,7 @@ from services.asterisk.queue_log import (
     read_lines,
 )
 from services.core.agents import compact_state, merge_states
+from services.core.events import normalize
 
 HERE = Path(__file__).parent
 HAND = HERE / "hand.queue_log"
@@ -297,6 +298,21 @@ def test_a_call_refused_at_the_queues_door_is_offered_and_ended_at_once(
     c = of_call(events, "c-door@support")
     assert m.stats.malformed_count == 0 and not m.stats.skipped
     assert c["call.ended"]["reason"] == reason and at(c["call.ended"]) == at(c["call.offered"]) == T
+
+
+def test_control_characters_in_a_key_or_a_pause_reason_do_not_cost_the_event() -> None:
+    """The contract refuses control characters in every string; a garbled log
+    field must lose them, not the call's end or the agent's pause."""
+    events, _ = mapped(
+        f"{T}|c-ctl|support|NONE|ENTERQUEUE||+8613800000001|1\n"
+        f"{T + 8}|c-ctl|support|NONE|EXITWITHKEY|\x015|1|1|8\n"
+        f"{T + 9}|NONE|support|PJSIP/1001|PAUSE|lun\x07ch\n"
+    )
+    for e in events:
+        normalize(e, b"k")  # raises EventError if the contract refuses it
+    ended = of_call(events, "c-ctl@support")["call.ended"]
+    assert ended["key"] == "5"
+    assert [e["reason"] for e in events if e["type"] == "agent.state"] == ["lunch"]
 
 
 def test_wazos_leaveempty_after_asterisks_exitempty_is_one_end() -> None:
