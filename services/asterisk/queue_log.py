@@ -419,11 +419,12 @@ class Mapper:
                             "asterisk_event": ev})  # fmt: skip
                 return out
             by, i, reason = UNANSWERED_EXITS[ev]
-            logged = i is not None and i < len(line.data) and line.data[i].strip() != ""
+            # the logged waittime, or None for a line without one (Wazo's)
+            logged = line.num(i) if i is not None and i < len(line.data) and line.data[i] else None
             if call.entered is None:
-                offered(line.at - (line.num(i) if logged and i is not None else 0.0))
+                offered(line.at - (logged or 0.0))
             assert call.entered is not None
-            wait = line.num(i) if logged and i is not None else max(0.0, line.at - call.entered)
+            wait = logged if logged is not None else max(0.0, line.at - call.entered)
             ended: dict[str, Any] = {"type": "call.ended", "occurred_at": iso(call.entered + wait),
                                      **base, "ended_by": by, "asterisk_event": ev}  # fmt: skip
             if ev == "EXITWITHKEY":
