@@ -188,9 +188,9 @@ def main(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{port}"
         stack.wait_ready(f"{url}/readyz", 60, ingest)
 
-        # batches of the events of BATCH_LINES lines, two in flight, as the import
+        # batches of the events of BATCH_LINES lines, three in flight, as the import
         per_batch = round(BATCH_LINES * events / lines)
-        post_s = asyncio.run(post_all(url, mapped, per_batch, concurrency=2))
+        post_s = asyncio.run(post_all(url, mapped, per_batch, concurrency=3))
         log(f"  ingest alone: {events:,} events in {post_s:.1f} s = {events / post_s:,.0f} "
             f"events/s = {lines / post_s:,.0f} lines/s of this file")  # fmt: skip
         # The import gets an ingest and topics of its own, and then a worker, so

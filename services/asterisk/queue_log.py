@@ -73,6 +73,7 @@ LOGINS = frozenset({"AGENTLOGIN", "AGENTCALLBACKLOGIN", "ADDMEMBER"})
 LOGOFFS = frozenset({"AGENTLOGOFF", "AGENTCALLBACKLOGOFF", "REMOVEMEMBER"})
 PAUSES = frozenset({"PAUSE", "PAUSEALL"})
 UNPAUSES = frozenset({"UNPAUSE", "UNPAUSEALL"})
+AGENT_VERBS = LOGINS | LOGOFFS | PAUSES | UNPAUSES
 # known, and deliberately not mapped (counted as skipped)
 IGNORED = frozenset(
     {"CONFIGRELOAD", "QUEUESTART", "INFO", "AGENTDUMP", "RINGCANCELED", "SYSCOMPAT", "DID"}
@@ -151,7 +152,7 @@ def parse_pipe(text: str, lineno: int, tz: ZoneInfo) -> Line:
     if len(data) == 1 and "," in data[0] and event not in ("ENTERQUEUE", "PAUSE", "INFO"):
         data = data[0].split(",")  # the older single-parameter, comma-joined form
     return Line(at, fields[1].strip(), fields[2].strip(), fields[3].strip(), event,
-                tuple(d.strip() for d in data), lineno)  # fmt: skip
+                tuple([d.strip() for d in data]), lineno)  # fmt: skip
 
 
 def parse_line(text: str, lineno: int, tz: ZoneInfo) -> Line | Malformed:
@@ -310,15 +311,15 @@ class Mapper:
 
     def feed(self, item: Line | Malformed) -> list[dict[str, Any]]:
         self.stats.lines += 1
-        where = f"{self.source} " if self.source else ""
         if isinstance(item, Malformed):
-            self.stats.bad(f"{where}{item}")
+            self.stats.bad(f"{self._where()}{item}")
             return []
-        self.newest = max(self.newest, item.at)
+        if item.at > self.newest:
+            self.newest = item.at
         try:
             events = self._map(item)
         except Malformed as exc:
-            self.stats.bad(f"{where}line {item.lineno}: {exc}")
+            self.stats.bad(f"{self._where()}line {item.lineno}: {exc}")
             return []
         digest = hashlib.blake2b(item.key.encode(), digest_size=12).hexdigest()
         # A wrap-up starts at the instant its call ended, where the COMPLETE line
@@ -329,6 +330,9 @@ class Mapper:
             e["event_id"] = f"{prefix}-{digest}-{i}"
         self.stats.events += len(events)
         return events
+
+    def _where(self) -> str:
+        return f"{self.source} " if self.source else ""
 
     def _key(self, line: Line) -> str:
         return f"{line.callid}@{line.queue}" if self.call_per_queue else line.callid
@@ -343,7 +347,7 @@ class Mapper:
 
     def _map_line(self, line: Line, agent: str | None) -> list[dict[str, Any]]:
         ev = line.event
-        if ev in LOGINS | LOGOFFS | PAUSES | UNPAUSES:
+        if ev in AGENT_VERBS:
             if agent is None:
                 raise Malformed(f"{ev}: no agent")
             if ev in LOGINS:
