@@ -266,6 +266,40 @@ manual_items = sa.Table(
     sa.Column("updated_by", sa.Text, nullable=False),
 )
 
+# Agents' schedules, one version per upload (migration 0016, readmodel/schedules.py)
+schedule_uploads = sa.Table(
+    "schedule_uploads",
+    metadata,
+    sa.Column("version", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("uploaded_at", _TS, nullable=False),
+    sa.Column("uploaded_by", sa.Text, nullable=False),
+    sa.Column("first_day", sa.Date, nullable=False),
+    sa.Column("last_day", sa.Date, nullable=False),
+    sa.Column("agent_days", sa.Integer, nullable=False),
+    sa.Column("segments", sa.Integer, nullable=False),
+    sa.Column("checksum", sa.Text, nullable=False),
+    sa.Column("note", sa.Text),
+)
+
+schedule_days = sa.Table(
+    "schedule_days",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("version", sa.BigInteger, primary_key=True),
+)
+
+schedule_segments = sa.Table(
+    "schedule_segments",
+    metadata,
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("agent_id", sa.Text, nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("start_us", sa.BigInteger, nullable=False),
+    sa.Column("end_us", sa.BigInteger, nullable=False),
+    sa.Column("activity", sa.Text, nullable=False),
+)
+
 # Who closed, restated, uploaded to or read a pay period, and when.
 audit_log = sa.Table(
     "audit_log",

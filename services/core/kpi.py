@@ -185,11 +185,16 @@ def with_outcome(c: Mapping[str, int]) -> int:
     return c["answered"] + sum(c[o] for o in UNANSWERED_OUTCOMES)
 
 
+def handle_us(c: Mapping[str, int]) -> int:
+    """Handle time: talk, hold and after-call work (AHT's numerator)."""
+    return c["talk_us"] + c["hold_us"] + c["acw_us"]
+
+
 def _handling(c: Mapping[str, int]) -> dict[str, Any]:
     handled = c["handled"]
     return {
         "handled": handled,
-        "aht_seconds": mean_seconds(c["talk_us"] + c["hold_us"] + c["acw_us"], handled),
+        "aht_seconds": mean_seconds(handle_us(c), handled),
         "avg_talk_seconds": mean_seconds(c["talk_us"], handled),
         "avg_hold_seconds": mean_seconds(c["hold_us"], handled),
         "avg_acw_seconds": mean_seconds(c["acw_us"], handled),

@@ -39,6 +39,8 @@ from services.core.kpi import (
 )
 from services.core.payroll_rules import PeriodSettings, ScorecardError, Scorecards
 from services.core.payroll_rules import load as load_scorecards
+from services.core.staffing import SCHEDULE_FIELDS
+from services.core.staffing_rules import StaffingSettings
 
 UNASSIGNED_TEAM = "unassigned"
 
@@ -210,6 +212,8 @@ class Settings(BaseSettings):
     scorecard_file: Path | None = None
     auth: AuthSettings = AuthSettings()
     asterisk: AsteriskSettings = AsteriskSettings()
+    # Required agents, schedules, adherence, attendance, forecast (docs/staffing.md)
+    staffing: StaffingSettings = StaffingSettings()
 
     # --- Kafka ---------------------------------------------------------------
     topic_prefix: str = "callkpi"
@@ -384,7 +388,8 @@ class Settings(BaseSettings):
     def scorecards(self) -> Scorecards | None:
         if self.scorecard_file is None:
             return None
-        return load_scorecards(self.scorecard_file, set(AGENT_FIELDS))
+        # a scorecard scores the catalogue's figures and the schedule's (attendance)
+        return load_scorecards(self.scorecard_file, {*AGENT_FIELDS, *SCHEDULE_FIELDS})
 
     @cached_property
     def team_names(self) -> dict[str, str]:

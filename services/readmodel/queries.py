@@ -249,6 +249,40 @@ async def interval_reasons(
     return out
 
 
+_STATE_SPANS = """
+SELECT agent_id, start_us, end_us, state, reason
+FROM agent_segments
+WHERE start_us >= :lo AND start_us < :e AND end_us > :s {one}
+GROUP BY agent_id, start_us, end_us, state, reason
+HAVING sum(sign) > 0
+ORDER BY agent_id, start_us
+"""
+
+
+async def state_spans(
+    conn: AsyncConnection, start_us: int, end_us: int, agents: list[str] | None = None
+) -> dict[str, list[tuple[int, int, str, str | None]]]:
+    """Each agent's closed state segments overlapping [start, end), as they stand:
+    a segment a late event replaced (stored again with sign -1) is left out."""
+    one = "AND agent_id = ANY(:agents)" if agents is not None else ""
+    result = await conn.execute(
+        sa.text(_STATE_SPANS.format(one=one)),
+        {"lo": start_us - SEGMENT_PIECE_US, "s": start_us, "e": end_us, "agents": agents},
+    )
+    out: dict[str, list[tuple[int, int, str, str | None]]] = {}
+    for r in result:
+        out.setdefault(r.agent_id, []).append((int(r.start_us), int(r.end_us), r.state, r.reason))
+    return out
+
+
+async def first_bucket(conn: AsyncConnection) -> datetime | None:
+    """The first minute with call counters (where history begins)."""
+    value: datetime | None = await conn.scalar(
+        sa.text("SELECT min(bucket) FROM kpi_buckets WHERE kind = 'center'")
+    )
+    return value
+
+
 async def agent_states(conn: AsyncConnection) -> list[tuple[str, str, str | None, int]]:
     """(agent, state, reason, since µs): each agent's latest state change."""
     result = await conn.execute(

@@ -1,0 +1,313 @@
+"""Staffing figures over intervals, and agents' schedule figures over a span:
+the stored counters (through `Figures`, so open time counts as everywhere), the
+schedule in force and the state segments, put through services/core/staffing.py.
+docs/staffing.md says what each figure is."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from services.core.kpi import handle_us
+from services.core.schedules import Segment
+from services.core.staffing import (
+    AgentSchedule,
+    Requirement,
+    agent_schedule,
+    patience_seconds,
+    productive_us,
+    requirement,
+    schedule_fit,
+    scheduled_agents,
+    wape,
+    weighted_forecast,
+)
+from services.core.staffing_rules import Goal
+from services.core.timewin import epoch_us, iso
+from services.readmodel import queries, schedules
+from services.readmodel.figures import Figures
+
+US = 1_000_000
+STAFFED_KINDS = ("center", "team", "agent")  # kinds with agents (queues have none)
+REQUIRED_KINDS = ("center", "team", "queue")  # kinds with calls of their own
+
+
+def _local_shift(t: datetime, days: int, figures: Figures) -> datetime:
+    """The same wall-clock time `days` later in the center's zone."""
+    tz = figures.settings.tz
+    local = t.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
+    return local.replace(tzinfo=tz).astimezone(UTC)
+
+
+def _agents_of(figures: Figures, kind: str, entity_id: str, agents: set[str]) -> set[str]:
+    s = figures.settings
+    if kind == "center":
+        return agents
+    if kind == "team":
+        return {a for a in agents if s.agent_team(a) == entity_id}
+    if kind == "agent":
+        return {entity_id} & agents
+    return set()
+
+
+async def _segments(
+    figures: Figures, edges: Sequence[datetime], as_of: int | None = None
+) -> list[Segment]:
+    """The schedule in force over the edges' span, of every agent."""
+    tz = figures.settings.tz
+    first = edges[0].astimezone(tz).date() - timedelta(days=1)  # a night shift's day
+    last = edges[-1].astimezone(tz).date()
+    return await schedules.in_force(
+        figures.conn, epoch_us(edges[0]), epoch_us(edges[-1]), first, last, as_of=as_of
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the days before a range say of an entity: patience and AHT."""
+
+    start: datetime
+    end: datetime
+    patience_s: float | None
+    aht_s: float | None
+
+
+async def history(figures: Figures, kind: str, entity_id: str, end: datetime) -> History:
+    days = figures.settings.staffing.history_days
+    stop = min(end, figures.now)
+    start = stop - timedelta(days=days)
+    r = await figures.entity(kind, entity_id, (start, stop), open_time=False)
+    c = r.counters
+    aht = handle_us(c) / US / c["handled"] if c["handled"] else None
+    return History(start, stop, patience_seconds(c["abandoned"], c["wait_all_us"]), aht)
+
+
+def _req_fields(req: Requirement | None, prefix: str = "") -> dict[str, Any]:
+    chosen = req.chosen if req is not None else None
+    return {
+        f"{prefix}required_agents": chosen.agents if chosen is not None else None,
+        f"{prefix}required_agents_erlang_c": (
+            req.erlang_c.agents if req is not None and req.erlang_c is not None else None
+        ),
+        f"{prefix}required_agents_erlang_a": (
+            req.erlang_a.agents if req is not None and req.erlang_a is not None else None
+        ),
+    }
+
+
+def _prediction(req: Requirement | None) -> dict[str, Any]:
+    p = req.chosen if req is not None else None
+    return {
+        "predicted_service_level": p.service_level if p is not None else None,
+        "predicted_asa_seconds": p.asa_seconds if p is not None else None,
+        "predicted_occupancy": p.occupancy if p is not None else None,
+        "predicted_abandon_rate": p.abandon_rate if p is not None else None,
+    }
+
+
+async def _forecast(
+    figures: Figures, kind: str, entity_id: str, edges: list[datetime]
+) -> list[tuple[list[tuple[float, float] | None], list[tuple[float, float] | None]]]:
+    """Per interval, (offered, AHT) history k + 1 weeks back for k < forecast_weeks:
+    ((calls, 1), (handle seconds, handled)) or None before the data begins."""
+    cfg = figures.settings.staffing
+    begins = await queries.first_bucket(figures.conn)
+    n = len(edges) - 1
+    out: list[tuple[list[tuple[float, float] | None], list[tuple[float, float] | None]]] = [
+        ([], []) for _ in range(n)
+    ]
+    for k in range(1, cfg.forecast_weeks + 1):
+        shifted = [_local_shift(e, -7 * k, figures) for e in edges]
+        # a fall-back night repeats a wall-clock hour: keep edges strictly rising
+        keep = sorted(set(shifted))
+        readings = await figures.intervals(kind, entity_id, keep) if len(keep) > 1 else []
+        at = {t: i for i, t in enumerate(keep)}
+        for i in range(n):
+            a, b = shifted[i], shifted[i + 1]
+            j = at[a]
+            if begins is None or a < begins or b <= a or j + 1 >= len(keep) or keep[j + 1] != b:
+                out[i][0].append(None)
+                out[i][1].append(None)
+                continue
+            c = readings[j].counters
+            out[i][0].append((float(c["offered"]), 1.0))
+            out[i][1].append((handle_us(c) / US, float(c["handled"])))
+    return out
+
+
+async def intervals(
+    figures: Figures, kind: str, entity_id: str, edges: list[datetime]
+) -> dict[str, Any]:
+    """The staffing of one entity per interval [edges[i], edges[i+1])."""
+    s = figures.settings
+    cfg = s.staffing
+    team = s.queue_team(entity_id) if kind == "queue" else None
+    goal: Goal = cfg.goal_for(kind, entity_id, team)
+    readings = await figures.intervals(kind, entity_id, edges)
+    hist = await history(figures, kind, entity_id, edges[-1])
+    patience = hist.patience_s if cfg.model == "erlang_a" else None
+    edges_us = [epoch_us(t) for t in edges]
+    lengths = [(edges_us[i + 1] - edges_us[i]) / US for i in range(len(edges) - 1)]
+
+    scheduled: list[float | None] = [None] * len(readings)
+    if kind in STAFFED_KINDS:
+        segs = await _segments(figures, edges)
+        mine = _agents_of(figures, kind, entity_id, {g.agent_id for g in segs})
+        productive = {n for n, a in cfg.activities.items() if a.productive}
+        scheduled = list(
+            scheduled_agents([g for g in segs if g.agent_id in mine], edges_us, productive)
+        )
+    forecasts = await _forecast(figures, kind, entity_id, edges) if kind in REQUIRED_KINDS else []
+    weights = cfg.forecast_weights[: cfg.forecast_weeks]
+    rows: list[dict[str, Any]] = []
+    now_us = epoch_us(figures.now)
+    for i, r in enumerate(readings):
+        m = r.metrics(goal.seconds)
+        c = r.counters
+        row: dict[str, Any] = {
+            "from": iso(edges[i], s.tz),
+            "to": iso(edges[i + 1], s.tz),
+            "offered": c["offered"],
+            "aht_seconds": m["aht_seconds"],
+            "service_level": m.get("service_level"),
+            "answer_rate": m.get("answer_rate"),
+        }
+        req: Requirement | None = None
+        if kind in REQUIRED_KINDS:
+            aht = m["aht_seconds"] if m["aht_seconds"] is not None else hist.aht_s
+            req = requirement(c["offered"], lengths[i], aht, goal, patience, cfg.model,
+                              cfg.max_occupancy)  # fmt: skip
+        row |= _req_fields(req) | _prediction(req)
+        staffed = logged = None
+        if kind in STAFFED_KINDS and edges_us[i] < now_us:
+            staffed = productive_us(c) / US / lengths[i]
+            logged = c["logged_in_us"] / US / lengths[i]
+        required = row["required_agents"]
+        row |= {
+            "scheduled_agents": scheduled[i],
+            "staffed_agents": staffed,
+            "logged_in_agents": logged,
+            "schedule_fit": schedule_fit([(scheduled[i], required)]),
+        }
+        if forecasts:
+            offered_h, aht_h = forecasts[i]
+            f_offered = weighted_forecast(offered_h, weights)
+            f_aht = weighted_forecast(aht_h, weights)
+            f_aht = f_aht if f_aht is not None else hist.aht_s
+            f_req = (
+                requirement(
+                    round(f_offered),
+                    lengths[i],
+                    f_aht,
+                    goal,
+                    patience,
+                    cfg.model,
+                    cfg.max_occupancy,
+                )
+                if f_offered is not None
+                else None
+            )
+            row |= {
+                "forecast_offered": f_offered,
+                "forecast_aht_seconds": f_aht if f_offered is not None else None,
+                "forecast_required_agents": f_req.chosen.agents
+                if f_req is not None and f_req.chosen is not None
+                else None,
+            }
+        else:
+            row |= {"forecast_offered": None, "forecast_aht_seconds": None,
+                    "forecast_required_agents": None}  # fmt: skip
+        rows.append(row)
+    return {
+        "goal": {"target": goal.target, "seconds": goal.seconds},
+        "model": cfg.model,
+        "patience_seconds": hist.patience_s,
+        "history": {
+            "from": iso(hist.start, s.tz),
+            "to": iso(hist.end, s.tz),
+            "aht_seconds": hist.aht_s,
+        },
+        "schedule_fit": schedule_fit([(r["scheduled_agents"], r["required_agents"]) for r in rows]),
+        "days": _days(rows, edges, figures),
+        "intervals": rows,
+    }
+
+
+def _days(
+    rows: list[dict[str, Any]], edges: list[datetime], figures: Figures
+) -> list[dict[str, Any]]:
+    """Per local day of the range: its schedule fit and, for the intervals that
+    have ended, the forecast's WAPE."""
+    tz = figures.settings.tz
+    by_day: dict[date, list[int]] = {}
+    for i in range(len(rows)):
+        by_day.setdefault(edges[i].astimezone(tz).date(), []).append(i)
+    out = []
+    for day, idx in by_day.items():
+        past = [i for i in idx if edges[i + 1] <= figures.now]
+        out.append(
+            {
+                "day": day.isoformat(),
+                "offered": sum(rows[i]["offered"] for i in idx),
+                "forecast_offered": (
+                    sum(rows[i]["forecast_offered"] for i in idx)
+                    if all(rows[i]["forecast_offered"] is not None for i in idx)
+                    else None
+                ),
+                "schedule_fit": schedule_fit(
+                    [(rows[i]["scheduled_agents"], rows[i]["required_agents"]) for i in idx]
+                ),
+                "forecast_wape": wape(
+                    [(float(rows[i]["offered"]), rows[i]["forecast_offered"]) for i in past]
+                ),
+            }
+        )
+    return out
+
+
+async def agent_schedules(
+    figures: Figures,
+    agents: list[str] | None,
+    span: tuple[datetime, datetime],
+    *,
+    as_of: int | None = None,
+    open_time: bool = True,
+) -> dict[str, AgentSchedule]:
+    """Each agent's adherence, conformance and attendance over [span) (agents:
+    None for every agent with a schedule in it). Agents without a schedule in the
+    span get none."""
+    s = figures.settings
+    cfg = s.staffing
+    start_us, end_us = epoch_us(span[0]), epoch_us(span[1])
+    segs = await _segments(figures, list(span), as_of)
+    by_agent: dict[str, list[Segment]] = {}
+    for g in segs:
+        if agents is None or g.agent_id in agents:
+            by_agent.setdefault(g.agent_id, []).append(g)
+    if not by_agent:
+        return {}
+    early_us = cfg.early_login_minutes * 60 * US
+    # from `early` before the span: a login before a shift that starts with it
+    states = await queries.state_spans(figures.conn, start_us - early_us, end_us, sorted(by_agent))
+    now_us = epoch_us(figures.now)
+    if open_time:
+        for agent, state, reason, since in (await figures.live()).agents:
+            if agent in by_agent and state != "logged_out":
+                stop = min(now_us, since + s.kpi.max_state_us)
+                if stop > since:
+                    states.setdefault(agent, []).append((since, stop, state, reason))
+    return {
+        agent: agent_schedule(
+            mine,
+            states.get(agent, []),
+            cfg.activities,
+            start_us,
+            end_us,
+            now_us,
+            cfg.grace_minutes * 60 * US,
+            early_us,
+        )
+        for agent, mine in by_agent.items()
+    }
