@@ -18,7 +18,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from services.api import alerts, kpis, metrics, periods, quarantine, stream, wallboard
+from services.api import alerts, kpis, metrics, periods, quarantine, staffing, stream, wallboard
 from services.api.deps import no_control_characters, require
 from services.api.http_limits import BodyDeadline
 from services.api.pipeline import PipelineStatus
@@ -197,6 +197,10 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
                            responses={**auth, **unknown})  # fmt: skip
         app.include_router(alerts.router, dependencies=[require("read")],
                            responses={**auth, **unknown})  # fmt: skip
+        # reads need read; a schedule upload needs admin too (it feeds payroll)
+        big: Responses = {413: {"description": "upload too large"}}
+        app.include_router(staffing.router, dependencies=[require("read")],
+                           responses={**auth, **unknown, **big})  # fmt: skip
         full: Responses = {503: {"description": "too many feeds"}}
         app.include_router(stream.router, dependencies=[require("read")],
                            responses={**auth, **unknown, **full})  # fmt: skip

@@ -20,6 +20,7 @@ from services.core.timewin import (
     iso,
     window_bounds,
 )
+from services.readmodel import staffing
 from services.readmodel.figures import Figures, entity_extra
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
@@ -199,6 +200,11 @@ async def get_kpis(
         **reading.metrics(span.sl),
         "live": (await figures.live()).block(kind.value, entity_id),
     }
+    if kind is Kind.AGENT:
+        # adherence, conformance and attendance against the schedule (None: the
+        # agent has no schedule in the span); docs/staffing.md
+        mine = await staffing.agent_schedules(figures, [entity_id], span_of)
+        out["schedule"] = mine[entity_id].fields() if entity_id in mine else None
     if by == "queue":
         out["by_queue"] = [
             {"queue": r.id, "team": settings.queue_team(r.id), **r.metrics(span.sl)}
