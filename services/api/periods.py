@@ -16,6 +16,7 @@ from services.core.auth import Principal
 from services.core.db import period_versions
 from services.core.kpi import AGENT_FIELDS
 from services.core.settings import Settings
+from services.core.staffing import SCHEDULE_FIELDS
 from services.core.timewin import iso
 from services.ingest.app import BodyTooLarge, read_body
 from services.payroll import audit, scorecard
@@ -42,7 +43,7 @@ Reader = Annotated[Principal, require("payroll")]
 
 CSV_COLUMNS: tuple[str, ...] = (
     "period", "version", "status", "fcr_provisional", "definitions_hash", "checksum",
-    "agent_id", "team", *AGENT_FIELDS,
+    "agent_id", "team", *AGENT_FIELDS, *SCHEDULE_FIELDS,
 )  # fmt: skip
 
 

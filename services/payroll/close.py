@@ -18,12 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.core.configfile import digest
 from services.core.db import LOCK_PERIODS, period_versions
 from services.core.settings import Settings
+from services.core.staffing import SCHEDULE_FIELDS
 from services.core.timewin import iso
 from services.payroll import audit
 from services.payroll.manual import manual_values
 from services.payroll.periods import Period, earliest_close, parse
 from services.payroll.scorecard import MANUAL_PREFIX, score_agents
+from services.readmodel import schedules, staffing
 from services.readmodel.figures import Figures
+
+# an agent with no schedule in the period: its schedule columns are empty
+NO_SCHEDULE: dict[str, Any] = dict.fromkeys(SCHEDULE_FIELDS)
 
 
 class CloseRefused(Exception):
@@ -64,13 +69,19 @@ async def compute_figures(
     # is not recorded yet; once it ends, its time in the period is a restatement
     reader = Figures(conn, settings, period.end)
     span = (period.start, period.end)
+    # the schedule in force now, and which version that is: a later upload that
+    # changes the period's days shows as an adjustment until restated
+    planned = await staffing.agent_schedules(reader, None, span, open_time=False)
+    out["schedule_version"] = await schedules.latest_version(conn)
     for kind, key in (("agent", "agents"), ("team", "teams"), ("center", "center")):
         figures = {}
-        extra = set(manual) if kind == "agent" else set()
+        extra = set(manual) | set(planned) if kind == "agent" else set()
         for r in await reader.entities(kind, span, open_time=False, extra=extra):
             row = r.metrics()
             if kind == "agent":
-                row = {"team": settings.agent_team(r.id), **row}
+                mine = planned.get(r.id)
+                row = {"team": settings.agent_team(r.id), **row,
+                       **(mine.fields() if mine else NO_SCHEDULE)}  # fmt: skip
             figures[r.id] = row
         out[key] = figures if kind != "center" else figures["all"]
     cards = settings.scorecards

@@ -5,6 +5,7 @@ each agent's adherence and attendance, worked by hand."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -31,6 +32,7 @@ SCHEDULE = (
     f"b00,{DAY},11:00,11:15,break\n"
     f"b01,{DAY},10:15,12:00,work\n"
     f"b02,{DAY},,,off\n"
+    f"t05,{DAY},09:00,17:00,work\n"  # never logs in
 )
 
 
@@ -45,7 +47,10 @@ def state(agent: str, clock: str, st: str, **extra: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def center(pg: EmbeddedPostgres, broker: EmbeddedBroker) -> Iterator[Stack]:
-    s = Stack(stack_env(broker, new_database(pg), "staffing"), logs="staffing-").start()
+    period = [{"id": "sday", "from": str(DAY), "to": str(DAY)}]
+    env = stack_env(broker, new_database(pg), "staffing", CALLKPI_PERIODS__CALENDAR="explicit",
+                    CALLKPI_PERIODS__RANGES=json.dumps(period))  # fmt: skip
+    s = Stack(env, logs="staffing-").start()
     r = httpx.post(f"{s.url}/v1/schedules", content=SCHEDULE, params={"note": "week plan"})
     assert r.status_code == 201, r.text
     states = [
@@ -188,3 +193,29 @@ def test_a_new_upload_replaces_only_the_agent_days_it_holds_and_old_versions_sta
     uploads = center.get("/v1/schedules/uploads").json()["uploads"]
     assert [u["version"] for u in uploads[:2]] == [v2, v1]
     assert uploads[-1]["note"] == "week plan"
+
+
+def test_payroll_rows_carry_attendance_and_score_it_and_a_later_schedule_is_an_adjustment(
+    center: Stack,
+) -> None:
+    r = httpx.post(f"{center.url}/v1/periods/sday/close", params={"force": "true"}, json={})
+    assert r.status_code == 201, r.text
+    rows = {a["agent_id"]: a for a in center.get("/v1/periods/sday/agents").json()["items"]}
+    assert (rows["b01"]["attendance_rate"], rows["b01"]["late_shifts"]) == (1.0, 1)
+    assert rows["b00"]["adherence_rate"] == pytest.approx(115 / 120)
+    # t05 missed the shift: the example scorecard's computed attendance and absence
+    t05 = rows["t05"]
+    assert (t05["attendance_rate"], t05["absent_shifts"]) == (0.0, 1)
+    assert (t05["score.attendance"], t05["penalty.absences"]) == (0.0, 5.0)
+    assert rows["b02"]["scheduled_shifts"] is None  # a day off: no schedule in the period
+    csv_text = center.get("/v1/periods/sday/agents", format="csv").text
+    assert "attendance_rate" in csv_text.splitlines()[0]
+    # the planner gives t05 the day off after all: an adjustment until restated
+    r = httpx.post(
+        f"{center.url}/v1/schedules", content=f"agent_id,date,start,end,activity\nt05,{DAY},,,off\n"
+    )
+    assert r.status_code == 201, r.text
+    items = center.get("/v1/periods/sday/adjustments").json()["items"]
+    changed = {(i["agent_id"], i["field"]): (i["closed"], i["current"]) for i in items}
+    assert changed[("t05", "absent_shifts")] == (1, None)
+    assert changed[("t05", "penalty.absences")] == (5.0, 0.0)

@@ -80,7 +80,7 @@ def closed(secured: tuple[Stack, str]) -> dict[str, Any]:
     t0 = datetime.combine(day(-8), datetime.min.time(), SHANGHAI) + timedelta(hours=10)
     post_and_wait(stack, _calls(t0, {"b00": 6, "b01": 4}), "billing",
                   (t0, t0 + timedelta(minutes=10)), offered=10, in_queue=0)  # fmt: skip
-    upload = "agent_id,qa_score,absences\nb00,92,\nb01,,1\n"
+    upload = "agent_id,qa_score,complaints_city\nb00,92,\nb01,,1\n"
     r = httpx.post(f"{stack.url}/v1/periods/past/manual-items", content=upload.encode(),
                    headers={**bearer("ops"), "Content-Type": "text/csv"})  # fmt: skip
     assert r.status_code == 200 and r.json()["stored"] == 2, r.text
@@ -187,8 +187,10 @@ def test_payroll_csv_carries_manual_items_and_scores_computed_at_close(
     assert (b01["manual.qa_score"], b01["score.quality"]) == ("", "100.0")
     # answered 6 and 4 of the billing/tech agents' best 6: 100 and 4 × 100 / 6
     assert (b00["score.calls_answered"], b01["score.calls_answered"]) == ("100.0", "66.67")
-    # one absence: −5; no surveys: satisfaction skipped
-    assert (b01["penalty.absences"], b00["penalty.absences"]) == ("5.0", "0.0")
+    # one complaint escalated to the city: −5; no schedule: no absence, attendance
+    # not scored; no surveys: satisfaction skipped
+    assert (b01["penalty.complaints"], b00["penalty.complaints"]) == ("5.0", "0.0")
+    assert (b01["penalty.absences"], b01["score.attendance"]) == ("0.0", "")
     assert b00["score.satisfaction"] == "" and b00["score_total"] != ""
     # a roster agent with no calls at all: relative score 0 of 6
     assert rows["b02"]["score.calls_answered"] == "0.0"

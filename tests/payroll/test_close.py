@@ -47,9 +47,10 @@ RANGES = [
 
 EXAMPLE_SCORE_COLUMNS = [
     "manual.callback_rate", "manual.qa_score", "manual.complaints_city",
-    "manual.complaints_province", "manual.absences", "scorecard",
+    "manual.complaints_province", "scorecard",
     "score.answer_rate", "score.satisfaction", "score.response_time", "score.calls_answered",
-    "score.fcr", "score.callback_rate", "score.quality", "score.conversion", "score.sales_count",
+    "score.fcr", "score.callback_rate", "score.quality", "score.attendance", "score.conversion",
+    "score.sales_count",
     "penalty.complaints", "penalty.absences", "score_total", "score_units", "commission",
 ]  # fmt: skip
 

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.kpi import AGENT_FIELDS
+from services.core.staffing import SCHEDULE_FIELDS
 from services.payroll.scorecard import (
     Bands,
     Commission,
@@ -134,7 +135,7 @@ def _example_agents() -> dict[str, dict[str, Any]]:
             "team": "billing", "answer_rate": 0.935, "csat": 0.95, "avg_ring_seconds": 4.5,
             "answered": 320, "fcr_rate": 0.90, "complaints": 1,
             "manual.callback_rate": 0.97, "manual.qa_score": 92,
-            "manual.complaints_city": 1, "manual.absences": 1,
+            "manual.complaints_city": 1, "attendance_rate": 0.95, "absent_shifts": 1,
         },
         "t00": blank | {
             "team": "tech", "answer_rate": 0.97, "csat": 1.0, "avg_ring_seconds": 2.0,
@@ -154,19 +155,20 @@ def _example_agents() -> dict[str, dict[str, Any]]:
 
 
 def test_example_scorecard_scores_agents_as_worked_by_hand() -> None:
-    cards = load(EXAMPLE, set(AGENT_FIELDS))
+    cards = load(EXAMPLE, {*AGENT_FIELDS, *SCHEDULE_FIELDS})
     scores = score_agents(cards, _example_agents())
 
     b00 = scores["b00"]
     # items: 98.5, 97, 97, 320 × 100 / 400 = 80, fcr 86% + 4 = 104, callback 99% − 2 × 2 = 96,
-    # QA 92; weights .20 .20 .15 .15 .10 .05 .15:
-    # 19.7 + 19.4 + 14.55 + 12 + 10.4 + 4.8 + 13.8 = 94.65; penalties 3 + 5 + 5 = 13
+    # QA 92, attendance 95% of shifts = 100 − 5 × 2 = 90; weights .20 .20 .15 .15 .10 .05
+    # .15 .05: 19.7 + 19.4 + 14.55 + 12 + 10.4 + 4.8 + 13.8 + 4.5 = 99.15, / 1.05 = 94.43;
+    # penalties: complaints 3 + 5, one absent shift (from the schedule) 5 = 13
     assert b00["scorecard"] == "customer_service"
     assert [b00[f"score.{i}"] for i in ("answer_rate", "satisfaction", "response_time",
-            "calls_answered", "fcr", "callback_rate", "quality")] == [
-        98.5, 97, 97, 80, 104, 96, 92]  # fmt: skip
+            "calls_answered", "fcr", "callback_rate", "quality", "attendance")] == [
+        98.5, 97, 97, 80, 104, 96, 92, 90]  # fmt: skip
     assert b00["penalty.complaints"] == 8 and b00["penalty.absences"] == 5
-    assert b00["score_total"] == 81.65
+    assert b00["score_total"] == 81.43
     assert b00["score_units"] == 0  # between 80 and 90
 
     t00 = scores["t00"]
