@@ -26,11 +26,12 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerting.machine import Observation, Open, Step, steps
-from services.core.alert_rules import AlertRule, ScheduleClass
+from services.core.alert_rules import STAFFING_FIELDS, AlertRule, ScheduleClass
 from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
 from services.core.kpi import agent_time, zero_counters
 from services.core.settings import Settings
 from services.core.timewin import iso, trailing
+from services.readmodel import staffing
 from services.readmodel.figures import Figures, Span
 
 log = logging.getLogger("callkpi.alerts")
@@ -285,5 +286,8 @@ async def rule_value(figures: Figures, rule: AlertRule, entity: str) -> tuple[fl
     """The rule's field for one entity over its window, and the calls behind it."""
     span = rule_span(rule, figures.now)
     reading = await figures.entity(rule.kind, entity, span, open_time=rule.field in _TIME_FIELDS)
+    if rule.field in STAFFING_FIELDS:
+        value = (await staffing.current(figures, rule.kind, entity, span)).ratio
+        return value, reading.calls
     value = reading.metrics()[rule.field]
     return (None if value is None else float(value)), reading.calls

@@ -20,11 +20,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.alerting.health import alert_families
 from services.api.deps import EngineDep, SettingsDep
 from services.api.pipeline import PipelineStatus
+from services.api.tiles import STAFFING_WINDOW
 from services.core.faults import is_unreachable, reason
 from services.core.kafka import DEPENDENCY_UP
 from services.core.settings import Settings
-from services.core.timewin import window_bounds
-from services.readmodel import queries
+from services.core.timewin import trailing, window_bounds
+from services.readmodel import queries, staffing
 from services.readmodel.figures import Figures
 
 log = logging.getLogger("callkpi.api")
@@ -122,6 +123,7 @@ async def _figure_families(
                     calls.add_metric([kind, r.id, window], float(r.calls))
     stats = await queries.pipeline_stats(conn)
     families: list[GaugeMetricFamily | CounterMetricFamily] = [*gauges.values(), calls]
+    families.extend(await _staffing_families(figures, settings, now))
     families.extend(await alert_families(conn, settings, now))
     processed = CounterMetricFamily(
         "callkpi_events_processed", "Events processed by the workers (all workers, from Postgres)"
@@ -138,6 +140,33 @@ async def _figure_families(
         families.append(lag)
     families.extend(await _quarantine_families(conn, now))
     return families
+
+
+STAFFING_GAUGES = {
+    "callkpi_required_agents": ("required_agents", "Agents the last 30 minutes' load requires "
+                                "for the service-level goal (Erlang A or C, docs/staffing.md)"),
+    "callkpi_staffed_agents": ("staffed_agents", "Agents available, on call or in wrap-up, "
+                               "on average over the last 30 minutes"),
+    "callkpi_scheduled_agents": ("scheduled_agents", "Agents scheduled on the phones, on "
+                                 "average over the last 30 minutes"),
+}  # fmt: skip
+
+
+async def _staffing_families(
+    figures: Figures, settings: Settings, now: datetime
+) -> list[GaugeMetricFamily]:
+    """Required, staffed and scheduled agents of the center and each team."""
+    out = {
+        n: GaugeMetricFamily(n, h, labels=["kind", "id"]) for n, (_, h) in STAFFING_GAUGES.items()
+    }
+    span = trailing(STAFFING_WINDOW, now)
+    for kind in ("center", "team"):
+        for ident in await figures.ids(kind, span, open_time=False):
+            values = (await staffing.current(figures, kind, ident, span)).json()
+            for name, (field, _) in STAFFING_GAUGES.items():
+                if values[field] is not None:
+                    out[name].add_metric([kind, ident], float(values[field]))
+    return list(out.values())
 
 
 async def _quarantine_families(conn: AsyncConnection, now: datetime) -> list[GaugeMetricFamily]:

@@ -19,9 +19,13 @@ from services.core.alert_rules import ScheduleClass
 from services.core.db import alerts
 from services.core.settings import Settings
 from services.core.timewin import trailing, window_bounds
+from services.readmodel import staffing
 from services.readmodel.figures import Figures, Span, entity_extra
 
 Key = tuple[str, str]
+# Required against staffed agents over the last half hour: a workforce interval,
+# long enough that one call more or less does not move the requirement.
+STAFFING_WINDOW = timedelta(minutes=30)
 ALERTS_KEY = ("alerts", "firing")
 
 # What a tile shows (docs/wallboard.md): the last 15 minutes and today.
@@ -60,6 +64,7 @@ class _Read:
     """What every tile of one read shares: its windows and the schedule class."""
 
     m15: Span
+    m30: Span  # the staffing line: the last half hour's load and agents
     today: Span
     schedule_class: ScheduleClass
 
@@ -72,6 +77,7 @@ async def read_tiles(
     tiles."""
     read = _Read(
         m15=trailing(timedelta(minutes=15), now),
+        m30=trailing(STAFFING_WINDOW, now),
         today=window_bounds("today", now, settings.tz),
         schedule_class=settings.alerts.schedule.class_at(now, settings.tz),
     )
@@ -115,6 +121,11 @@ async def _tile(figures: Figures, read: _Read, key: Key) -> dict[str, Any]:
         "m15": _pick(m15.metrics(), TILE_15M),
         "today": _pick(today.metrics(), TILE_TODAY),
         "live": block,
+        "staffing": (
+            (await staffing.current(figures, kind, ident, read.m30)).json()
+            if kind != "queue"
+            else None
+        ),
         "checks": await _checks(figures, read.schedule_class, kind, ident),
     }
 

@@ -37,11 +37,17 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # Rates and averages are the fields that are undefined (None) without data; counts
 # are 0. Deriving the list this way keeps it in step with the read API.
-ALERTABLE_FIELDS: frozenset[str] = frozenset(
-    name
-    for kind in ("center", "team", "queue")
-    for name, value in metrics_for(kind, zero_counters()).items()
-    if value is None
+# staffing_ratio: staffed agents / the agents the window's load requires
+# (docs/staffing.md#alerting); below 1 is understaffed.
+STAFFING_FIELDS = frozenset({"staffing_ratio"})
+ALERTABLE_FIELDS: frozenset[str] = (
+    frozenset(
+        name
+        for kind in ("center", "team", "queue")
+        for name, value in metrics_for(kind, zero_counters()).items()
+        if value is None
+    )
+    | STAFFING_FIELDS
 )
 
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")

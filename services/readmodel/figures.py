@@ -88,6 +88,9 @@ class Figures:
         self._counters: dict[tuple[str, Span], dict[str, Counters]] = {}
         self._reasons: dict[tuple[str, Span], dict[str, Counters]] = {}
         self._live: live.Live | None = None
+        # what other read-model modules compute once per Figures (one instant):
+        # the schedule in force over a span, for every tile of a wallboard read
+        self.memo: dict[Any, Any] = {}
 
     async def live(self) -> live.Live:
         """What is true now: agents by state, calls waiting."""

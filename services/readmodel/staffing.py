@@ -74,6 +74,26 @@ class History:
     aht_s: float | None
 
 
+# History changes slowly (a day's calls move a 28-day patience little) and costs
+# a sum over weeks of minute rows: what the wallboard, /metrics and the alert
+# evaluator ask every few seconds is read again every HISTORY_TTL of log time.
+HISTORY_TTL = timedelta(minutes=10)
+_HISTORY_CACHE: dict[tuple[str, str, str, datetime], History] = {}
+
+
+async def recent_history(figures: Figures, kind: str, entity_id: str) -> History:
+    """`history` up to now, read again every HISTORY_TTL."""
+    step = HISTORY_TTL.total_seconds()
+    now = figures.now
+    slot = datetime.fromtimestamp(now.timestamp() // step * step, UTC)
+    key = (str(figures.conn.engine.url), kind, entity_id, slot)
+    if key not in _HISTORY_CACHE:
+        if len(_HISTORY_CACHE) > 10_000:
+            _HISTORY_CACHE.clear()
+        _HISTORY_CACHE[key] = await history(figures, kind, entity_id, slot)
+    return _HISTORY_CACHE[key]
+
+
 async def history(figures: Figures, kind: str, entity_id: str, end: datetime) -> History:
     days = figures.settings.staffing.history_days
     stop = min(end, figures.now)
@@ -265,6 +285,62 @@ def _days(
             }
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """An entity's staffing over a recent window (the wallboard, /metrics and the
+    alert field staffing_ratio): agents the window's load requires, and agents
+    staffed and scheduled on average over it."""
+
+    required: int | None
+    staffed: float | None
+    scheduled: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        """staffed / required; None when nothing is required (or unknown)."""
+        if not self.required or self.staffed is None:
+            return None
+        return self.staffed / self.required
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "required_agents": self.required,
+            "staffed_agents": self.staffed,
+            "scheduled_agents": self.scheduled,
+            "staffing_ratio": self.ratio,
+        }
+
+
+async def current(
+    figures: Figures, kind: str, entity_id: str, span: tuple[datetime, datetime]
+) -> Current:
+    s = figures.settings
+    cfg = s.staffing
+    seconds = (span[1] - span[0]).total_seconds()
+    r = await figures.entity(kind, entity_id, span)
+    c = r.counters
+    required = staffed = scheduled = None
+    if kind in REQUIRED_KINDS:
+        hist = await recent_history(figures, kind, entity_id)
+        aht = handle_us(c) / US / c["handled"] if c["handled"] else hist.aht_s
+        team = s.queue_team(entity_id) if kind == "queue" else None
+        goal = cfg.goal_for(kind, entity_id, team)
+        patience = hist.patience_s if cfg.model == "erlang_a" else None
+        req = requirement(c["offered"], seconds, aht, goal, patience, cfg.model,
+                          cfg.max_occupancy)  # fmt: skip
+        required = req.chosen.agents if req is not None and req.chosen is not None else None
+    if kind in STAFFED_KINDS:
+        staffed = productive_us(c) / US / seconds
+        segs = await _segments(figures, list(span))
+        mine = _agents_of(figures, kind, entity_id, {g.agent_id for g in segs})
+        productive = {n for n, a in cfg.activities.items() if a.productive}
+        scheduled = scheduled_agents(
+            [g for g in segs if g.agent_id in mine], [epoch_us(span[0]), epoch_us(span[1])],
+            productive,
+        )[0]  # fmt: skip
+    return Current(required, staffed, scheduled)
 
 
 async def agent_schedules(

@@ -248,9 +248,10 @@ async def test_understaffed_peak_hour_fires_for_the_understaffed_teams(
     await step_through(evaluator, start + timedelta(minutes=15), local(23, 10, 45))
     dip_utc = dip.astimezone(UTC)
     fired: dict[str, dict[str, Any]] = {}
+    staffing: dict[str, dict[str, Any]] = {}
     for a in await _all(evaluator):  # oldest first: each entity's first alert of the dip
         if a["fired_at"] is not None and a["pending_since"] >= dip_utc:
-            fired.setdefault(a["entity_id"], a)
+            (staffing if a["field"] == "staffing_ratio" else fired).setdefault(a["entity_id"], a)
     assert {"all", "billing", "tech"} <= set(fired), sorted(fired)
     assert fired["all"]["schedule_class"] == "peak" and fired["all"]["threshold"] == 0.85
     for ident, a in sorted(fired.items()):
@@ -264,6 +265,16 @@ async def test_understaffed_peak_hour_fires_for_the_understaffed_teams(
         a["fired_at"] - a["pending_since"] < timedelta(minutes=2, seconds=10)
         for a in fired.values()
     )
+    # the example's understaffing rule: staffed below the agents the load requires,
+    # for its 10 minutes, in the teams the dip took agents from
+    assert {"billing", "tech"} <= set(staffing), sorted(staffing)
+    for a in staffing.values():
+        assert a["observed_value"] < 1.0 and a["threshold"] == 1.0
+        assert a["fired_at"] - a["pending_since"] >= timedelta(minutes=10)
+        print(
+            f"{a['entity_id']}: understaffed from {(a['pending_since'] - dip_utc).total_seconds():.0f} s "
+            f"after the dip started, fired {(a['fired_at'] - dip_utc).total_seconds():.0f} s after it"
+        )
 
 
 async def _all(ev: Evaluator) -> list[dict[str, Any]]:

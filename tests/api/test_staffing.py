@@ -219,3 +219,37 @@ def test_payroll_rows_carry_attendance_and_score_it_and_a_later_schedule_is_an_a
     changed = {(i["agent_id"], i["field"]): (i["closed"], i["current"]) for i in items}
     assert changed[("t05", "absent_shifts")] == (1, None)
     assert changed[("t05", "penalty.absences")] == (5.0, 0.0)
+
+
+def test_the_last_half_hours_required_staffed_and_scheduled_agents_are_in_metrics(
+    center: Stack,
+) -> None:
+    now = datetime.now(SHANGHAI).replace(second=0, microsecond=0)
+    start = now - timedelta(hours=1)
+    plan = f"agent_id,date,start,end\ns00,{start.date()},{start:%H:%M},{now + timedelta(hours=1):%H:%M}\n"
+    assert httpx.post(f"{center.url}/v1/schedules", content=plan).status_code == 201
+    here = now - timedelta(minutes=25)
+    on = {"event_id": "st-s00-now", "type": "agent.state", "occurred_at": here.isoformat(),
+          "agent_id": "s00", "state": "available"}  # fmt: skip
+    events = calls("sfnow", "sales", now - timedelta(minutes=20), answered=12, abandoned=0)
+    post_and_wait(center, [on, *events], "sales", (now - timedelta(minutes=20), now + timedelta(minutes=1)),
+                  offered=12)  # fmt: skip
+
+    def gauges() -> dict[str, float] | None:
+        text = center.get("/metrics").text
+        out = {}
+        for name in ("required", "staffed", "scheduled"):
+            prefix = f'callkpi_{name}_agents{{id="sales",kind="team"}} '
+            line = next((x for x in text.splitlines() if x.startswith(prefix)), None)
+            if line is None:
+                return None
+            out[name] = float(line.split()[-1])
+        return out if out["staffed"] > 0 else None
+
+    got = wait_until(gauges, 30)
+    assert got is not None
+    # s00 is scheduled for the whole half hour, and available for 25 minutes of it
+    # (up to now); 12 calls of 55 s in half an hour need an agent
+    assert got["scheduled"] == 1.0
+    assert 0.75 < got["staffed"] <= 1.0
+    assert got["required"] >= 1

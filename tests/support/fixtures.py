@@ -25,6 +25,18 @@ from tests.support.databases import (
 from tests.support.stack import Stack
 
 
+@pytest.fixture(autouse=True)
+def _config_path_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """load_settings(path) sets CALLKPI_CONFIG for the whole process (so the CLI's
+    children read the same file): each test gets back what was there before it,
+    or a later test that builds Settings reads an earlier test's broken file."""
+    value = os.environ.get("CALLKPI_CONFIG")
+    if value is None:
+        monkeypatch.delenv("CALLKPI_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("CALLKPI_CONFIG", value)
+
+
 @pytest.fixture(scope="session")
 def pg() -> Iterator[EmbeddedPostgres]:
     root = Path(tempfile.mkdtemp(prefix="callkpi-test-pg-"))

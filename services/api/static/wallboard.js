@@ -205,6 +205,18 @@ function fig(label, value, opts = {}) {
   return node;
 }
 
+// Agents staffed against the agents the last half hour's load requires (and the
+// schedule's): red when fewer are staffed than required.
+function staffingFig(st, c) {
+  const node = fig("Staffed / required 30m", `${dec1(st.staffed_agents)} / ${num(st.required_agents)}`,
+    { field: "staffing", check: c });
+  if (!c && st.required_agents !== null && st.staffed_agents !== null) {
+    node.classList.add(st.staffed_agents < st.required_agents ? "thin" : "ok");
+  }
+  node.append(el("span", { class: "line" }, `scheduled ${dec1(st.scheduled_agents)}`));
+  return node;
+}
+
 function tileNode(t) {
   const shown = new Set();
   const use = (field, win) => { shown.add(`${field}@${win}`); return check(t, field, win); };
@@ -221,6 +233,7 @@ function tileNode(t) {
     fig("FCR (provisional)", pct(t.today.fcr_rate_provisional), { field: "fcr_today" }),
     fig("CSAT today", pct(t.today.csat), { field: "csat_today" }),
   );
+  if (t.staffing) figs.append(staffingFig(t.staffing, use("staffing_ratio", 1800)));
   const node = el("section", { class: "tile" }, title, figs);
   node.dataset.key = `${t.kind}:${t.id}`;
   if (t.live.agents) {
