@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from services.core.erlang import required_agents
+from services.core.schedules import Segment
 from services.core.settings import Team
 
 # Share of the peak arrival rate by local hour. A 24/7 hotline: quiet at night,
@@ -63,6 +65,79 @@ class SimConfig:
     # daily profile. For alerting demos and tests.
     understaff: tuple[timedelta, timedelta] | None = None
     understaff_keep: float = 0.5
+    # Agents work the shifts of a schedule (plan_schedule) instead of being on the
+    # phones around the clock: they log in at the shift's start (some late, a few
+    # not at all), take its breaks when their call allows, and log out at its end.
+    schedule: list[Segment] | None = None
+    late_prob: float = 0.10  # logs in 5-20 minutes after the shift starts
+    absent_prob: float = 0.02  # does not come at all
+
+
+# Shifts the planner builds: 8 hours on the phones with a 30-minute lunch after
+# four and a 15-minute break in each half, as the seeds' centers roster them.
+SHIFT_HOURS = 8.5
+BREAKS = ((2.0, 0.25, "break"), (4.0, 0.5, "lunch"), (6.5, 0.25, "break"))
+
+
+def plan_schedule(
+    cfg: SimConfig, teams: list[Team], first_day: Any, days: int, tz: ZoneInfo
+) -> str:
+    """A schedule CSV (services/core/schedules.py) for `days` local days from
+    `first_day`: each team's agents on 8.5-hour shifts, a skeleton crew around
+    the clock, then each shift placed where it covers the most of the hourly
+    requirement (Erlang C, 80% in 20 s, of the
+    daily profile's load) still uncovered, until the team runs out of agents or
+    of requirement. Whole shifts against an hourly curve over- and under-staff
+    the shoulders: the fit is good, not perfect, as a real roster's."""
+    teams = [t for t in teams if t.queues and t.agents] or default_roster()
+    weights = {t.id: len(t.agents) for t in teams}
+    total = sum(weights.values())
+    handling = cfg.mean_talk_s + cfg.hold_prob * 35 + 22.5 + 3.5
+    lines = ["agent_id,date,start,end,activity"]
+    for team in teams:
+        share = weights[team.id] / total
+        need = []
+        for h in range(24):
+            rate = cfg.calls_per_hour * DAILY_PROFILE[h] * share / 3600
+            p = required_agents(rate, handling, 20, 0.8)
+            need.append(p.agents if p is not None else len(team.agents))
+        # First a skeleton crew, one agent on at every hour that has calls (its
+        # queue is never left unanswered), then each further shift where it covers
+        # the most requirement still uncovered, while the team has agents.
+        on = [0] * 24
+        starts: list[int] = []
+        while len(starts) < len(team.agents):
+            empty = [h for h in range(24) if on[h] == 0 and need[h] > 0]
+            if not empty:
+                break
+            starts.append(empty[0])
+            for k in range(8):
+                on[(empty[0] + k) % 24] += 1
+        while len(starts) < len(team.agents):
+            gain, h = max(
+                (sum(max(0, need[(h + k) % 24] - on[(h + k) % 24]) for k in range(8)), -h)
+                for h in range(24)
+            )
+            if gain == 0:
+                break
+            starts.append(-h)
+            for k in range(8):
+                on[(-h + k) % 24] += 1
+        starts.sort()
+        for d in range(days):
+            day = first_day + timedelta(days=d)
+            for i, (agent, h) in enumerate(zip(team.agents, starts, strict=False)):
+                lines.append(f"{agent},{day},{h:02d}:00,{_clock(h + SHIFT_HOURS)},work")
+                for after, length, what in BREAKS:
+                    # staggered, so a shift's agents are not all away at once
+                    b = h + after + (i % 3) * 0.25
+                    lines.append(f"{agent},{day},{_clock(b)},{_clock(b + length)},{what}")
+    return "\n".join(lines) + "\n"
+
+
+def _clock(hours: float) -> str:
+    h = hours % 24
+    return f"{int(h):02d}:{round((h % 1) * 60):02d}"
 
 
 @dataclass
@@ -72,6 +147,9 @@ class _Agent:
     busy: bool = False
     away: bool = False  # sent off the phones by the understaffing...
     parked: bool = False  # ...and now off them (not ready)
+    off: bool = False  # rostered: off shift or on a break, takes no call
+    out: bool = True  # rostered: logged out (off shift)
+    due: str | None = None  # rostered: what to do once the call in hand ends
 
 
 @dataclass
@@ -136,8 +214,11 @@ class Simulation:
     def events(self) -> Iterator[dict[str, Any]]:
         cfg, rng = self.cfg, self.rng
         end = self.t0 + cfg.duration.total_seconds()
-        for agent in self.agents.values():
-            self._emit(self.t0, "agent.state", agent_id=agent.id, state="available")
+        if cfg.schedule is None:
+            for agent in self.agents.values():
+                self._emit(self.t0, "agent.state", agent_id=agent.id, state="available")
+        else:
+            self._roster(cfg.schedule, end)
         self._schedule_arrival(self.t0)
         if cfg.understaff is not None:
             off, length = (d.total_seconds() for d in cfg.understaff)
@@ -161,6 +242,8 @@ class Simulation:
                 self._ring_done(t, *payload)
             elif kind == "understaff":
                 self._understaff(t, payload)
+            elif kind == "shift":
+                self._shift(t, *payload)
         # The shift ends once the last call is done: everyone logs out, so no state
         # is left open (an open state keeps counting up to "now" in live windows).
         for agent in self.agents.values():
@@ -209,7 +292,7 @@ class Simulation:
         self._emit(t, "call.ended", call_id=call.id, ended_by=by)
 
     def _dispatch(self, t: float, team: str) -> None:
-        free = [a for a in self.team_agents[team] if not a.busy]
+        free = [a for a in self.team_agents[team] if not a.busy and not a.off]
         while free and self.waiting[team]:
             call = self.waiting[team].popleft()
             if call.done:
@@ -248,7 +331,7 @@ class Simulation:
             end += hold
         leg_agent = agent
         if rng.random() < cfg.transfer_prob:
-            others = [a for a in self.team_agents[call.team] if not a.busy]
+            others = [a for a in self.team_agents[call.team] if not a.busy and not a.off]
             if others:
                 other = rng.choice(others)
                 other.busy = True
@@ -293,7 +376,67 @@ class Simulation:
             self._park(t, agent)
             return
         agent.busy = False
-        self._dispatch(t, agent.team)
+        if agent.due is not None:  # a break or the shift's end waited for the call
+            what, agent.due = agent.due, None
+            self._shift(t, agent, what)
+            return
+        if not agent.off:
+            self._dispatch(t, agent.team)
+
+    def _roster(self, plan: list[Segment], end: float) -> None:
+        """The shifts and breaks of `plan` that start before the end, as events."""
+        rng = self.rng
+        by_day: dict[tuple[str, Any], list[Segment]] = {}
+        for seg in plan:
+            if seg.agent_id in self.agents:
+                by_day.setdefault((seg.agent_id, seg.day), []).append(seg)
+        for (agent_id, _day), segs in sorted(by_day.items()):
+            agent = self.agents[agent_id]
+            first = min(g.start_us for g in segs) / 1e6
+            last = max(g.end_us for g in segs) / 1e6
+            if last <= self.t0 or first >= end or rng.random() < self.cfg.absent_prob:
+                continue
+            late = rng.uniform(300, 1200) if rng.random() < self.cfg.late_prob else 0.0
+            self._at(max(self.t0, first + late + rng.uniform(-120, 60)), "shift", (agent, "login"))
+            for g in segs:
+                if g.activity != "work" and g.start_us / 1e6 >= self.t0:
+                    self._at(g.start_us / 1e6, "shift", (agent, f"away:{g.activity}"))
+                    self._at(g.end_us / 1e6 + rng.uniform(0, 180), "shift", (agent, "back"))
+            self._at(last, "shift", (agent, "logout"))
+        agents = {a for a, _ in by_day}
+        for agent in self.agents.values():
+            agent.off = True  # nobody takes calls before the shift begins
+            if agent.id not in agents:
+                self._emit(self.t0, "agent.state", agent_id=agent.id, state="logged_out")
+
+    def _shift(self, t: float, agent: _Agent, what: str) -> None:
+        """A rostered agent's login, break, return or logout; a break or logout
+        that finds the agent on a call waits for the call (and its wrap-up)."""
+        if what == "login":
+            agent.off = agent.out = False
+            self._emit(t, "agent.state", agent_id=agent.id, state="available")
+            self._dispatch(t, agent.team)
+            return
+        if what == "back":
+            if agent.due is not None and agent.due.startswith("away:"):
+                agent.due = None  # the call outlasted the break: worked through it
+            elif agent.off and not agent.out and not agent.busy:
+                agent.off = False
+                self._emit(t, "agent.state", agent_id=agent.id, state="available")
+                self._dispatch(t, agent.team)
+            return
+        if agent.out:
+            return
+        if agent.busy:
+            agent.due = what if agent.due != "logout" else agent.due
+            return
+        agent.off = True
+        if what == "logout":
+            agent.out = True
+            self._emit(t, "agent.state", agent_id=agent.id, state="logged_out")
+        else:
+            self._emit(t, "agent.state", agent_id=agent.id, state="not_ready",
+                       reason=what.removeprefix("away:"))  # fmt: skip
 
     def _park(self, t: float, agent: _Agent) -> None:
         agent.busy = agent.parked = True  # busy: dispatch passes it over

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -101,6 +101,17 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
         assert download
         table = list(csv.DictReader(io.StringIO(httpx.get(download[1], timeout=60).text)))
 
+        # the simulated agents work a planned roster: required against scheduled
+        # and staffed agents today, and the schedule's figures in the payroll rows
+        today = datetime.now(load_settings(EXAMPLE_CONFIG).tz).replace(hour=0, minute=0, second=0,
+                                                                      microsecond=0)  # fmt: skip
+        body = httpx.get(f"{base}/v1/staffing/team/billing/intervals", timeout=30, params={
+            "from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat()}).json()  # fmt: skip
+        rows = body["intervals"]
+        assert len(rows) == 48 and all(r["scheduled_agents"] > 0 for r in rows)
+        assert body["schedule_version"] >= 1
+        assert any(r["required_agents"] for r in rows if r["offered"])
+
         # the console names the wallboard, and its feed moves with the simulator
         board = next(line.split()[1] for line in lines if line.strip().startswith("wallboard"))
         assert httpx.get(board, timeout=10).status_code == 200
@@ -124,6 +135,7 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
         assert row["version"] == "1" and row["period"] == period[1]
         assert int(row["answered"]) > 0, row["agent_id"]  # the whole period was simulated
         assert row["scorecard"] in ("customer_service", "sales")
+        assert int(row["scheduled_shifts"]) > 0 and 0 < float(row["attendance_rate"]) <= 1
         assert float(row["score_total"]) > 0
     sellers = [row for row in table if row["scorecard"] == "sales"]
     assert sellers and all(float(row["commission"]) > 0 for row in sellers)

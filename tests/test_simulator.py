@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from services.core.events import normalize
-from services.simulator import SimConfig, Simulation, default_roster
+from services.core.schedules import Segment, parse_csv
+from services.core.staffing_rules import StaffingSettings
+from services.simulator import SimConfig, Simulation, default_roster, plan_schedule
 
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai: peak
 
@@ -70,3 +73,58 @@ def test_understaffing_takes_agents_off_the_phones_for_its_span_only() -> None:
     assert len({e["agent_id"] for e in away}) == 32 - (4 + 5 + 2)
     for ev in short:
         normalize(ev, b"k")
+
+
+def rostered(seed: int = 9) -> tuple[list[Segment], list[dict[str, Any]]]:
+    """A day of the example-sized roster on the shifts plan_schedule gives it."""
+    tz = ZoneInfo("Asia/Shanghai")
+    cfg = SimConfig(seed=seed, calls_per_hour=200, timezone="Asia/Shanghai")
+    text = plan_schedule(cfg, default_roster(), date(2026, 11, 19), 3, tz)
+    parsed = parse_csv(text, set(StaffingSettings().activities), None, tz)
+    assert parsed.problems == []
+    cfg.start = datetime(2026, 11, 20, tzinfo=tz)
+    cfg.duration = timedelta(days=1)
+    cfg.schedule = parsed.segments
+    return parsed.segments, list(Simulation(cfg, default_roster()).events())
+
+
+def test_the_planned_roster_covers_every_hour_of_every_team_with_the_agents_it_has() -> None:
+    segs, _ = rostered()
+    day = date(2026, 11, 20)
+    mine = [s for s in segs if s.day == day]
+    for team in default_roster():
+        shifts = {s.agent_id for s in mine if s.agent_id in team.agents}
+        assert len(shifts) <= len(team.agents)
+        for hour in range(24):
+            h0 = int(
+                datetime(2026, 11, 20, hour, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp() * 1e6
+            )
+            on = {s.agent_id for s in segs if s.agent_id in team.agents and s.activity == "work"
+                  and s.start_us < h0 + 3_600_000_000 and s.end_us > h0}  # fmt: skip
+            assert on, f"{team.id}: nobody on the phones in hour {hour}"
+    assert {s.activity for s in mine} == {"work", "break", "lunch"}
+
+
+def test_rostered_agents_log_in_for_their_shifts_take_their_breaks_and_log_out() -> None:
+    segs, events = rostered()
+    states = [e for e in events if e["type"] == "agent.state"]
+    for ev in events:
+        normalize(ev, b"k")
+    # nobody takes a call outside a shift of theirs (night shifts of the 19th included)
+    shifts: dict[str, list[tuple[float, float]]] = {}
+    for s in segs:
+        shifts.setdefault(s.agent_id, []).append((s.start_us / 1e6, s.end_us / 1e6))
+    for e in events:
+        if e["type"] == "call.answered":
+            t = datetime.fromisoformat(e["occurred_at"]).timestamp()
+            # a shift's end waits for the call in hand: an hour's slack is plenty
+            assert any(a - 1500 <= t <= b + 3600 for a, b in shifts[e["agent_id"]]), e
+    reasons = Counter(e.get("reason") for e in states if e["state"] == "not_ready")
+    assert reasons["lunch"] > 20 and reasons["break"] > 40
+    first_login: dict[str, datetime] = {}
+    for e in states:
+        if e["state"] == "available":
+            first_login.setdefault(e["agent_id"], datetime.fromisoformat(e["occurred_at"]))
+    # most come on time, some late: attendance and lateness are not trivial
+    assert len(first_login) >= 25
+    assert Counter(e["state"] for e in states)["logged_out"] >= 32

@@ -61,10 +61,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
         if args.simulate:
             stack.spawn(
                 "simulator", "simulate", "--url", base, "--duration", "24h", "--wait-ready", "60",
-                # ~90-97% answered at the peak with the example roster's 32 agents,
-                # and 30 calls per 15 minutes center-wide at night (the daily
-                # profile bottoms out at 30%)
-                "--calls-per-hour", "400",
+                # The example roster's 32 agents on planned shifts (--rostered),
+                # some late, a few absent: ~85% answered at the peak, agents busy
+                # about half their time on the phones, 15 calls per 15 minutes
+                # center-wide at night (the daily profile bottoms out at 30%)
+                "--calls-per-hour", "200", "--rostered",
                 "--backfill-days", str(backfill),
                 "--backfill-calls-per-hour", str(backfill_rate(backfill)),
                 *(["--understaff", args.understaff] if args.understaff else []),

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import httpx
 
     from services.cli.common import Subparsers
-    from services.simulator import Simulation
+    from services.simulator import SimConfig, Simulation
 
 # The history stops this long before the live simulation starts: its last calls
 # finish and its agents log out before the live agents log in.
@@ -68,6 +68,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         if args.out:
             raise ConfigError("--backfill-days: posts history to ingest; not with --out")
         history = backfill_sim(settings, args, start)
+    plan = None
+    if args.rostered:
+        if args.out:
+            raise ConfigError("--rostered: uploads the schedule to the API; not with --out")
+        plan = roster(settings, cfg, history)
     sim = Simulation(cfg, list(settings.teams))
     if args.out:
         n = 0
@@ -80,7 +85,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     resume = aware(args.backfill_resume, "--backfill-resume") if args.backfill_resume else None
     try:
         return asyncio.run(_simulate_live(sim, args.url, args.speed, start, args.wait_ready,
-                                          bearer(args), history, resume))  # fmt: skip
+                                          bearer(args), history, resume, plan))  # fmt: skip
     except IngestStopped as stop:
         again = " ".join(a for a in sys.argv if not a.startswith("--backfill-resume")).replace(
             sys.argv[0], "callkpi", 1
@@ -90,6 +95,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except IngestError as exc:
         print(f"\nstopped: {exc}", file=sys.stderr)
         return 3
+
+
+def roster(settings: Settings, cfg: SimConfig, history: Simulation | None) -> str:
+    """The schedule the simulated agents work (services/simulator.py's
+    plan_schedule, at the live rate), from the day before the first simulated day
+    (its night shift) to the day after the last: CSV for POST /v1/schedules. Set
+    on `cfg` and on the history's config."""
+    from services.core.schedules import parse_csv
+    from services.simulator import plan_schedule
+
+    tz = settings.tz
+    begin = history.cfg.start if history is not None else cfg.start
+    first = begin.astimezone(tz).date() - timedelta(days=1)
+    last = (cfg.start + cfg.duration).astimezone(tz).date() + timedelta(days=1)
+    text = plan_schedule(cfg, list(settings.teams), first, (last - first).days + 1, tz)
+    parsed = parse_csv(text, set(settings.staffing.activities), None, tz)
+    if parsed.problems:  # the planner writes what the parser reads: a bug if not
+        raise RuntimeError(f"simulated schedule refused: {parsed.problems[:3]}")
+    cfg.schedule = parsed.segments
+    if history is not None:
+        history.cfg.schedule = parsed.segments
+    return text
 
 
 def backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) -> Simulation:
@@ -118,6 +145,7 @@ async def _simulate_live(
     headers: dict[str, str],
     history: Simulation | None = None,
     resume: datetime | None = None,
+    plan: str | None = None,
 ) -> int:
     import httpx
 
@@ -125,6 +153,14 @@ async def _simulate_live(
 
     async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as client:
         await wait_ready(client, wait)
+        if plan is not None:
+            r = await client.post("/v1/schedules", content=plan.encode(),
+                                  params={"note": "simulated roster"})  # fmt: skip
+            if r.status_code != 201:
+                raise IngestError(f"the schedule upload answered {r.status_code}: {r.text[:300]}")
+            up = r.json()
+            print(f"schedule: version {up['version']}, {up['agent_days']} agent-days "
+                  f"{up['from_day']} to {up['to_day']}", flush=True)  # fmt: skip
         if history is not None:
             await backfill(client, history, resume)
         sent = await feed_paced(client, sim.events(), start, speed)
@@ -293,6 +329,13 @@ def register(sub: Subparsers) -> None:
         type=understaff,
         metavar="OFFSET+LENGTH",
         help=UNDERSTAFF_HELP,
+    )
+    sim.add_argument(
+        "--rostered",
+        action="store_true",
+        help="agents work shifts planned for the load (uploaded to POST /v1/schedules; "
+        "needs the admin scope with auth on), some late or absent, instead of all of "
+        "them being on the phones around the clock",
     )
     sim.set_defaults(func=cmd_simulate)
 
