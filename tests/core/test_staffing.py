@@ -4,10 +4,14 @@ error, patience."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.core.schedules import Segment, parse_csv
 from services.core.staffing import (
@@ -166,3 +170,84 @@ def test_an_interval_with_calls_but_no_handle_time_has_no_requirement() -> None:
     assert r.chosen is r.erlang_a and r.erlang_c.agents == 14
     c = requirement(100, 1800, 180, goal, 120, "erlang_c", None)
     assert c is not None and c.chosen is c.erlang_c
+
+
+# --- against a brute-force reference: every instant looked at one by one ------
+
+STATES4 = ("available", "on_call", "wrap_up", "not_ready")
+
+
+@st.composite
+def day_of_an_agent(
+    draw: st.DrawFn,
+) -> tuple[list[Segment], list[tuple[int, int, str, str | None]]]:
+    """One agent-day on a grid of whole units (a unit stands for a µs here): a
+    shift, maybe a break inside it, and state segments that do not overlap."""
+    a = draw(st.integers(20, 80))
+    b = draw(st.integers(a + 5, 160))
+    segs = [Segment("a1", date(2027, 3, 26), a, b, "work")]
+    if b - a > 10 and draw(st.booleans()):
+        c = draw(st.integers(a + 1, b - 4))
+        d = draw(st.integers(c + 1, b - 1))
+        segs = [Segment("a1", segs[0].day, a, c, "work"), Segment("a1", segs[0].day, c, d, "lunch"),
+                Segment("a1", segs[0].day, d, b, "work")]  # fmt: skip
+    cuts = sorted(set(draw(st.lists(st.integers(0, 200), min_size=2, max_size=14))))
+    states = []
+    for s0, s1 in itertools.pairwise(cuts):
+        state = draw(st.sampled_from((*STATES4, "logged_out")))
+        if state != "logged_out":  # logged-out time is never a segment
+            reason = (
+                draw(st.sampled_from((None, "lunch", "toilet"))) if state == "not_ready" else None
+            )
+            states.append((s0, s1, state, reason))
+    return segs, states
+
+
+def brute_force(segs: list[Segment], states: list[Any], acts: dict[str, Activity], lo: int, hi: int,
+                now: int, grace: int, early: int) -> tuple[int, int, int, int, int, int, int]:  # fmt: skip
+    def state_at(t: int) -> tuple[str, str | None] | None:
+        return next(((s, r) for s0, s1, s, r in states if s0 <= t < s1), None)
+
+    scheduled = adhered = worked = 0
+    for t in range(lo, hi):
+        seg = next((g for g in segs if g.start_us <= t < g.end_us), None)
+        st_ = state_at(t)
+        worked += st_ is not None
+        if seg is None:
+            continue
+        scheduled += 1
+        act = acts[seg.activity]
+        if (
+            st_ is not None
+            and st_[0] in act.states
+            and (st_[0] != "not_ready" or not act.reasons or (st_[1] or "") in act.reasons)
+        ):
+            adhered += 1
+    first, last = min(g.start_us for g in segs), max(g.end_us for g in segs)
+    counted = attended = late = lateness = 0
+    if lo <= first < hi and first + grace <= now:
+        counted = 1
+        arrived = next((t for t in range(first - early, last) if state_at(t) is not None), None)
+        if arrived is not None:
+            attended = 1
+            if arrived > first + grace:
+                late, lateness = 1, arrived - first
+    return scheduled, adhered, worked, counted, attended, late, lateness
+
+
+@settings(max_examples=300, deadline=None)
+@given(day=day_of_an_agent(), lo=st.integers(0, 60), length=st.integers(1, 200),
+       grace=st.integers(0, 10), early=st.integers(0, 30), reasons=st.booleans())  # fmt: skip
+def test_adherence_and_attendance_equal_an_instant_by_instant_count(
+    day: tuple[list[Segment], list[Any]], lo: int, length: int, grace: int, early: int,
+    reasons: bool,
+) -> None:  # fmt: skip
+    segs, states = day
+    acts = {"work": CFG.activities["work"],
+            "lunch": Activity(states=("not_ready",), reasons=("lunch",) if reasons else ())}  # fmt: skip
+    hi = lo + length
+    got = agent_schedule(segs, states, acts, lo, hi, hi, grace, early)
+    want = brute_force(segs, states, acts, lo, hi, hi, grace, early)
+    assert (round(got.scheduled_seconds * 1e6), round(got.adhered_seconds * 1e6),
+            round(got.worked_seconds * 1e6), got.scheduled_shifts, got.attended_shifts,
+            got.late_shifts, round(got.lateness_seconds * 1e6)) == want  # fmt: skip
