@@ -124,8 +124,8 @@ ORDER BY s.agent_id, s.start_us
 
 async def in_force(
     conn: AsyncConnection,
-    start_us: int,
-    end_us: int,
+    start_us: int | None,
+    end_us: int | None,
     first_day: date,
     last_day: date,
     agents: list[str] | None = None,
@@ -133,7 +133,9 @@ async def in_force(
 ) -> list[Segment]:
     """The segments in force that overlap [start, end), of shifts of the local
     days first_day..last_day (the caller widens them by a day: a night shift
-    belongs to the day it starts), of `agents` (None: all)."""
+    belongs to the day it starts), of `agents` (None: all). With start and end
+    None, every segment of those days: a shift's first start and last end are
+    its own, not those of the part that falls in a range."""
     where = "AND agent_id = ANY(:agents)" if agents is not None else ""
     rows = await conn.execute(
         sa.text(_IN_FORCE.format(agents=where)),
@@ -142,8 +144,8 @@ async def in_force(
             "d1": last_day,
             "as_of": as_of if as_of is not None else 2**62,
             "agents": agents,
-            "s": start_us,
-            "e": end_us,
+            "s": -(2**62) if start_us is None else start_us,
+            "e": 2**62 if end_us is None else end_us,
         },
     )
     return [Segment(r.agent_id, r.day, int(r.start_us), int(r.end_us), r.activity) for r in rows]

@@ -59,9 +59,8 @@ async def _segments(
     tz = figures.settings.tz
     first = edges[0].astimezone(tz).date() - timedelta(days=1)  # a night shift's day
     last = edges[-1].astimezone(tz).date()
-    return await schedules.in_force(
-        figures.conn, epoch_us(edges[0]), epoch_us(edges[-1]), first, last, as_of=as_of
-    )
+    # whole shifts of those days (attendance needs each shift's own start)
+    return await schedules.in_force(figures.conn, None, None, first, last, as_of=as_of)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ Debian's package where it can: as root with apt)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -185,6 +186,10 @@ def test_a_team_under_its_line_turns_red_and_the_firing_alert_shows_in_a_banner(
     expect(billing).to_have_class("tile breached")
     expect(hero.locator(".line")).to_have_text("line 85.0% (peak)")
     expect(tile(page, "team:tech")).not_to_have_class("tile breached")
+    # the half hour's calls need agents: staffed against required, and the schedule's
+    staffing = billing.locator('[data-field="staffing"]')
+    expect(staffing.locator(".value")).to_have_text(re.compile(r"^\d+\.\d / [1-9]\d*$"))
+    expect(staffing.locator(".line").last).to_have_text(re.compile(r"^scheduled \d+\.\d$"))
     # the rule fires after `for: 3s`; the banner names it
     banner = page.locator("#banner")
     expect(banner).to_be_visible(timeout=20_000)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from fractions import Fraction
 from itertools import pairwise
 from typing import Any
@@ -523,3 +523,75 @@ def _agent_figures(
             sum(1 for c in cids if info[c]["last_agent"] == agent and info[c]["customer"] is None),
         ),
     }
+
+
+# --- staffing: scheduled and staffed agents per interval ------------------------
+
+
+def scheduled_per_interval(
+    schedule_csv: str, tz: Any, edges: list[datetime], agents: set[str]
+) -> list[float]:
+    """Agents scheduled on the phones per interval, averaged, minute by minute:
+    a minute of an agent counts when a `work` row covers it and no other row of
+    the same agent-day does (breaks lie inside shifts). Exact for rows on whole
+    minutes, as the simulator's plan is. Rows whose end is at or before their
+    start end the next day; rows before a night shift's start are the next
+    morning's."""
+    from datetime import date, time, timedelta
+
+    rows: dict[tuple[str, str], list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    for line in schedule_csv.strip().splitlines()[1:]:
+        agent, day, start, end, activity = line.split(",")
+        if agent not in agents or activity == "off":
+            continue
+        d = date.fromisoformat(day)
+        s = datetime.combine(d, time.fromisoformat(start), tz)
+        e = datetime.combine(d, time.fromisoformat(end), tz)
+        if e <= s:
+            e = datetime.combine(d + timedelta(days=1), time.fromisoformat(end), tz)
+        rows[(agent, day)].append((s, e, activity))
+    minutes: dict[datetime, int] = defaultdict(int)  # UTC minute -> agents on the phones
+    for day_rows in rows.values():
+        night = [s for s, e, _ in day_rows if e.date() > s.date()]
+        fixed = []
+        for s, e, what in day_rows:
+            if night and e <= min(night):  # the next morning's
+                s, e = s + timedelta(days=1), e + timedelta(days=1)
+            fixed.append((s.astimezone(UTC), e.astimezone(UTC), what))
+        work = [(s, e) for s, e, w in fixed if w == "work"]
+        away = [(s, e) for s, e, w in fixed if w != "work"]
+        for s, e in work:
+            t = s
+            while t < e:
+                if not any(a <= t < b for a, b in away):
+                    minutes[t] += 1
+                t += timedelta(minutes=1)
+    out = []
+    for a, b in pairwise(edges):
+        total = sum(n for t, n in minutes.items() if a <= t < b)
+        out.append(total * 60 / (b - a).total_seconds())
+    return out
+
+
+def staffed_per_interval(
+    raw_events: list[dict[str, Any]],
+    team_of_agent: dict[str, str],
+    team: str,
+    edges: list[datetime],
+    max_state_hours: int = 12,
+) -> list[float]:
+    """A team's agents available, on call or in wrap-up per interval, averaged:
+    its minute buckets of agent time (`_agent_times`) summed over the interval."""
+    events = [dict(e, _t=_exact_us(datetime.fromisoformat(e["occurred_at"]))) for e in raw_events]
+    times = _agent_times(events, team_of_agent, True, max_state_hours * 3600 * US)
+    out = []
+    for a, b in pairwise(edges):
+        lo, hi = _exact_us(a), _exact_us(b)
+        busy = sum(
+            t.get(s, 0)
+            for key, t in times.items()
+            if key[0] == "team" and key[1] == team and lo <= key[2] < hi
+            for s in ("available", "on_call", "wrap_up")
+        )
+        out.append(busy / (hi - lo))
+    return out
