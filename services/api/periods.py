@@ -12,13 +12,13 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Respon
 from fastapi.responses import JSONResponse
 
 from services.api.deps import MAX_BIGINT, ConnDep, EngineDep, SettingsDep, require
+from services.api.uploads import csv_text, refused
 from services.core.auth import Principal
 from services.core.db import period_versions
 from services.core.kpi import AGENT_FIELDS
 from services.core.settings import Settings
 from services.core.staffing import SCHEDULE_FIELDS
 from services.core.timewin import iso
-from services.ingest.app import BodyTooLarge, read_body
 from services.payroll import audit, scorecard
 from services.payroll.close import (
     CloseRefused,
@@ -366,25 +366,11 @@ async def upload_manual_items(
             409,
             "no scorecard configured (scorecard_file): manual items are only used by scorecards",
         )
-    try:
-        body = await read_body(request, settings.max_body_bytes)
-    except BodyTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HTTPException(422, f"the CSV is not UTF-8 (byte {exc.start})") from None
+    text = await csv_text(request, settings.max_body_bytes)
     roster = set(settings.roster("agent")) or None
     parsed = parse_csv(text, cards.manual_items(), roster)
     if parsed.problems:
-        more = f" (and {parsed.more_problems} more)" if parsed.more_problems else ""
-        return JSONResponse(
-            {
-                "detail": f"{len(parsed.problems)} problem(s){more}; nothing stored",
-                "problems": parsed.problems,
-            },
-            status_code=422,
-        )
+        return refused(parsed)
     async with engine.begin() as conn:
         agents = await store(conn, p.id, parsed.values, by=who.name, now=datetime.now(UTC))
     return {"period": p.id, "stored": len(parsed.values), "agents": agents}

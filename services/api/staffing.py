@@ -8,14 +8,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
 
 from services.api.deps import ConnDep, EngineDep, PipelineDep, SettingsDep, require
 from services.api.kpis import Kind, require_entity
+from services.api.uploads import csv_text, refused
 from services.core.auth import Principal
 from services.core.schedules import parse_csv
 from services.core.timewin import WindowError, epoch_us, explicit_bounds, interval_edges, iso
-from services.ingest.app import BodyTooLarge, read_body
 from services.payroll import audit
 from services.readmodel import schedules, staffing
 from services.readmodel.figures import Figures
@@ -79,25 +78,13 @@ async def upload_schedule(
     becomes a new version: for every agent-day it holds, it replaces what earlier
     uploads said. Taken whole or refused whole (422 listing every problem by line
     and column)."""
-    try:
-        body = await read_body(request, settings.max_body_bytes)
-    except BodyTooLarge as exc:
-        raise HTTPException(413, str(exc)) from None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HTTPException(422, f"the CSV is not UTF-8 (byte {exc.start})") from None
+    text = await csv_text(request, settings.max_body_bytes)
     roster = set(settings.roster("agent")) or None
     parsed = parse_csv(text, set(settings.staffing.activities), roster, settings.tz)
     if not parsed.problems and not parsed.days:
         parsed.problem("the CSV has no rows")
     if parsed.problems:
-        more = f" (and {parsed.more_problems} more)" if parsed.more_problems else ""
-        return JSONResponse(
-            {"detail": f"{len(parsed.problems)} problem(s){more}; nothing stored",
-             "problems": parsed.problems},
-            status_code=422,
-        )  # fmt: skip
+        return refused(parsed)
     now = datetime.now(UTC)
     async with engine.begin() as conn:
         up = await schedules.store(conn, parsed, by=who.name, now=now, note=note)

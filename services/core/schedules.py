@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from services.core.problems import Problems
 from services.core.staffing_rules import DAY_OFF
 from services.core.timewin import epoch_us
 
-MAX_PROBLEMS = 50  # listed per upload; the rest are counted
 COLUMNS = ("agent_id", "date", "start", "end", "activity")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
@@ -47,19 +47,11 @@ class Segment:
 
 
 @dataclass
-class ParsedSchedule:
+class ParsedSchedule(Problems):
     segments: list[Segment] = field(default_factory=list)
     # every (agent, day) the file speaks for, a day off included: the upload
     # replaces these, and only these, in the schedule in force
     days: set[tuple[str, date]] = field(default_factory=set)
-    problems: list[str] = field(default_factory=list)
-    more_problems: int = 0
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more_problems += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,24 +22,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.db import manual_items
+from services.core.problems import Problems
 from services.payroll import audit
 
-MAX_PROBLEMS = 50  # reported per upload; the rest are counted
 # a statement carries at most 32,767 parameters, 6 per value here
 _CHUNK = 4000
 
 
 @dataclass
-class Parsed:
+class Parsed(Problems):
     values: list[tuple[str, str, Decimal]] = field(default_factory=list)  # agent, item, value
-    problems: list[str] = field(default_factory=list)
-    more_problems: int = 0
-
-    def problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more_problems += 1
 
 
 def parse_csv(text: str, items: list[str], agents: set[str] | None) -> Parsed:
