@@ -201,8 +201,10 @@ async def intervals(
         row |= _req_fields(req) | _prediction(req)
         staffed = logged = None
         if kind in STAFFED_KINDS and edges_us[i] < now_us:
-            staffed = productive_us(c) / US / lengths[i]
-            logged = c["logged_in_us"] / US / lengths[i]
+            # the interval in progress: averaged over its part up to now
+            elapsed = (min(edges_us[i + 1], now_us) - edges_us[i]) / US
+            staffed = productive_us(c) / US / elapsed
+            logged = c["logged_in_us"] / US / elapsed
         required = row["required_agents"]
         row |= {
             "scheduled_agents": scheduled[i],
