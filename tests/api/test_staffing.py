@@ -253,3 +253,14 @@ def test_the_last_half_hours_required_staffed_and_scheduled_agents_are_in_metric
     assert got["scheduled"] == 1.0
     assert 0.75 < got["staffed"] <= 1.0
     assert got["required"] >= 1
+
+
+def test_a_staffing_range_longer_than_a_month_or_in_whole_days_is_refused_naming_why(
+    center: Stack,
+) -> None:
+    r = center.get("/v1/staffing/team/billing/intervals", **{"from": at("00:00").isoformat(),
+                   "to": at("00:00", DAY + timedelta(days=32)).isoformat()})  # fmt: skip
+    assert r.status_code == 422 and "at most 31 days" in r.json()["detail"]
+    r = center.get("/v1/staffing/team/billing/intervals", **{"from": at("00:00").isoformat(),
+                   "to": at("01:00").isoformat(), "granularity": "1d"})  # fmt: skip
+    assert r.status_code == 422 and "granularity" in r.json()["detail"]
