@@ -86,11 +86,16 @@ async def recent_history(figures: Figures, kind: str, entity_id: str) -> History
     now = figures.now
     slot = datetime.fromtimestamp(now.timestamp() // step * step, UTC)
     key = (str(figures.conn.engine.url), kind, entity_id, slot)
-    if key not in _HISTORY_CACHE:
+    if key in _HISTORY_CACHE:
+        return _HISTORY_CACHE[key]
+    hist = await history(figures, kind, entity_id, slot)
+    # an empty history is not kept: right after a start or an import it is a
+    # history the worker has not counted yet, not one without calls
+    if hist.aht_s is not None:
         if len(_HISTORY_CACHE) > 10_000:
             _HISTORY_CACHE.clear()
-        _HISTORY_CACHE[key] = await history(figures, kind, entity_id, slot)
-    return _HISTORY_CACHE[key]
+        _HISTORY_CACHE[key] = hist
+    return hist
 
 
 async def history(figures: Figures, kind: str, entity_id: str, end: datetime) -> History:
