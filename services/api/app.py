@@ -18,7 +18,17 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from services.api import alerts, kpis, metrics, periods, quarantine, staffing, stream, wallboard
+from services.api import (
+    alerts,
+    calls,
+    kpis,
+    metrics,
+    periods,
+    quarantine,
+    staffing,
+    stream,
+    wallboard,
+)
 from services.api.deps import no_control_characters, require
 from services.api.http_limits import BodyDeadline
 from services.api.pipeline import PipelineStatus
@@ -198,6 +208,8 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         app.include_router(alerts.router, dependencies=[require("read")],
                            responses={**auth, **unknown})  # fmt: skip
         # reads need read; a schedule upload needs admin too (it feeds payroll)
+        app.include_router(calls.router, dependencies=[require("read")],
+                           responses={**auth, **unknown})  # fmt: skip
         big: Responses = {413: {"description": "upload too large"}}
         app.include_router(staffing.router, dependencies=[require("read")],
                            responses={**auth, **unknown, **big})  # fmt: skip

@@ -99,6 +99,7 @@ calls = sa.Table(
     sa.Column("waiting", sa.Boolean, nullable=False, server_default="f"),
 )
 sa.Index("ix_calls_updated_at", calls.c.updated_at)
+sa.Index("ix_calls_offered", calls.c.offered_at, calls.c.call_id)
 sa.Index("ix_calls_waiting", calls.c.queue_id, calls.c.offered_at, postgresql_where=calls.c.waiting)
 
 kpi_reason_buckets = sa.Table(

@@ -83,23 +83,16 @@ def held(call: RefCall, start: int, end: int, agent: str | None = None) -> int:
     return sum(max(0, min(b, end) - max(a, start)) for a, b in intervals)
 
 
-def reference(
+def _per_call(
     raw_events: list[dict[str, Any]],
-    *,
     team_of_queue: dict[str, str],
-    service_level_seconds: int = 20,
-    short_abandon_seconds: int = 5,
-    fcr_window_hours: int = 72,
-    satisfied_min_score: int = 4,
-    max_state_hours: int = 12,
-    team_of_agent: dict[str, str] | None = None,
-    by_bucket: bool = False,
-    withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS,
-    answer_rate_misses: tuple[str, ...] = MISSES,
-    service_level_misses: tuple[str, ...] = MISSES,
-) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
-    team_of_agent = team_of_agent or {}
+    short_abandon_seconds: int,
+    fcr_window_hours: int,
+    withheld_caller_ids: tuple[str, ...],
+    by_bucket: bool,
+) -> tuple[dict[str, dict[str, Any]], dict[str, RefCall], dict[str, dict[str, Any]],
+           dict[str, dict[str, bool]], dict[tuple[Any, ...], int]]:  # fmt: skip
+    """(unique events, calls, per-call facts, FCR per call, IVR abandons per entity)."""
 
     def customer(raw: str | None) -> str | None:
         """No customer when absent, or when any withheld pattern matches it whole."""
@@ -121,7 +114,6 @@ def reference(
         if "call_id" in e:
             calls.setdefault(e["call_id"], RefCall(e["call_id"])).events.append(e)
 
-    sl = service_level_seconds * US
     short = short_abandon_seconds * US
     window = fcr_window_hours * 3600 * US
 
@@ -211,6 +203,31 @@ def reference(
             failed = repeated or f["unresolved"]
             final = failed or watermark > f["t0"] + window
             fcr[cid] = {"failed": failed, "final": final, "resolved": final and not failed}
+
+    return unique, calls, info, fcr, ivr
+
+
+def reference(
+    raw_events: list[dict[str, Any]],
+    *,
+    team_of_queue: dict[str, str],
+    service_level_seconds: int = 20,
+    short_abandon_seconds: int = 5,
+    fcr_window_hours: int = 72,
+    satisfied_min_score: int = 4,
+    max_state_hours: int = 12,
+    team_of_agent: dict[str, str] | None = None,
+    by_bucket: bool = False,
+    withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS,
+    answer_rate_misses: tuple[str, ...] = MISSES,
+    service_level_misses: tuple[str, ...] = MISSES,
+) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """Figures per (kind, id) — or per (kind, id, minute bucket) with by_bucket."""
+    team_of_agent = team_of_agent or {}
+
+    unique, calls, info, fcr, ivr = _per_call(raw_events, team_of_queue, short_abandon_seconds,
+                                              fcr_window_hours, withheld_caller_ids, by_bucket)  # fmt: skip
+    sl = service_level_seconds * US
 
     # --- group calls by entity ----------------------------------------------------
     groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
@@ -594,4 +611,43 @@ def staffed_per_interval(
             for s in ("available", "on_call", "wrap_up")
         )
         out.append(busy / (hi - lo))
+    return out
+
+
+def call_views(
+    raw_events: list[dict[str, Any]],
+    *,
+    team_of_queue: dict[str, str],
+    short_abandon_seconds: int = 5,
+    fcr_window_hours: int = 72,
+    withheld_caller_ids: tuple[str, ...] = WITHHELD_CALLER_IDS,
+) -> dict[str, dict[str, Any]]:
+    """Each offered call as the drill-down should show it: outcome, wait, queue,
+    team, FCR state, survey, complaint, transfer, agents presented."""
+    _u, calls, info, fcr, _ivr = _per_call(raw_events, team_of_queue, short_abandon_seconds,
+                                           fcr_window_hours, withheld_caller_ids, False)  # fmt: skip
+    out = {}
+    for cid, f in info.items():
+        state = fcr.get(cid)
+        if not f["answered"]:
+            fcr_state = None
+        elif f["customer"] is None:
+            fcr_state = "unidentified"
+        elif state is not None and state["failed"]:
+            fcr_state = "not_resolved"
+        elif state is not None and state["resolved"]:
+            fcr_state = "resolved"
+        else:
+            fcr_state = "pending"
+        out[cid] = {
+            "outcome": "answered" if f["answered"] else f["outcome"] or "in_queue",
+            "wait_seconds": None if f["wait"] is None else f["wait"] / US,
+            "queue_id": f["queue"],
+            "team": f["team"],
+            "fcr": fcr_state,
+            "survey_score": f["score"],
+            "transferred": f["transferred"],
+            "agents": sorted({e["agent_id"] for e in calls[cid].events
+                              if e["type"] in ("call.ringing", "call.answered")}),
+        }  # fmt: skip
     return out
