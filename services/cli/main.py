@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import services.cli
-from services.cli import admin, dev, feeds, roles
+from services.cli import admin, dev, export, feeds, roles
 from services.cli.common import setup_logging
 from services.core.settings import ConfigError
 from services.ingest.client import IngestError
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (or CALLKPI_CONFIG)")
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
-    for group in (dev, roles, admin, feeds):
+    for group in (dev, roles, admin, feeds, export):
         group.register(sub)
     return p
 

@@ -223,6 +223,32 @@ def test_cli_lists_periods_and_refuses_a_second_close_with_the_reason(
     assert bad.returncode == 2 and "not one of the configured ranges" in bad.stderr
 
 
+def test_the_payroll_export_holds_the_closed_versions_rows(
+    payroll: tuple[Stack, str], closed_past: dict[str, Any], tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    stack, _ = payroll
+    start = datetime.combine(day(-10), datetime.min.time(), SHANGHAI)
+    run = subprocess.run(
+        [sys.executable, "-m", "services.cli", "export", "--kind", "payroll", "--from",
+         start.isoformat(), "--to", (start + timedelta(days=1)).isoformat(), "--out", str(tmp_path)],
+        env=stack.env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    rows = {r["agent_id"]: r for r in pq.read_table(tmp_path / "payroll.parquet").to_pylist()}
+    api = stack.get("/v1/periods/past/agents").json()["items"]
+    assert set(rows) == {a["agent_id"] for a in api}
+    for a in api:
+        mine = rows[a["agent_id"]]
+        assert (mine["period"], mine["version"]) == ("past", closed_past["version"])
+        for name in ("answered", "answer_rate", "aht_seconds", "score_total", "scorecard"):
+            assert mine.get(name) == a.get(name), (a["agent_id"], name)
+
+
 SURVEY_FIELDS = {"surveys", "satisfied", "csat", "survey_rate"}
 
 
