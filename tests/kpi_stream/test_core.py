@@ -30,6 +30,20 @@ def test_a_state_event_older_than_retention_is_refused_and_counts_nothing() -> N
     assert result.changed == {} and result.segments == []
 
 
+def test_a_batch_holding_weeks_of_one_agent_counts_them_all() -> None:
+    """A history imported faster than the worker reads it: one batch spans three
+    retention periods of an agent that has no stored timeline yet."""
+    events: list[StateEvent] = []
+    for d in range(3):
+        events.append([f"in{d}", d * DAY + 3_600_000_000, "available", None])
+        events.append([f"out{d}", d * DAY + 4 * 3_600_000_000, "logged_out", None])
+    result = track_agents({"a1": events}, {"a1": None}, SETTINGS)
+    assert result.too_old == 0
+    assert time_in(result.segments, "available") == 3 * 3 * 3_600_000_000
+    # kept back to one retention period before the newest, as before
+    assert result.changed["a1"][0][1] >= events[-1][1] - DAY - 4 * 3_600_000_000
+
+
 def test_a_late_state_event_inside_retention_moves_time_between_states() -> None:
     timeline: list[StateEvent] = [
         [f"e{h}", h * 3_600_000_000, "available", None] for h in range(30)
