@@ -79,6 +79,12 @@ SHIFT_HOURS = 8.5
 BREAKS = ((2.0, 0.25, "break"), (4.0, 0.5, "lunch"), (6.5, 0.25, "break"))
 
 
+def handling_s(cfg: SimConfig) -> float:
+    """Mean seconds an answered call keeps an agent: talk, hold (`hold_prob` of
+    the calls, 35 s on average), wrap-up (22.5 s on average) and ring (3.5 s)."""
+    return cfg.mean_talk_s + cfg.hold_prob * 35 + 22.5 + 3.5
+
+
 def plan_schedule(
     cfg: SimConfig, teams: list[Team], first_day: Any, days: int, tz: ZoneInfo
 ) -> str:
@@ -92,7 +98,7 @@ def plan_schedule(
     teams = [t for t in teams if t.queues and t.agents] or default_roster()
     weights = {t.id: len(t.agents) for t in teams}
     total = sum(weights.values())
-    handling = cfg.mean_talk_s + cfg.hold_prob * 35 + 22.5 + 3.5
+    handling = handling_s(cfg)
     lines = ["agent_id,date,start,end,activity"]
     for team in teams:
         share = weights[team.id] / total
@@ -448,7 +454,7 @@ class Simulation:
         share = sum(w for (_, tm), w in zip(self.queues, self.queue_weights, strict=True)
                     if tm == team) / sum(self.queue_weights)  # fmt: skip
         cfg = self.cfg
-        handling = cfg.mean_talk_s + cfg.hold_prob * 35 + 22.5 + 3.5
+        handling = handling_s(cfg)
         return self._rate_per_s(t) * share * handling
 
     def _understaff(self, t: float, start: bool) -> None:

@@ -14,7 +14,7 @@ from services.api.kpis import Kind, require_entity
 from services.api.uploads import csv_text, refused
 from services.core.auth import Principal
 from services.core.schedules import parse_csv
-from services.core.timewin import WindowError, epoch_us, explicit_bounds, interval_edges, iso
+from services.core.timewin import WindowError, explicit_bounds, interval_edges, iso
 from services.payroll import audit
 from services.readmodel import schedules, staffing
 from services.readmodel.figures import Figures
@@ -130,9 +130,8 @@ async def get_schedule(
             422, f"from/to: {from_}..{to} must be 1 to {MAX_SCHEDULE_DAYS} days, in order"
         )
     tz = settings.tz
-    lo = datetime.combine(first, datetime.min.time(), tz).astimezone(UTC)
-    hi = datetime.combine(last + timedelta(days=2), datetime.min.time(), tz).astimezone(UTC)
-    segs = await schedules.in_force(conn, epoch_us(lo), epoch_us(hi), first, last,
+    # every segment of the shifts of those days, wherever they end
+    segs = await schedules.in_force(conn, None, None, first, last,
                                     [agent] if agent else None, as_of)  # fmt: skip
 
     def local(us: int) -> str:

@@ -53,14 +53,44 @@ def _agents_of(figures: Figures, kind: str, entity_id: str, agents: set[str]) ->
 
 
 async def _segments(
-    figures: Figures, edges: Sequence[datetime], as_of: int | None = None
+    figures: Figures,
+    edges: Sequence[datetime],
+    as_of: int | None = None,
+    agents: list[str] | None = None,
 ) -> list[Segment]:
-    """The schedule in force over the edges' span, of every agent."""
-    tz = figures.settings.tz
-    first = edges[0].astimezone(tz).date() - timedelta(days=1)  # a night shift's day
-    last = edges[-1].astimezone(tz).date()
-    # whole shifts of those days (attendance needs each shift's own start)
-    return await schedules.in_force(figures.conn, None, None, first, last, as_of=as_of)
+    """The schedule in force over the edges' span, of `agents` (None: every
+    agent), read once per Figures: a wallboard's tiles share one read."""
+    key = ("schedule", edges[0], edges[-1], as_of, None if agents is None else tuple(agents))
+    if key not in figures.memo:
+        tz = figures.settings.tz
+        first = edges[0].astimezone(tz).date() - timedelta(days=1)  # a night shift's day
+        last = edges[-1].astimezone(tz).date()
+        # whole shifts of those days (attendance needs each shift's own start)
+        figures.memo[key] = await schedules.in_force(
+            figures.conn, None, None, first, last, agents, as_of
+        )
+    segs: list[Segment] = figures.memo[key]
+    return segs
+
+
+async def _scheduled(
+    figures: Figures, kind: str, entity_id: str, edges: Sequence[datetime]
+) -> list[float]:
+    """The entity's agents scheduled on the phones per interval [edges[i], edges[i+1])."""
+    segs = await _segments(figures, edges, agents=[entity_id] if kind == "agent" else None)
+    mine = _agents_of(figures, kind, entity_id, {g.agent_id for g in segs})
+    productive = {n for n, a in figures.settings.staffing.activities.items() if a.productive}
+    return scheduled_agents(
+        [g for g in segs if g.agent_id in mine], [epoch_us(t) for t in edges], productive
+    )
+
+
+def _requirement(
+    figures: Figures, goal: Goal, offered: int, seconds: float, aht: float | None,
+    patience: float | None,
+) -> Requirement | None:  # fmt: skip
+    cfg = figures.settings.staffing
+    return requirement(offered, seconds, aht, goal, patience, cfg.model, cfg.max_occupancy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +134,7 @@ async def history(figures: Figures, kind: str, entity_id: str, end: datetime) ->
     start = stop - timedelta(days=days)
     r = await figures.entity(kind, entity_id, (start, stop), open_time=False)
     c = r.counters
-    aht = handle_us(c) / US / c["handled"] if c["handled"] else None
+    aht = r.metrics()["aht_seconds"]
     return History(start, stop, patience_seconds(c["abandoned"], c["wait_all_us"]), aht)
 
 
@@ -177,12 +207,7 @@ async def intervals(
 
     scheduled: list[float | None] = [None] * len(readings)
     if kind in STAFFED_KINDS:
-        segs = await _segments(figures, edges)
-        mine = _agents_of(figures, kind, entity_id, {g.agent_id for g in segs})
-        productive = {n for n, a in cfg.activities.items() if a.productive}
-        scheduled = list(
-            scheduled_agents([g for g in segs if g.agent_id in mine], edges_us, productive)
-        )
+        scheduled = list(await _scheduled(figures, kind, entity_id, edges))
     forecasts = await _forecast(figures, kind, entity_id, edges) if kind in REQUIRED_KINDS else []
     weights = cfg.forecast_weights[: cfg.forecast_weeks]
     rows: list[dict[str, Any]] = []
@@ -201,8 +226,7 @@ async def intervals(
         req: Requirement | None = None
         if kind in REQUIRED_KINDS:
             aht = m["aht_seconds"] if m["aht_seconds"] is not None else hist.aht_s
-            req = requirement(c["offered"], lengths[i], aht, goal, patience, cfg.model,
-                              cfg.max_occupancy)  # fmt: skip
+            req = _requirement(figures, goal, c["offered"], lengths[i], aht, patience)
         row |= _req_fields(req) | _prediction(req)
         staffed = logged = None
         if kind in STAFFED_KINDS and edges_us[i] < now_us:
@@ -223,15 +247,7 @@ async def intervals(
             f_aht = weighted_forecast(aht_h, weights)
             f_aht = f_aht if f_aht is not None else hist.aht_s
             f_req = (
-                requirement(
-                    round(f_offered),
-                    lengths[i],
-                    f_aht,
-                    goal,
-                    patience,
-                    cfg.model,
-                    cfg.max_occupancy,
-                )
+                _requirement(figures, goal, round(f_offered), lengths[i], f_aht, patience)
                 if f_offered is not None
                 else None
             )
@@ -330,22 +346,16 @@ async def current(
     required = staffed = scheduled = None
     if kind in REQUIRED_KINDS:
         hist = await recent_history(figures, kind, entity_id)
-        aht = handle_us(c) / US / c["handled"] if c["handled"] else hist.aht_s
+        aht = r.metrics()["aht_seconds"]
         team = s.queue_team(entity_id) if kind == "queue" else None
         goal = cfg.goal_for(kind, entity_id, team)
         patience = hist.patience_s if cfg.model == "erlang_a" else None
-        req = requirement(c["offered"], seconds, aht, goal, patience, cfg.model,
-                          cfg.max_occupancy)  # fmt: skip
+        req = _requirement(figures, goal, c["offered"], seconds,
+                           aht if aht is not None else hist.aht_s, patience)  # fmt: skip
         required = req.chosen.agents if req is not None and req.chosen is not None else None
     if kind in STAFFED_KINDS:
         staffed = productive_us(c) / US / seconds
-        segs = await _segments(figures, list(span))
-        mine = _agents_of(figures, kind, entity_id, {g.agent_id for g in segs})
-        productive = {n for n, a in cfg.activities.items() if a.productive}
-        scheduled = scheduled_agents(
-            [g for g in segs if g.agent_id in mine], [epoch_us(span[0]), epoch_us(span[1])],
-            productive,
-        )[0]  # fmt: skip
+        scheduled = (await _scheduled(figures, kind, entity_id, list(span)))[0]
     return Current(required, staffed, scheduled)
 
 
@@ -363,7 +373,7 @@ async def agent_schedules(
     s = figures.settings
     cfg = s.staffing
     start_us, end_us = epoch_us(span[0]), epoch_us(span[1])
-    segs = await _segments(figures, list(span), as_of)
+    segs = await _segments(figures, list(span), as_of, agents)
     by_agent: dict[str, list[Segment]] = {}
     for g in segs:
         if agents is None or g.agent_id in agents:
