@@ -32,6 +32,10 @@ from services.core.staffing_rules import DAY_OFF
 from services.core.timewin import epoch_us
 
 COLUMNS = ("agent_id", "date", "start", "end", "activity")
+# Rows of one agent-day: nesting is checked pair by pair (quadratic: 1,401 rows
+# took 0.1 s, so the 200,000 rows an 8 MB body holds would take about two hours
+# inside the request); no roster needs more than a day of half hours.
+MAX_ROWS_PER_DAY = 48
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 
 
@@ -159,6 +163,12 @@ def parse_csv(
             continue
         if key in off:
             out.problem(f"line {line}: {agent} {day} is off on line {off[key]}")
+            continue
+        if len(rows.get(key, ())) == MAX_ROWS_PER_DAY:
+            out.problem(
+                f"line {line}: {agent} {day} has more than {MAX_ROWS_PER_DAY} rows (a day in "
+                "half-hour activities is 48)"
+            )
             continue
         first_line.setdefault(key, line)
         rows.setdefault(key, []).append(

@@ -127,3 +127,15 @@ def test_a_break_after_midnight_in_a_night_shift_is_the_next_mornings() -> None:
         ("a1", "08 02:00", "08 02:30", "break"),
         ("a1", "08 02:30", "08 06:00", "work"),
     ]
+
+
+def test_an_agent_day_of_more_rows_than_a_day_of_half_hours_is_refused() -> None:
+    rows = "".join(f"a1,2026-12-07,{h:02d}:{m:02d},{h:02d}:{m + 29:02d},work\n"
+                   for h in range(24) for m in (0, 30))  # fmt: skip
+    assert parse(rows).problems == []  # 48 half hours: a full day
+    many = rows + "a1,2026-12-07,23:59,23:59:30,break\n" * 5000
+    p = parse(many)
+    assert p.problems[0] == (
+        "line 50: a1 2026-12-07 has more than 48 rows (a day in half-hour activities is 48)"
+    )
+    assert p.more_problems == 5000 - 50
