@@ -159,10 +159,8 @@ async def payroll(
     ):
         out = []
         for r in batch:
-            figures = (
-                orjson.loads(r.pop("figures"))
-                if isinstance(r["figures"], str)
-                else r.pop("figures")
-            )
+            figures = r.pop("figures")
+            if isinstance(figures, str):  # a json column comes back as text
+                figures = orjson.loads(figures)
             out.append({**r, **{k: v for k, v in figures.items() if not isinstance(v, dict)}})
         yield out
