@@ -23,11 +23,12 @@ from services.api import (
     calls,
     kpis,
     metrics,
+    pages,
     periods,
     quarantine,
+    reports,
     staffing,
     stream,
-    wallboard,
 )
 from services.api.deps import no_control_characters, require
 from services.api.http_limits import BodyDeadline
@@ -210,14 +211,16 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
         # reads need read; a schedule upload needs admin too (it feeds payroll)
         app.include_router(calls.router, dependencies=[require("read")],
                            responses={**auth, **unknown})  # fmt: skip
+        app.include_router(reports.router, dependencies=[require("read")],
+                           responses={**auth, **unknown})  # fmt: skip
         big: Responses = {413: {"description": "upload too large"}}
         app.include_router(staffing.router, dependencies=[require("read")],
                            responses={**auth, **unknown, **big})  # fmt: skip
         full: Responses = {503: {"description": "too many feeds"}}
         app.include_router(stream.router, dependencies=[require("read")],
                            responses={**auth, **unknown, **full})  # fmt: skip
-        # the pages hold no figures: they ask for a token and read /v1/stream
-        app.include_router(wallboard.router)
+        # the pages hold no figures: they ask for a token and read the API with it
+        app.include_router(pages.router)
         app.include_router(periods.router, dependencies=[require("payroll")], responses={
             **auth, **unknown, 409: {"description": "refused now: `detail` says why"},
             413: {"description": "upload too large"}})  # fmt: skip

@@ -136,7 +136,9 @@ async def get_intervals(
     from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
     to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
     pipeline: PipelineDep,
-    granularity: Annotated[str, Query(description="15m, 30m, 1h or 1d")] = "1h",
+    granularity: Annotated[
+        str, Query(description="15m, 30m, 1h, 1d, 1w (ISO weeks, from Monday) or 1mo")
+    ] = "1h",
     sl: SlQ = None,
 ) -> dict[str, Any]:
     """Figures per interval, aligned in the configured time zone (days are local

@@ -139,6 +139,8 @@ def register(sub: Subparsers) -> None:
     ex.add_argument("--kind", action="append", choices=list(KINDS),
                     help="repeat for several (default: all)")  # fmt: skip
     ex.add_argument("--format", choices=["parquet", "csv"], default="parquet")
-    ex.add_argument("--granularity", default="1h", help="intervals: 15m, 30m, 1h or 1d")
+    ex.add_argument(
+        "--granularity", default="1h", help="intervals: 15m, 30m, 1h, 1d, 1w (ISO weeks) or 1mo"
+    )
     ex.add_argument("--out", default="export", help="directory (one file per kind)")
     ex.set_defaults(func=cmd_export)

@@ -147,6 +147,24 @@ class Schedule(BaseModel):
                 return h.schedule_class
         return "peak" if any(r.contains(local) for r in self.peak) else "off_peak"
 
+    def classes_between(self, start: datetime, end: datetime, tz: ZoneInfo) -> set[ScheduleClass]:
+        """Every schedule class in force at some instant of [start, end): the
+        class changes only where a peak range begins or ends or a day begins, so
+        those instants (each fold of a repeated wall-clock hour) and `start`
+        are the only ones to look at."""
+        bounds = {time(0)} | {r.start for r in self.peak} | {r.end for r in self.peak}
+        bounds.discard(time.max)  # 24:00 is the next day's midnight
+        seen = {self.class_at(start, tz)}
+        day = start.astimezone(tz).date()
+        while datetime.combine(day, time(0), tzinfo=tz) < end:
+            for b in bounds:
+                for fold in (0, 1):
+                    t = datetime.combine(day, b, tzinfo=tz).replace(fold=fold)
+                    if start < t < end:
+                        seen.add(self.class_at(t, tz))
+            day += timedelta(days=1)
+        return seen
+
 
 class Thresholds(BaseModel):
     """The line per schedule class. A class left out does not alert."""
@@ -243,6 +261,19 @@ class AlertSettings(BaseModel):
     # ...and a delivery still failing this long after its transition is given up
     # (counted as dead in /metrics; the alert itself is in the API and the topic).
     webhook_give_up_after: Duration = timedelta(hours=24)
+
+    def rule_for(self, kind: str, entity_id: str, field: str) -> AlertRule | None:
+        """The first rule that watches this entity's field: its line is the one
+        reports draw (an entity has one line per field; a second rule on the
+        same field is another window or guard, not another line)."""
+        for rule in self.rules:
+            if (
+                rule.field == field
+                and rule.kind == kind
+                and (not rule.ids or entity_id in rule.ids)
+            ):
+                return rule
+        return None
 
     @model_validator(mode="after")
     def _unique_and_signed(self) -> AlertSettings:

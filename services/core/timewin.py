@@ -9,6 +9,8 @@ MINUTE = timedelta(minutes=1)
 ROLLING = {"15m": 15, "30m": 30, "1h": 60}
 WINDOWS = (*ROLLING, "today")
 GRANULARITIES = {"15m": 15, "30m": 30, "1h": 60, "1d": 1440}
+# calendar intervals: local midnight of each Monday (ISO weeks) or first of a month
+CALENDAR = ("1w", "1mo")
 MAX_SPAN = timedelta(days=400)
 MAX_INTERVALS = 20_000
 
@@ -76,8 +78,22 @@ def parse_instant(name: str, value: str, *, minute_aligned: bool = True) -> date
     return utc
 
 
-def explicit_bounds(from_: str, to: str) -> tuple[datetime, datetime]:
-    start, end = parse_instant("from", from_), parse_instant("to", to)
+def parse_bound(name: str, value: str, tz: ZoneInfo | None) -> datetime:
+    """An instant, or with `tz` also a date (YYYY-MM-DD): that day's local
+    midnight, which a page can ask for without knowing the zone's offset."""
+    if tz is not None and len(value) == 10 and value[4] == "-" and value[7] == "-":
+        try:
+            day = date.fromisoformat(value)
+        except ValueError:
+            raise WindowError(f"{name}: not a date (YYYY-MM-DD): {value!r}") from None
+        return parse_instant(name, datetime.combine(day, time(0), tzinfo=tz).isoformat())
+    return parse_instant(name, value)
+
+
+def explicit_bounds(from_: str, to: str, tz: ZoneInfo | None = None) -> tuple[datetime, datetime]:
+    """[from, to) as asked; with `tz`, either may be a local date (its midnight:
+    `to` a date is exclusive, so one day is from=D&to=D+1)."""
+    start, end = parse_bound("from", from_, tz), parse_bound("to", to, tz)
     if end <= start:
         raise WindowError("to: must be after from")
     if end - start > MAX_SPAN:
@@ -90,22 +106,23 @@ def interval_edges(
 ) -> list[datetime]:
     """Boundaries aligned in local time, clipped to [start, end]: first is start,
     last is end. A day runs local midnight to midnight (23 or 25 h across DST)."""
-    if granularity not in GRANULARITIES:
+    if granularity not in GRANULARITIES and granularity not in CALENDAR:
         raise WindowError(
-            f"granularity: must be one of {', '.join(GRANULARITIES)}, got {granularity!r}"
+            f"granularity: must be one of {', '.join((*GRANULARITIES, *CALENDAR))}, "
+            f"got {granularity!r}"
         )
     # Step in UTC: arithmetic on datetimes in a ZoneInfo zone is wall-clock
     # arithmetic, which would invent the hour a spring-forward day skips.
     start, end = start.astimezone(UTC), end.astimezone(UTC)
     edges = [start]
-    if granularity == "1d":
-        d: date = start.astimezone(tz).date() + timedelta(days=1)
+    if granularity in ("1d", *CALENDAR):
+        d: date = _next_day_start(start.astimezone(tz).date(), granularity)
         while True:
             b = datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC)
             if b >= end:
                 break
             edges.append(b)
-            d += timedelta(days=1)
+            d = _next_day_start(d, granularity)
             if len(edges) > MAX_INTERVALS:
                 raise WindowError("granularity: too many intervals; choose a coarser one")
     else:
@@ -120,6 +137,16 @@ def interval_edges(
     return edges
 
 
+def _next_day_start(d: date, granularity: str) -> date:
+    """The first local day after d that starts an interval: the next day, the
+    next Monday, or the first of the next month."""
+    if granularity == "1w":
+        return d + timedelta(days=7 - d.weekday())
+    if granularity == "1mo":
+        return date(d.year + d.month // 12, d.month % 12 + 1, 1)
+    return d + timedelta(days=1)
+
+
 def _next_aligned(t: datetime, step: timedelta, tz: ZoneInfo) -> datetime:
     """The first instant after t whose local wall-clock time is a multiple of step."""
     minutes = int(step.total_seconds() // 60)
@@ -131,6 +158,13 @@ def _next_aligned(t: datetime, step: timedelta, tz: ZoneInfo) -> datetime:
         # jump close to the next boundary instead of walking minute by minute
         rem = minutes - (local.hour * 60 + local.minute) % minutes
         c = c + timedelta(minutes=rem) if rem > 1 else c + MINUTE
+
+
+def local_shift(t: datetime, days: int, tz: ZoneInfo) -> datetime:
+    """The same wall-clock time `days` later in `tz` (a week before 09:00 is
+    09:00, whatever daylight saving did in between)."""
+    local = t.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
+    return local.replace(tzinfo=tz).astimezone(UTC)
 
 
 def iso(t: datetime, tz: ZoneInfo) -> str:

@@ -25,20 +25,13 @@ from services.core.staffing import (
     weighted_forecast,
 )
 from services.core.staffing_rules import Goal
-from services.core.timewin import epoch_us, iso
+from services.core.timewin import epoch_us, iso, local_shift
 from services.readmodel import queries, schedules
-from services.readmodel.figures import Figures
+from services.readmodel.figures import Figures, Reading
 
 US = 1_000_000
 STAFFED_KINDS = ("center", "team", "agent")  # kinds with agents (queues have none)
 REQUIRED_KINDS = ("center", "team", "queue")  # kinds with calls of their own
-
-
-def _local_shift(t: datetime, days: int, figures: Figures) -> datetime:
-    """The same wall-clock time `days` later in the center's zone."""
-    tz = figures.settings.tz
-    local = t.astimezone(tz).replace(tzinfo=None) + timedelta(days=days)
-    return local.replace(tzinfo=tz).astimezone(UTC)
 
 
 def _agents_of(figures: Figures, kind: str, entity_id: str, agents: set[str]) -> set[str]:
@@ -173,7 +166,7 @@ async def _forecast(
         ([], []) for _ in range(n)
     ]
     for k in range(1, cfg.forecast_weeks + 1):
-        shifted = [_local_shift(e, -7 * k, figures) for e in edges]
+        shifted = [local_shift(e, -7 * k, figures.settings.tz) for e in edges]
         # a fall-back night repeats a wall-clock hour: keep edges strictly rising
         keep = sorted(set(shifted))
         readings = await figures.intervals(kind, entity_id, keep) if len(keep) > 1 else []
@@ -192,14 +185,23 @@ async def _forecast(
 
 
 async def intervals(
-    figures: Figures, kind: str, entity_id: str, edges: list[datetime]
+    figures: Figures,
+    kind: str,
+    entity_id: str,
+    edges: list[datetime],
+    *,
+    readings: list[Reading] | None = None,
+    forecast: bool = True,
 ) -> dict[str, Any]:
-    """The staffing of one entity per interval [edges[i], edges[i+1])."""
+    """The staffing of one entity per interval [edges[i], edges[i+1]).
+    `readings`: the entity's figures over these edges, when the caller has them;
+    `forecast=False`: no forecast (four weeks of history read less)."""
     s = figures.settings
     cfg = s.staffing
     team = s.queue_team(entity_id) if kind == "queue" else None
     goal: Goal = cfg.goal_for(kind, entity_id, team)
-    readings = await figures.intervals(kind, entity_id, edges)
+    if readings is None:
+        readings = await figures.intervals(kind, entity_id, edges)
     hist = await history(figures, kind, entity_id, edges[-1])
     patience = hist.patience_s if cfg.model == "erlang_a" else None
     edges_us = [epoch_us(t) for t in edges]
@@ -208,7 +210,11 @@ async def intervals(
     scheduled: list[float | None] = [None] * len(readings)
     if kind in STAFFED_KINDS:
         scheduled = list(await _scheduled(figures, kind, entity_id, edges))
-    forecasts = await _forecast(figures, kind, entity_id, edges) if kind in REQUIRED_KINDS else []
+    forecasts = (
+        await _forecast(figures, kind, entity_id, edges)
+        if forecast and kind in REQUIRED_KINDS
+        else []
+    )
     weights = cfg.forecast_weights[: cfg.forecast_weeks]
     rows: list[dict[str, Any]] = []
     now_us = epoch_us(figures.now)

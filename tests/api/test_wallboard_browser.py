@@ -7,9 +7,7 @@ Debian's package where it can: as root with apt)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +18,8 @@ import yaml
 
 from services.core.auth import token_hash
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
+from tests.support.browser import launched
+from tests.support.browser import log_in as browser_log_in
 from tests.support.databases import ARTIFACTS, EXAMPLE_CONFIG, new_database, stack_env
 from tests.support.dips import calls
 from tests.support.stack import Stack
@@ -31,43 +31,10 @@ READ = "ck_wallboard-test-read-token"
 # what a page may take to show posted events: the issue's bound for a wallboard
 WITHIN_MS = 3000
 
-# Chromium as root needs --no-sandbox; the rest keep it off the network (no
-# update checks, sync, field trials or DNS lookups beyond localhost), which this
-# machine's closed network would otherwise refuse over and over.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--metrics-recording-only",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
-
-
-def chromium_path() -> str:
-    path = os.environ.get("CALLKPI_CHROMIUM") or shutil.which("chromium")
-    if not path:
-        pytest.skip(
-            "Chromium is not installed: `apt-get install chromium` (make test does this "
-            "where it runs as root with apt), or set CALLKPI_CHROMIUM to its path"
-        )
-    return path
-
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    executable = chromium_path()
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    yield from launched()
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +78,7 @@ def page(board: Stack, browser: Any, request: Any) -> Iterator[Any]:
 
 
 def log_in(page: Any, board: Stack, path: str = "/wallboard") -> None:
-    page.goto(f"{board.url}{path}")
-    dialog = page.locator("#login")
-    dialog.wait_for(state="visible", timeout=10_000)
-    page.fill("#login-token", READ)
-    page.click("#login button[type=submit]")
+    browser_log_in(page, f"{board.url}{path}", READ)
 
 
 def waiting_call(cid: str, queue: str) -> list[dict[str, Any]]:

@@ -3,11 +3,13 @@ bad rules failing at start with the key named."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.core.alert_rules import AlertRule, Schedule, Thresholds, parse_duration
 from services.core.settings import ConfigError, load_settings
@@ -62,6 +64,42 @@ def test_peak_follows_the_wall_clock_across_a_daylight_saving_change() -> None:
     assert (before.hour, after.hour) == (8, 7)
     assert sched.class_at(before, BERLIN) == sched.class_at(after, BERLIN) == "peak"
     assert sched.class_at(at(BERLIN, 2026, 3, 30, 10, 30), BERLIN) == "off_peak"
+
+
+# A Berlin schedule with a holiday, peak ranges at odd minutes and one inside the
+# hour that the spring-forward night skips (02:00-03:00 on 2026-03-29).
+BUSY = Schedule.model_validate({
+    "peak": [
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:30", "to": "12:15"},
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "13:07", "to": "18:00"},
+        {"days": ["sun"], "from": "02:20", "to": "02:40"},
+        {"days": ["sat"], "from": "22:00", "to": "24:00"},
+    ],
+    "holidays": [{"date": "2026-03-31", "class": "closed"}],
+})  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    start_min=st.integers(0, 8 * 24 * 60),
+    length=st.integers(1, 3 * 24 * 60),
+)
+def test_the_classes_of_an_interval_are_those_of_its_minutes(start_min: int, length: int) -> None:
+    # the week of 2026-03-26 holds a spring-forward night and a closed holiday
+    start = datetime(2026, 3, 26, tzinfo=UTC) + timedelta(minutes=start_min)
+    end = start + timedelta(minutes=length)
+    every_minute = {BUSY.class_at(start + timedelta(minutes=m), BERLIN) for m in range(length)}
+    assert BUSY.classes_between(start, end, BERLIN) == every_minute
+
+
+def test_the_rule_for_an_entity_is_the_first_watching_its_field() -> None:
+    s = load_settings(EXAMPLE_CONFIG).alerts
+    rule = s.rule_for("team", "billing", "answer_rate")
+    assert rule is not None and rule.id == "answer-rate-team"
+    staffing = s.rule_for("team", "tech", "staffing_ratio")
+    assert staffing is not None and staffing.id == "understaffed-team"
+    assert s.rule_for("team", "billing", "service_level") is None
+    assert s.rule_for("queue", "internet", "answer_rate") is None
 
 
 def test_hysteresis_resolves_only_past_threshold_plus_margin() -> None:

@@ -58,3 +58,28 @@ def test_rolling_window_ends_with_the_current_minute() -> None:
 def test_bad_bounds_raise_with_the_parameter_named(a: str, b: str) -> None:
     with pytest.raises(WindowError, match="from"):
         explicit_bounds(a, b)
+
+
+def test_weeks_start_at_local_monday_midnight_and_are_168_hours_but_across_dst() -> None:
+    # Thursday 2026-10-22 to Thursday 2026-11-12: New York falls back on Sunday 1 Nov
+    start, end = explicit_bounds("2026-10-22T00:00:00-04:00", "2026-11-12T00:00:00-05:00")
+    edges = interval_edges(start, end, "1w", NY)
+    local = [e.astimezone(NY) for e in edges]
+    assert [d.strftime("%a %d %H:%M") for d in local] == [
+        "Thu 22 00:00", "Mon 26 00:00", "Mon 02 00:00", "Mon 09 00:00", "Thu 12 00:00",
+    ]  # fmt: skip
+    assert (edges[2] - edges[1]).total_seconds() == 169 * 3600  # the week holding fall-back
+
+
+def test_months_start_on_the_first_and_cross_the_year() -> None:
+    start, end = explicit_bounds("2026-11-15T00:00:00-05:00", "2027-02-10T00:00:00-05:00")
+    edges = interval_edges(start, end, "1mo", NY)
+    assert [e.astimezone(NY).strftime("%Y-%m-%d") for e in edges] == [
+        "2026-11-15", "2026-12-01", "2027-01-01", "2027-02-01", "2027-02-10",
+    ]  # fmt: skip
+
+
+def test_an_unknown_granularity_names_every_one_accepted() -> None:
+    start, end = explicit_bounds("2026-11-15T00:00:00Z", "2026-11-16T00:00:00Z")
+    with pytest.raises(WindowError, match="15m, 30m, 1h, 1d, 1w, 1mo, got '2h'"):
+        interval_edges(start, end, "2h", NY)

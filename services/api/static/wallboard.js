@@ -1,12 +1,11 @@
 // callkpi wallboard: reads GET /v1/stream (Server-Sent Events) and draws tiles
-// or the agent leaderboard. No build step, no dependencies.
+// or the agent leaderboard. No build step; common.js is loaded first.
 //
 // EventSource cannot send an Authorization header, and a token must never sit in
 // a URL (proxies and logs keep URLs), so the stream is read with fetch() and
 // parsed here; that also lets the page send Last-Event-ID itself on reconnect.
 "use strict";
 
-const TOKEN_KEY = "callkpi.readToken";
 const STATES = ["available", "on_call", "wrap_up", "not_ready", "logged_out"];
 const STATE_LABEL = {
   available: "Available", on_call: "On call", wrap_up: "Wrap-up",
@@ -27,30 +26,6 @@ let heartbeatS = 5;
 let connected = false;
 let problem = null;
 let pipeline = null;        // how far behind the figures are (snapshot, heartbeat)
-
-// --- formatting ---------------------------------------------------------------
-const pct = (v) => (v === null || v === undefined ? "—" : `${(v * 100).toFixed(1)}%`);
-const secs = (v) => (v === null || v === undefined ? "—" : `${Math.round(v)} s`);
-const num = (v) => (v === null || v === undefined ? "—" : String(v));
-const dec1 = (v) => (v === null || v === undefined ? "—" : v.toFixed(1));
-function mmss(v) {
-  if (v === null || v === undefined) return "—";
-  const s = Math.max(0, Math.round(v));
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
-}
-function clock(d) {
-  return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
-}
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  for (const c of children) node.append(c);
-  return node;
-}
 
 // --- the feed -----------------------------------------------------------------
 function streamUrl() {
@@ -112,9 +87,8 @@ function handle(ev) {
 }
 
 async function readStream(signal) {
-  const headers = { Accept: "text/event-stream" };
+  const headers = authHeaders({ Accept: "text/event-stream" });
   const token = localStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
   if (lastEventId) headers["Last-Event-ID"] = lastEventId;
   const resp = await fetch(streamUrl(), { headers, cache: "no-store", signal });
   if (resp.status === 401 || resp.status === 403) {
@@ -157,14 +131,6 @@ async function run() {
     if (outcome === "auth") return; // waits for a token
     await new Promise((r) => setTimeout(r, 2000));
   }
-}
-
-function askToken(why) {
-  const dialog = document.getElementById("login");
-  document.getElementById("login-why").textContent = why
-    ? `The token was refused: ${why}. Enter a token with the read scope.`
-    : "This wallboard needs a token with the read scope.";
-  if (!dialog.open) dialog.showModal();
 }
 
 // --- drawing ------------------------------------------------------------------
@@ -344,15 +310,7 @@ function tick() {
   if (view === "agents" && entities.size) renderAgents(); // time in state counts up
 }
 
-document.getElementById("login-form").addEventListener("submit", () => {
-  localStorage.setItem(TOKEN_KEY, document.getElementById("login-token").value.trim());
-  document.getElementById("login-token").value = "";
-  run();
-});
-document.getElementById("forget").addEventListener("click", () => {
-  localStorage.removeItem(TOKEN_KEY);
-  location.reload();
-});
+setUpLogin(run);
 const link = document.getElementById(view === "agents" ? "tiles-link" : "agents-link");
 if (team) link.href += `?team=${encodeURIComponent(team)}`;
 
