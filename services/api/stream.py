@@ -218,6 +218,9 @@ class Hub:
             "pipeline": self._pipeline(),
             "tick_seconds": TICK_S,
             "heartbeat_seconds": HEARTBEAT_S,
+            # what the page colours agents by, and links service level's misses with
+            "limits": self.settings.wallboard.seconds(),
+            "sl_seconds": self.settings.kpi.service_level_seconds,
         }
         return f"retry: {RECONNECT_MS}\n".encode() + _frame(
             "snapshot", orjson.dumps(body), f"{self.epoch}-{self.seq}"

@@ -14,7 +14,7 @@ dips (`min_calls`, `for`) and stop it flapping at the line (`clear_margin`).
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
 
@@ -159,7 +159,9 @@ class Schedule(BaseModel):
         while datetime.combine(day, time(0), tzinfo=tz) < end:
             for b in bounds:
                 for fold in (0, 1):
-                    t = datetime.combine(day, b, tzinfo=tz).replace(fold=fold)
+                    # through UTC: a wall-clock time the spring-forward night
+                    # skips is no instant; it lands on a real one either side
+                    t = datetime.combine(day, b, tzinfo=tz).replace(fold=fold).astimezone(UTC)
                     if start < t < end:
                         seen.add(self.class_at(t, tz))
             day += timedelta(days=1)

@@ -41,6 +41,7 @@ from services.core.payroll_rules import PeriodSettings, ScorecardError, Scorecar
 from services.core.payroll_rules import load as load_scorecards
 from services.core.staffing import SCHEDULE_FIELDS
 from services.core.staffing_rules import StaffingSettings
+from services.core.wallboard_rules import WallboardSettings
 
 UNASSIGNED_TEAM = "unassigned"
 
@@ -206,6 +207,8 @@ class Settings(BaseSettings):
     kpi: KpiDefinitions = KpiDefinitions()
     teams: list[Team] = Field(default_factory=list)
     alerts: AlertSettings = AlertSettings()
+    # Agents' time-in-state limits and the waiting calls tiles list (docs/wallboard.md)
+    wallboard: WallboardSettings = WallboardSettings()
     periods: PeriodSettings = PeriodSettings()
     # Scorecards per role (docs/payroll.md#scorecards); relative to the config
     # file's directory when set there. Unset: closed periods carry no scores.

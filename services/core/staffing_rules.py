@@ -10,8 +10,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from services.core.kpi import AGENT_STATES
+
 ACTIVITY_NAME = r"^[a-z][a-z0-9_]*$"
-AGENT_STATES = ("available", "on_call", "wrap_up", "not_ready")
 PRODUCTIVE_STATES = ("available", "on_call", "wrap_up")
 # A schedule row with this activity says the agent is not scheduled that day: it
 # replaces an earlier upload's shift (docs/staffing.md#schedules).

@@ -152,6 +152,27 @@ async def interval_counters(
     return out
 
 
+async def interval_call_counters_by_entity(
+    conn: AsyncConnection, kind: str, ids: list[str], edges: list[datetime]
+) -> dict[str, list[dict[str, int]]]:
+    """Call counters per entity of `ids` per interval [edges[i], edges[i+1]): one
+    query for every tile of a kind (the wallboard's trend of the day). Call
+    counters only: no agent time, no FCR."""
+    out = {i: [zero_counters() for _ in range(len(edges) - 1)] for i in ids}
+    table, columns = COUNTER_TABLES[0]
+    result = await conn.execute(
+        sa.text(
+            "SELECT entity_id, width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
+            f"{_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = ANY(:ids) "
+            "AND bucket >= :s AND bucket < :e GROUP BY entity_id, slot"
+        ),
+        {"k": kind, "ids": ids, "s": edges[0], "e": edges[-1], "edges": edges},
+    )
+    for row in result:
+        _take(row, columns, out[row.entity_id][int(row.slot) - 1])
+    return out
+
+
 async def agent_queue_counters(
     conn: AsyncConnection, agent_id: str, queue_ids: list[str], start: datetime, end: datetime
 ) -> dict[str, dict[str, int]]:
@@ -302,6 +323,23 @@ async def waiting_calls(conn: AsyncConnection, max_age_s: int) -> list[tuple[str
         {"age": max_age_s},
     )
     return [(r.queue_id, int(r.n), r.oldest) for r in result]
+
+
+async def oldest_waiting(
+    conn: AsyncConnection, max_age_s: int, per_queue: int
+) -> list[tuple[str, str, datetime]]:
+    """(queue, call id, arrival) of the `per_queue` longest-waiting calls of each
+    queue, oldest first: enough for any tile to list its oldest `per_queue`."""
+    result = await conn.execute(
+        sa.text(
+            "SELECT queue_id, call_id, offered_at FROM (SELECT queue_id, call_id, offered_at, "
+            "row_number() OVER (PARTITION BY queue_id ORDER BY offered_at, call_id) AS n "
+            "FROM calls WHERE waiting AND offered_at > now() - make_interval(secs => :age)) w "
+            "WHERE n <= :per ORDER BY offered_at, call_id"
+        ),
+        {"age": max_age_s, "per": per_queue},
+    )
+    return [(r.queue_id, r.call_id, r.offered_at) for r in result]
 
 
 async def quarantine_waiting(conn: AsyncConnection) -> dict[str, dict[str, Any]]:

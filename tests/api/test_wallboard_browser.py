@@ -7,11 +7,13 @@ Debian's package where it can: as root with apt)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.slow
 
 ADMIN = "ck_wallboard-test-admin"
 READ = "ck_wallboard-test-read-token"
+SHANGHAI = ZoneInfo("Asia/Shanghai")  # the example config's zone
 # what a page may take to show posted events: the issue's bound for a wallboard
 WITHIN_MS = 3000
 
@@ -215,3 +218,88 @@ def test_figures_behind_what_was_ingested_show_a_banner_until_the_worker_catches
     expect(behind).to_contain_text("records waiting")
     board.restart_worker()
     expect(behind).to_be_hidden(timeout=30_000)
+
+
+def after_local_midnight(board_tz: ZoneInfo, seconds: int) -> datetime:
+    """Now, once at least `seconds` of the local day have passed (calls posted
+    `seconds` back then fall today, at whatever hour the suite runs)."""
+    now = datetime.now(board_tz)
+    since_midnight = (now - now.replace(hour=0, minute=0, second=0, microsecond=0)).total_seconds()
+    if since_midnight < seconds:
+        time.sleep(seconds - since_midnight + 1)
+    return datetime.now(UTC)
+
+
+def test_a_tile_draws_todays_answer_rate_lists_the_oldest_waiting_calls_and_links_to_them(
+    page: Any, board: Stack
+) -> None:
+    from playwright.sync_api import expect
+
+    now = after_local_midnight(SHANGHAI, 120)
+    done = calls("wb-tr", "sales", now - timedelta(seconds=90), answered=3, abandoned=1,
+                 spread=timedelta(seconds=10))  # fmt: skip
+    first, second = "wb-wait-1", "wb-wait-2"
+    waiting = [
+        {"event_id": f"{cid}-o", "type": "call.offered", "call_id": cid, "queue_id": "sales",
+         "occurred_at": (now - timedelta(seconds=ago)).isoformat()}
+        for cid, ago in ((second, 20), (first, 50))
+    ]  # fmt: skip
+    assert board.post(done + waiting).status_code == 202
+    log_in(page, board)
+    sales = tile(page, "team:sales")
+    oldest = sales.locator(".oldest li")
+    expect(oldest).to_have_count(2, timeout=10_000)
+    assert oldest.evaluate_all("items => items.map(i => i.dataset.call)") == [first, second]
+    expect(oldest.first.locator(".since")).to_have_text(re.compile(r"^0:[5-9]\d|^1:\d\d"))
+
+    # the sparkline is the API's answer rate per quarter hour since midnight
+    trend = sales.locator(".trend")
+
+    def api_trend() -> list[Any]:
+        start = trend.get_attribute("data-from")
+        end = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        body = board.get("/v1/kpis/team/sales/intervals", granularity="15m",
+                         **{"from": start, "to": end.isoformat()}).json()  # fmt: skip
+        return [i["answer_rate"] for i in body["intervals"]]
+
+    deadline = time.monotonic() + 10
+    while True:
+        shown = json.loads(trend.get_attribute("data-values") or "[]")
+        want = api_trend()
+        if shown == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert shown == want and 0.75 in shown  # 3 answered of 4 this quarter hour
+    expect(sales.locator(".spark path")).to_have_count(1)
+
+    # "In queue" links to the calls waiting: both listed there
+    sales.locator('[data-field="in_queue"]').click()
+    expect(page).to_have_url(re.compile(r"/reports/calls\?.*team=sales.*outcome=in_queue"))
+    rows = page.locator("#table tbody tr")
+    expect(rows).to_have_count(2, timeout=10_000)
+    assert set(rows.evaluate_all("rs => rs.map(r => r.dataset.call)")) == {first, second}
+
+
+def test_agents_past_their_states_or_reasons_limit_show_red(page: Any, board: Stack) -> None:
+    from playwright.sync_api import expect
+
+    now = datetime.now(UTC)
+    # the example config: not ready 15m, but lunch 35m and break 15m; wrap-up 2m
+    states = [("s01", "not_ready", "lunch", 40), ("s02", "not_ready", "lunch", 20),
+              ("s03", "wrap_up", None, 3), ("s04", "on_call", None, 1)]  # fmt: skip
+    events = [
+        {"event_id": f"wb-lim-{a}", "type": "agent.state", "agent_id": a, "state": st,
+         "occurred_at": (now - timedelta(minutes=ago)).isoformat()}
+        | ({"reason": reason} if reason else {})
+        for a, st, reason, ago in states
+    ]  # fmt: skip
+    assert board.post(events).status_code == 202
+    log_in(page, board, "/wallboard/agents?team=sales")
+    cell = {a: page.locator(f'tr[data-agent="{a}"] td').nth(2) for a, *_ in states}
+    expect(cell["s01"].locator(".state")).to_have_text("Not ready · lunch", timeout=10_000)
+    expect(cell["s01"]).to_have_class("over")
+    expect(cell["s01"]).to_have_attribute("title", "over the 35:00 limit for not ready (lunch)")
+    expect(cell["s02"]).not_to_have_class("over")  # 20 min of a 35 min lunch
+    expect(cell["s03"]).to_have_class("over")  # wrap-up past 2 min
+    expect(cell["s04"]).not_to_have_class("over")
+    page.screenshot(path=str(ARTIFACTS / "wallboard-agents.png"))

@@ -26,6 +26,8 @@ let heartbeatS = 5;
 let connected = false;
 let problem = null;
 let pipeline = null;        // how far behind the figures are (snapshot, heartbeat)
+let limits = { states: {}, reasons: {} }; // time-in-state limits (config `wallboard`)
+let slSeconds = 20;
 
 // --- the feed -----------------------------------------------------------------
 function streamUrl() {
@@ -70,6 +72,8 @@ function handle(ev) {
     figuresAt = data.figures_at;
     heartbeatS = data.heartbeat_seconds;
     pipeline = data.pipeline;
+    limits = data.limits || limits;
+    slSeconds = data.sl_seconds ?? slSeconds;
   } else if (ev.event === "update") {
     const key = `${data.kind}:${data.id}`;
     if (!entities.has(key)) order.push(key);
@@ -151,9 +155,24 @@ function check(tile, field, windowSeconds) {
   return (tile.checks || []).find((c) => c.field === field && c.window_seconds === windowSeconds);
 }
 
+// The calls behind a tile's figure: its span (the last 15 minutes or today)
+// and what the figure counts (/reports/calls, as the reports' cells).
+function callsLink(t, span, filters = {}) {
+  if (!t.windows) return null;
+  const [from, to] = t.windows[span];
+  const q = new URLSearchParams({ from, to });
+  if (t.kind !== "center") q.set(t.kind, t.id);
+  for (const [k, v] of Object.entries(filters)) q.set(k, String(v));
+  return `/reports/calls?${q}`;
+}
+
 function fig(label, value, opts = {}) {
-  const node = el("div", { class: `fig${opts.hero ? " hero" : ""}` },
+  const node = el(opts.href ? "a" : "div", { class: `fig${opts.hero ? " hero" : ""}` },
     el("span", { class: "label" }, label), el("span", { class: "value" }, value));
+  if (opts.href) {
+    node.href = opts.href;
+    node.title = "the calls behind this figure";
+  }
   node.dataset.field = opts.field || label;
   if (opts.check) {
     const c = opts.check;
@@ -188,20 +207,23 @@ function tileNode(t) {
   const use = (field, win) => { shown.add(`${field}@${win}`); return check(t, field, win); };
   const title = el("h2", {}, t.name || t.id);
   title.append(el("small", {}, t.kind === "center" ? "center" : `${t.kind} ${t.id}`));
+  const link = (span, filters) => callsLink(t, span, filters);
   const figs = el("div", { class: "figs" },
-    fig("Answer rate 15m", pct(t.m15.answer_rate), { hero: true, field: "answer_rate_15m", check: use("answer_rate", 900) }),
-    fig("Today", pct(t.today.answer_rate), { field: "answer_rate_today", check: use("answer_rate", null) }),
-    fig("Service level 15m", pct(t.m15.service_level), { field: "service_level_15m", check: use("service_level", 900) }),
-    fig("In queue", num(t.live.in_queue), { field: "in_queue" }),
-    fig("Longest wait", mmss(t.live.longest_wait_seconds), { field: "longest_wait" }),
-    fig("ASA 15m", secs(t.m15.asa_seconds), { field: "asa_15m", check: use("asa_seconds", 900) }),
-    fig("AHT today", mmss(t.today.aht_seconds), { field: "aht_today" }),
-    fig("FCR (provisional)", pct(t.today.fcr_rate_provisional), { field: "fcr_today" }),
-    fig("CSAT today", pct(t.today.csat), { field: "csat_today" }),
+    fig("Answer rate 15m", pct(t.m15.answer_rate), { hero: true, field: "answer_rate_15m", check: use("answer_rate", 900), href: link("m15") }),
+    fig("Today", pct(t.today.answer_rate), { field: "answer_rate_today", check: use("answer_rate", null), href: link("today") }),
+    fig("Service level 15m", pct(t.m15.service_level), { field: "service_level_15m", check: use("service_level", 900), href: link("m15", { min_wait: slSeconds }) }),
+    fig("In queue", num(t.live.in_queue), { field: "in_queue", href: link("today", { outcome: "in_queue" }) }),
+    fig("Longest wait", mmss(t.live.longest_wait_seconds), { field: "longest_wait", href: link("today", { outcome: "in_queue" }) }),
+    fig("ASA 15m", secs(t.m15.asa_seconds), { field: "asa_15m", check: use("asa_seconds", 900), href: link("m15", { outcome: "answered" }) }),
+    fig("AHT today", mmss(t.today.aht_seconds), { field: "aht_today", href: link("today", { outcome: "answered" }) }),
+    fig("FCR (provisional)", pct(t.today.fcr_rate_provisional), { field: "fcr_today", href: link("today", { fcr: "not_resolved" }) }),
+    fig("CSAT today", pct(t.today.csat), { field: "csat_today", href: link("today") }),
   );
   if (t.staffing) figs.append(staffingFig(t.staffing, use("staffing_ratio", 1800)));
   const node = el("section", { class: "tile" }, title, figs);
   node.dataset.key = `${t.kind}:${t.id}`;
+  if (t.trend) node.append(sparkline(t));
+  if (t.live.oldest && t.live.oldest.length) node.append(oldestNode(t.live.oldest));
   if (t.live.agents) {
     const row = el("div", { class: "agents" });
     for (const s of STATES.slice(0, 4)) {
@@ -228,6 +250,74 @@ function tileNode(t) {
   return node;
 }
 
+// Today's answer rate per quarter hour, with the line in force now: where the
+// day went, beside the moment the figures show. Drawn as SVG (no library).
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  return node;
+}
+
+function sparkline(t) {
+  const values = t.trend.answer_rate;
+  const slots = Math.max(values.length, 96); // a day of quarter hours (92 or 100 on DST days)
+  const W = 700, H = 60;
+  const x = (i) => ((i + 0.5) / slots) * W;
+  const y = (v) => H - 4 - v * (H - 8);
+  const box = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "spark", role: "img",
+    "aria-label": "answer rate today per 15 minutes" });
+  const c = check(t, "answer_rate", 900);
+  if (c && c.threshold !== null) {
+    box.append(svg("line", { x1: 0, x2: W, y1: y(c.threshold), y2: y(c.threshold), class: "spark-line" }));
+  }
+  let d = "";
+  let pen = false;
+  values.forEach((v, i) => {
+    if (v === null) { pen = false; return; }
+    d += `${pen ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`;
+    pen = true;
+    // a dot per quarter hour (a lone one has no line to show it), red under the line
+    const bad = c && c.threshold !== null && v < c.threshold;
+    box.append(svg("circle", { cx: x(i), cy: y(v), r: bad ? 4 : 2.5, class: bad ? "spark-bad" : "spark-dot" }));
+  });
+  box.prepend(svg("path", { d, class: "spark-rate" }));
+  const last = [...values].reverse().find((v) => v !== null);
+  const wrap = el("div", { class: "trend" }, el("span", { class: "label" }, "Today per 15 min"), box);
+  wrap.dataset.from = t.trend.from;
+  wrap.dataset.values = JSON.stringify(values);
+  wrap.dataset.last = last === undefined ? "" : pct(last);
+  return wrap;
+}
+
+// The calls waiting longest, each counting up from its arrival (tick()).
+function oldestNode(oldest) {
+  const list = el("ol", { class: "oldest" });
+  for (const w of oldest) {
+    const wait = el("b", { class: "since" }, "");
+    wait.dataset.since = w.offered_at;
+    const item = el("li", {}, wait, ` ${w.queue_id}`);
+    item.dataset.call = w.call_id;
+    list.append(item);
+  }
+  countUp(list);
+  return el("div", { class: "waiting" }, el("span", { class: "label" }, "Waiting longest"), list);
+}
+
+function countUp(root = document) {
+  const now = Date.now();
+  for (const node of root.querySelectorAll("[data-since]")) {
+    node.textContent = mmss((now - Date.parse(node.dataset.since)) / 1000);
+  }
+}
+
+// The limit of an agent's state (a not-ready reason's own, if configured);
+// null: not limited.
+function limitOf(state, reason) {
+  if (state === "not_ready" && reason && limits.reasons[reason] !== undefined) return limits.reasons[reason];
+  return limits.states[state] ?? null;
+}
+
 function renderTiles() {
   const main = document.getElementById("tiles");
   main.replaceChildren(...order.filter((k) => entities.has(k)).map((k) => tileNode(entities.get(k))));
@@ -240,8 +330,15 @@ function renderAgents() {
   document.getElementById("rows").replaceChildren(...rows.map((a, i) => {
     const since = a.live.since ? (now - Date.parse(a.live.since)) / 1000 : null;
     const state = a.live.state || "logged_out";
-    const badge = el("span", { class: `state ${state}` }, STATE_LABEL[state] || state);
+    const label = STATE_LABEL[state] || state;
+    const badge = el("span", { class: `state ${state}` }, a.live.reason && state === "not_ready" ? `${label} · ${a.live.reason}` : label);
     const stateCell = el("td", {}, badge, since !== null && state !== "logged_out" ? ` ${mmss(since)}` : "");
+    // past the state's limit (or the reason's): red, VICIdial-style
+    const limit = limitOf(state, a.live.reason);
+    if (limit !== null && since !== null && since >= limit) {
+      stateCell.classList.add("over");
+      stateCell.title = `over the ${mmss(limit)} limit for ${label.toLowerCase()}${a.live.reason ? ` (${a.live.reason})` : ""}`;
+    }
     const tr = el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, a.id), stateCell,
       el("td", {}, num(a.today.answered)), el("td", {}, mmss(a.today.aht_seconds)),
       el("td", {}, pct(a.today.fcr_rate_provisional)), el("td", {}, pct(a.today.csat)),
@@ -308,6 +405,7 @@ function tick() {
   const stale = isStale();
   if (stale !== document.body.classList.contains("stale")) render();
   if (view === "agents" && entities.size) renderAgents(); // time in state counts up
+  else countUp();
 }
 
 setUpLogin(run);
