@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +23,8 @@ import psutil
 from services.cli.dev import backfill_rate, payroll_banner, payroll_plan
 from services.core.settings import load_settings
 from services.devstack import free_port
-from tests.support.databases import EXAMPLE_CONFIG, ROOT
+from tests.support.browser import closing_browser
+from tests.support.databases import ARTIFACTS, EXAMPLE_CONFIG, ROOT
 from tests.support.sse import Feed
 from tests.support.stack import wait_until
 
@@ -50,6 +53,32 @@ def test_once_the_fcr_windows_and_grace_have_passed_the_demo_closes_the_previous
     banner = payroll_banner("http://h", plan, settings, backfill=3)
     assert "can be closed from" not in banner
     assert "curl -X POST http://h/v1/periods/2026-11/close" in banner
+
+
+def look_at_the_reports_page(url: str, day: str) -> None:
+    """The demo's /reports in Chromium (no token: the example config has none):
+    yesterday's half hours of the tech team, a click on the worst one's offered
+    calls, and its CSV. The screenshot is docs/reports.png's source."""
+    from playwright.sync_api import expect
+
+    with closing_browser() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(f"{url}?kind=team&id=tech&from={day}&to={day}&granularity=30m")
+        rows = page.locator("#table tbody tr")
+        expect(rows).to_have_count(48, timeout=30_000)
+        expect(page.locator("#chart-staffing canvas")).to_have_count(1)
+        page.screenshot(path=str(ARTIFACTS / "reports-demo.png"), full_page=False)
+        rates = page.locator('#table tbody td[data-col="answer_rate"]').all_inner_texts()
+        worst = min(
+            range(48), key=lambda i: float(rates[i].rstrip("%")) if rates[i] != "—" else 101
+        )
+        offered = rows.nth(worst).locator('td[data-col="offered"]')
+        n = int(offered.inner_text())
+        offered.locator("a").click()
+        expect(page.locator("#table tbody tr")).to_have_count(n, timeout=30_000)
+        with page.expect_download() as info:
+            page.click("#csv")
+        assert len(Path(info.value.path()).read_text().splitlines()) == n + 1  # and a header
 
 
 def test_a_history_longer_than_a_month_is_simulated_at_a_lower_rate() -> None:
@@ -111,6 +140,45 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
         assert len(rows) == 48 and all(r["scheduled_agents"] > 0 for r in rows)
         assert body["schedule_version"] >= 1
         assert any(r["required_agents"] for r in rows if r["offered"])
+
+        # a newcomer's /reports: yesterday and today of every team, with the
+        # alert line and staffing, and the calls behind the worst half hour
+        reports = next(line.split()[1] for line in lines if line.strip().startswith("reports"))
+        assert reports == f"{base}/reports"
+        yesterday = (today - timedelta(days=1)).date()
+        for team in ("billing", "tech", "sales"):
+            days = {"from": str(yesterday), "to": str(today.date() + timedelta(days=1))}
+            rep = httpx.get(f"{base}/v1/reports/team/{team}", timeout=60,
+                            params={**days, "granularity": "30m"}).json()  # fmt: skip
+            rows = [r for r in rep["rows"] if r["offered"]]
+            assert len(rep["rows"]) == 96, team
+            # yesterday: calls in most half hours, night included (sales is small at night)
+            assert sum(1 for r in rep["rows"][:48] if r["offered"]) >= 36, team
+            assert all(
+                r["answer_rate_line"] in (0.85, 0.90)
+                for r in rows
+                if r["schedule_class"] != "closed"
+            )
+            # staffing in every half hour (a small team may have nobody rostered at night)
+            assert all(r["scheduled_agents"] is not None for r in rows), team
+            assert any(r["scheduled_agents"] for r in rows) and any(
+                r["required_agents"] for r in rows
+            )
+            assert any(r["last_week_offered"] for r in rows), team  # the backfill's week before
+            # an interval whose calls have all arrived (not the one in progress)
+            ended = [
+                r
+                for r in rows
+                if datetime.fromisoformat(r["to"]) < datetime.now(SHANGHAI) - timedelta(minutes=2)
+            ]
+            worst = min(ended, key=lambda r: (r["answer_rate"] or 0, r["from"]))
+            calls = httpx.get(f"{base}/v1/calls", timeout=30, params={"from": worst["from"],
+                              "to": worst["to"], "team": team, "limit": 1000}).json()  # fmt: skip
+            assert len(calls["items"]) == worst["offered"], (team, worst["from"])
+        if shutil.which("chromium") or os.environ.get("CALLKPI_CHROMIUM"):
+            look_at_the_reports_page(reports, str(yesterday))
+        else:
+            print("\nChromium is not installed: /reports was read through the API only")
 
         # the console names the wallboard, and its feed moves with the simulator
         board = next(line.split()[1] for line in lines if line.strip().startswith("wallboard"))

@@ -74,6 +74,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(
             "\ncallkpi is starting. Logs in " + str(data_dir) + "\n"
             f"  wallboard   {base}/wallboard  (agents: {base}/wallboard/agents)\n"
+            f"  reports     {base}/reports  (a day per team; click a figure for its calls)\n"
             f"  figures     {base}/v1/kpis/center/all?window=15m\n"
             f"  teams       {base}/v1/kpis/team?window=15m\n"
             f"  API docs    {base}/docs\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -48,6 +49,10 @@ def launched() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+# the same, outside a fixture (a test that starts its own demo)
+closing_browser = contextmanager(launched)
 
 
 def log_in(page: Any, url: str, token: str) -> None:
