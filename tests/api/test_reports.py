@@ -209,3 +209,16 @@ def test_a_long_range_at_fine_intervals_and_an_unknown_granularity_are_refused_n
     assert r.status_code == 422 and r.json()["detail"].startswith("granularity: must be one of")
     r = center.get("/v1/reports/team/nobody", **span(at("10:00"), at("12:00")))
     assert r.status_code == 404
+
+
+def test_an_agents_report_has_the_agents_columns_and_no_line(center: Stack) -> None:
+    r = center.get("/v1/reports/agent/b00", **span(at("10:00"), at("12:00"), granularity="1h"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    names = [c["name"] for c in body["columns"]]
+    assert "presented" in names and "scheduled_agents" in names
+    assert not {"offered", "answer_rate_line", "required_agents"} & set(names)
+    assert body["lines"] == {"answer_rate": None, "service_level": None}
+    # b00 is scheduled 10:00-12:00 and available from 10:00
+    assert [row["scheduled_agents"] for row in body["rows"]] == [1.0, 1.0]
+    assert [row["staffed_agents"] for row in body["rows"]] == [1.0, 1.0]
