@@ -18,12 +18,10 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-import yaml
 
-from services.core.auth import token_hash
 from services.core.settings import load_settings
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.support.browser import launched, log_in
+from tests.support.browser import example_with_tokens, launched, log_in
 from tests.support.databases import ARTIFACTS, EXAMPLE_CONFIG, new_database, stack_env
 from tests.support.dips import calls
 from tests.support.stack import Stack, post_and_wait
@@ -49,16 +47,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def center(pg: EmbeddedPostgres, broker: EmbeddedBroker, tmp_path_factory: Any) -> Iterator[Stack]:
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config.pop("scorecard_file")  # relative to the example's directory; not needed here
-    config["auth"] = {
-        "tokens": [
-            {"name": "ops", "sha256": token_hash(ADMIN), "scopes": ["admin"]},
-            {"name": "manager", "sha256": token_hash(READ), "scopes": ["read"]},
-        ]
-    }
-    path = tmp_path_factory.mktemp("reports") / "callkpi.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    path = example_with_tokens(tmp_path_factory.mktemp("reports"), ADMIN, READ)
     env = stack_env(broker, new_database(pg), "reportsui", CALLKPI_CONFIG=str(path))
     s = Stack(env, token=ADMIN, logs="reportsui-").start()
     schedule = (

@@ -16,13 +16,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
-from services.core.auth import token_hash
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
-from tests.support.browser import launched
+from tests.support.browser import example_with_tokens, launched
 from tests.support.browser import log_in as browser_log_in
-from tests.support.databases import ARTIFACTS, EXAMPLE_CONFIG, new_database, stack_env
+from tests.support.databases import ARTIFACTS, new_database, stack_env
 from tests.support.dips import calls
 from tests.support.stack import Stack
 
@@ -42,11 +40,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def board(pg: EmbeddedPostgres, broker: EmbeddedBroker, tmp_path_factory: Any) -> Iterator[Stack]:
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config.pop("scorecard_file")  # relative to the example's directory; not needed here
     everyday = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-    config["center_name"] = "Wallboard test center"
-    config["alerts"] = {
+    alerts = {
         # peak around the clock, so the test does not depend on when it runs
         "schedule": {"peak": [{"days": everyday, "from": "00:00", "to": "24:00"}]},
         "rules": [
@@ -55,14 +50,8 @@ def board(pg: EmbeddedPostgres, broker: EmbeddedBroker, tmp_path_factory: Any) -
         ],
         "evaluate_every": "1s",
     }  # fmt: skip
-    config["auth"] = {
-        "tokens": [
-            {"name": "ops", "sha256": token_hash(ADMIN), "scopes": ["admin"]},
-            {"name": "floor-tv", "sha256": token_hash(READ), "scopes": ["read"]},
-        ]
-    }
-    path = tmp_path_factory.mktemp("wallboard") / "callkpi.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    path = example_with_tokens(tmp_path_factory.mktemp("wallboard"), ADMIN, READ,
+                               center_name="Wallboard test center", alerts=alerts)  # fmt: skip
     env = stack_env(broker, new_database(pg), "wallboard", CALLKPI_CONFIG=str(path))
     s = Stack(env, token=ADMIN).start()
     yield s

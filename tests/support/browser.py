@@ -8,9 +8,14 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+
+from services.core.auth import token_hash
+from tests.support.databases import EXAMPLE_CONFIG
 
 # Chromium as root needs --no-sandbox; the rest keep it off the network (no
 # update checks, sync, field trials or DNS lookups beyond localhost), which this
@@ -61,3 +66,21 @@ def log_in(page: Any, url: str, token: str) -> None:
     page.locator("#login").wait_for(state="visible", timeout=10_000)
     page.fill("#login-token", token)
     page.click("#login button[type=submit]")
+
+
+def example_with_tokens(directory: Path, admin: str, read: str, **overrides: Any) -> Path:
+    """The example config with tokens on (an admin and a read token) and
+    `overrides` of its top-level keys, written to `directory`: what a page
+    under test logs in to."""
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config.pop("scorecard_file")  # relative to the example's directory; not needed here
+    config["auth"] = {
+        "tokens": [
+            {"name": "ops", "sha256": token_hash(admin), "scopes": ["admin"]},
+            {"name": "screen", "sha256": token_hash(read), "scopes": ["read"]},
+        ]
+    }
+    config |= overrides
+    path = directory / "callkpi.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    return path

@@ -50,8 +50,21 @@ function askToken(why) {
   if (!dialog.open) dialog.showModal();
 }
 
+// The token dialog and the "forget token" button, the same on every page.
+function loginDialog() {
+  const input = el("input", { id: "login-token", type: "password", autocomplete: "off",
+    required: "", placeholder: "token from callkpi tokens new" });
+  const form = el("form", { method: "dialog", id: "login-form" }, el("h2", {}, "Read token"),
+    el("p", { id: "login-why" }, "This page needs a token with the read scope."),
+    input, el("button", { type: "submit" }, "Connect"));
+  document.body.append(el("dialog", { id: "login" }, form));
+  const footer = document.querySelector("footer") || document.body.appendChild(el("footer"));
+  footer.prepend(el("button", { id: "forget", type: "button" }, "forget token"));
+}
+
 // A refused token opens the dialog; `onToken` runs once one is entered.
 function setUpLogin(onToken) {
+  loginDialog();
   document.getElementById("login-form").addEventListener("submit", () => {
     localStorage.setItem(TOKEN_KEY, document.getElementById("login-token").value.trim());
     document.getElementById("login-token").value = "";
