@@ -130,22 +130,36 @@ async def window_counters_by_entity(
     return out
 
 
+async def _interval_sums(
+    conn: AsyncConnection,
+    tables: tuple[tuple[str, tuple[str, ...]], ...],
+    kind: str,
+    ids: list[str],
+    edges: list[datetime],
+) -> dict[str, list[dict[str, int]]]:
+    """Counters of `tables` per entity of `ids` per interval [edges[i],
+    edges[i+1]), grouped in SQL with width_bucket: one query per table for all
+    the entities."""
+    out = {i: [zero_counters() for _ in range(len(edges) - 1)] for i in ids}
+    for table, columns in tables:
+        result = await conn.execute(
+            sa.text(
+                "SELECT entity_id, width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
+                f"{_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = ANY(:ids) "
+                "AND bucket >= :s AND bucket < :e GROUP BY entity_id, slot"
+            ),
+            {"k": kind, "ids": ids, "s": edges[0], "e": edges[-1], "edges": edges},
+        )
+        for row in result:
+            _take(row, columns, out[row.entity_id][int(row.slot) - 1])
+    return out
+
+
 async def interval_counters(
     conn: AsyncConnection, kind: str, entity_id: str, edges: list[datetime]
 ) -> list[dict[str, int]]:
-    """Counters per interval [edges[i], edges[i+1]); grouped in SQL with width_bucket."""
-    out = [zero_counters() for _ in range(len(edges) - 1)]
-    for table, columns in COUNTER_TABLES:
-        result = await conn.execute(
-            sa.text(
-                "SELECT width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
-                f"{_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = :i "
-                "AND bucket >= :s AND bucket < :e GROUP BY slot"
-            ),
-            {"k": kind, "i": entity_id, "s": edges[0], "e": edges[-1], "edges": edges},
-        )
-        for row in result:
-            _take(row, columns, out[int(row.slot) - 1])
+    """One entity's counters per interval [edges[i], edges[i+1])."""
+    out = (await _interval_sums(conn, COUNTER_TABLES, kind, [entity_id], edges))[entity_id]
     if kind == "agent":
         for r in await _segment_time(conn, edges, entity_id):
             _add_time(out[int(r.slot) - 1], r)
@@ -155,22 +169,9 @@ async def interval_counters(
 async def interval_call_counters_by_entity(
     conn: AsyncConnection, kind: str, ids: list[str], edges: list[datetime]
 ) -> dict[str, list[dict[str, int]]]:
-    """Call counters per entity of `ids` per interval [edges[i], edges[i+1]): one
-    query for every tile of a kind (the wallboard's trend of the day). Call
-    counters only: no agent time, no FCR."""
-    out = {i: [zero_counters() for _ in range(len(edges) - 1)] for i in ids}
-    table, columns = COUNTER_TABLES[0]
-    result = await conn.execute(
-        sa.text(
-            "SELECT entity_id, width_bucket(bucket, CAST(:edges AS timestamptz[])) AS slot, "
-            f"{_sums(columns)} FROM {table} WHERE kind = :k AND entity_id = ANY(:ids) "
-            "AND bucket >= :s AND bucket < :e GROUP BY entity_id, slot"
-        ),
-        {"k": kind, "ids": ids, "s": edges[0], "e": edges[-1], "edges": edges},
-    )
-    for row in result:
-        _take(row, columns, out[row.entity_id][int(row.slot) - 1])
-    return out
+    """Call counters per entity of `ids` per interval: one query for every tile
+    of a kind (the wallboard's trend of the day). No agent time, no FCR."""
+    return await _interval_sums(conn, COUNTER_TABLES[:1], kind, ids, edges)
 
 
 async def agent_queue_counters(
