@@ -198,3 +198,21 @@ def test_today_and_a_range_of_days_are_a_click_away_and_days_carry_no_staffing(
     expect(page.locator("#chart-staffing")).to_be_hidden()
     expect(page.locator("#note")).to_contain_text("Staffing is per interval of an hour or less.")
     assert "granularity=1d" in page.url and READ not in page.url
+
+
+def test_printed_the_report_keeps_charts_and_table_and_drops_the_controls(
+    page: Any, center: Stack
+) -> None:
+    from playwright.sync_api import expect
+
+    open_yesterday(page, center)
+    page.emulate_media(media="print")
+    expect(page.locator("#pick")).to_be_hidden()
+    expect(page.locator("footer")).to_be_hidden()
+    expect(page.locator("#chart-rates canvas")).to_be_visible()
+    expect(page.locator("#table tbody tr").first).to_be_visible()
+    # the table fits the printed page's width (277 mm at 96 px per inch)
+    width = page.locator("#table").evaluate("t => t.getBoundingClientRect().width")
+    assert width <= 277 / 25.4 * 96, width
+    pdf = page.pdf(format="A4", landscape=True)
+    assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
