@@ -156,9 +156,13 @@ def test_each_scope_opens_its_own_endpoints(
                       headers=bearer("wallboard"), timeout=30) as feed:  # fmt: skip
         assert feed.status_code == 200
         assert next(feed.iter_lines()).startswith("retry:")
-    # the page itself holds no figures: it loads without a token and asks for one
-    page = httpx.get(f"{stack.url}/wallboard")
-    assert page.status_code == 200 and "b00" not in page.text and "login" in page.text
+    # the pages hold no figures: they load without a token, and common.js asks for one
+    for path in ("/wallboard", "/reports", "/reports/calls"):
+        page = httpx.get(f"{stack.url}{path}")
+        assert page.status_code == 200 and "b00" not in page.text, path
+        assert '<script src="/static/common.js" defer></script>' in page.text, path
+    common = httpx.get(f"{stack.url}/static/common.js")
+    assert common.status_code == 200 and 'id: "login"' in common.text
     state = {"event_id": "sec-state", "type": "agent.state", "agent_id": "b05",
              "state": "available", "occurred_at": datetime.now(SHANGHAI).isoformat()}  # fmt: skip
     r = httpx.post(f"{stack.url}/v1/events", headers=bearer("pbx"), json=[state])
