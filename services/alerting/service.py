@@ -11,21 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import asyncpg
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.alerting.evaluator import Evaluator
 from services.alerting.sinks import PUBLISH_BATCH, Publisher, WebhookDeliverer
-from services.core.db import asyncpg_dsn, require_database_url
 from services.core.faults import is_unreachable, reason
 from services.core.settings import Settings
+from services.readmodel.notifications import FiguresListener
 
 log = logging.getLogger("callkpi.alerts")
 
-FIGURES_CHANNEL = "callkpi_figures"
 # A busy worker commits several batches a second; evaluating after each would
 # re-read the same windows for nothing. Once a second is within the one-minute
 # promise with room to spare.
@@ -54,9 +51,8 @@ class AlertService:
         # callkpi_alert_transitions_unpublished says so.
         self.publisher = Publisher(settings, engine, bootstrap) if bootstrap else None
         self.deliverer = WebhookDeliverer(settings, engine)
-        self._figures = asyncio.Event()
+        self._figures = FiguresListener(settings, "alert evaluation")
         self._wake = {"kafka": asyncio.Event(), "webhook": asyncio.Event()}
-        self._listener: Any = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -89,24 +85,7 @@ class AlertService:
         await self.deliverer.stop()
         if self.publisher is not None:
             await self.publisher.stop()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-
-    async def _listen(self) -> None:
-        """(Re)subscribe to the workers' commit notifications; without them the
-        periodic evaluation still runs."""
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            conn = await asyncpg.connect(asyncpg_dsn(require_database_url(self.settings)))
-            await conn.add_listener(FIGURES_CHANNEL, lambda *_: self._figures.set())
-            self._listener = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning(
-                "cannot listen for new figures (%s); evaluating on the timer only",
-                reason(exc, default="postgres"),
-            )
+        await self._figures.close()
 
     async def _evaluate_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,8 +94,8 @@ class AlertService:
             started = loop.time()
             # cleared before reading, so figures committed while we evaluate
             # trigger the next evaluation instead of being missed
-            self._figures.clear()
-            await self._listen()
+            self._figures.changed.clear()
+            await self._figures.listen()
             try:
                 done = await self.evaluator.evaluate()
             except Exception as exc:
@@ -131,7 +110,7 @@ class AlertService:
                 if done is not None and done.transitions:
                     for event in self._wake.values():
                         event.set()
-            await _wait(self._figures, every - (loop.time() - started))
+            await self._figures.wait(every - (loop.time() - started))
             await asyncio.sleep(max(0.0, MIN_GAP_S - (loop.time() - started)))
 
     async def _publish_loop(self) -> None:

@@ -206,7 +206,7 @@ async def write_offsets(conn: asyncpg.Connection, topic: str,
         await conn.execute(OFFSETS_WRITE, topic, list(nxt), list(nxt.values()))
 
 
-NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # alerting/service.py listens
+NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # readmodel/notifications.py listens
 
 
 def _offered_us(state: CallState) -> int | None:
