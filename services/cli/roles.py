@@ -25,10 +25,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from services.kpi_stream.worker import create_worker_app
 
-    settings = settings_of(args)
+    settings = settings_of(args)  # a bad config stops here, before any child starts
+    processes = args.processes
+    if processes == "auto":
+        from services.cli.workers import cpu_count
+
+        processes = cpu_count()
+    if int(processes) > 1:
+        from services.cli.workers import supervise
+
+        return supervise(int(processes), args.host, args.port)
     log.info("worker health on http://%s:%d/healthz", args.host, args.port)
     serve(create_worker_app(settings), args.host, args.port, settings)
     return 0
+
+
+def _processes(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of processes from 1 to 64, or auto")
+    return n
 
 
 def cmd_api(args: argparse.Namespace, *, read: bool = True, ingest: bool = False) -> int:
@@ -51,6 +72,11 @@ def register(sub: Subparsers) -> None:
         add_config(sp)
         sp.add_argument("--host", default="127.0.0.1")
         sp.add_argument("--port", type=int, default=port)
+    sub.choices["worker"].add_argument(
+        "--processes", type=_processes, default=1, metavar="N|auto",
+        help="run N worker processes sharing the partitions (auto: one per core); "
+        "health on --port, --port+1, ...",
+    )  # fmt: skip
     sub.choices["worker"].set_defaults(func=cmd_worker)
     sub.choices["api"].add_argument(
         "--with-ingest", action="store_true", help="also serve POST /v1/events"

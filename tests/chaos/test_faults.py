@@ -362,3 +362,74 @@ def test_worker_stuck_on_a_lock_is_reported_stalled_and_figures_say_they_are_beh
         release.set()
         locker.join(10)
         stack.stop()
+
+
+def test_two_worker_processes_share_the_partitions_and_one_sigkilled_changes_no_figure(
+    rig: Rig,
+) -> None:
+    import psutil
+
+    from services.devstack import free_port
+
+    stack, db = rig.stack("procs", CALLKPI_ENVELOPE_MAX_EVENTS="50", CALLKPI_WORKER_TAKE_MAX="4")
+    try:
+        # every partition of the group's topics, as one worker holds them all
+        total = until(lambda: says(get(f"{worker_url(stack)}/readyz"), 200, "partitions"), 60,
+                      "the single worker ready")["partitions"]  # fmt: skip
+        stack.worker.kill()  # this case runs `callkpi worker --processes 2` instead
+        port = free_port()
+        while not all(_port_free(p) for p in (port, port + 1)):
+            port = free_port()
+        supervisor = stack.services.spawn("chaos-procs-workers", "worker", "--port", str(port),
+                                          "--processes", "2")  # fmt: skip
+        urls = [f"http://127.0.0.1:{p}" for p in (port, port + 1)]
+
+        def shares() -> list[int] | None:
+            ready = [get(f"{u}/readyz") for u in urls]
+            if all(code == 200 for code, _ in ready):
+                return [body["partitions"] for _, body in ready]
+            return None
+
+        # the group's partitions split between the two
+        split = until(lambda: (s := shares()) and sum(s) == total and min(s) >= 1 and s, 90,
+                      "both worker processes ready with partitions")  # fmt: skip
+        events, lo, hi = history(37)
+        calls = len({ev["call_id"] for ev in events if "call_id" in ev})
+        post_retrying(stack, events, size=2000)
+        assert supervisor.p is not None
+        children = psutil.Process(supervisor.p.pid).children()
+        assert len(children) == 2
+        until(lambda: stored_calls(db) >= 0.2 * calls, 90, "a fifth of the calls stored")
+        children[0].kill()  # SIGKILL one: its partitions go to the other, it comes back
+        at_kill = stored_calls(db)
+        killed = time.monotonic()
+        fields, _ = converge(stack, events, lo, hi, CONVERGE_S)
+        recovered = time.monotonic() - killed
+        assert at_kill < calls, f"the kill came after every call was stored ({at_kill})"
+        # the supervisor started it again and the group split the partitions anew
+        again = until(lambda: (s := shares()) and sum(s) == total and min(s) >= 1 and s, 90,
+                      "the killed worker back with partitions")  # fmt: skip
+        now = {c.pid for c in psutil.Process(supervisor.p.pid).children()}
+        assert len(now) == 2 and children[0].pid not in now and children[1].pid in now
+        log = (ARTIFACTS / "chaos-procs-workers.log").read_text()
+        assert "killed by SIGKILL; starting it again" in log
+        record("two worker processes, one SIGKILLed", partitions_before=split,
+               partitions_after=again, calls_stored_at_kill=at_kill, calls=calls,
+               events=len(events), fields=fields, identical=True,
+               recovered_s=round(recovered, 1))  # fmt: skip
+        supervisor.stop()
+        assert supervisor.p.returncode == 0
+        assert all(not c.is_running() or c.status() == psutil.STATUS_ZOMBIE for c in children)
+    finally:
+        stack.stop()
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
