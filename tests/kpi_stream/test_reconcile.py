@@ -117,3 +117,41 @@ def test_a_partition_shorter_than_the_workers_reached_is_a_loss_repaired_once(
     assert losses and all(loss.end == 0 and loss.reached > 40 for loss in losses)
     assert resent == len(CALLS), "every call's fact went out again"
     assert after == [], "a loss is repaired once, not on every check"
+
+
+def test_a_short_end_offset_is_a_loss_only_when_the_last_processed_record_is_gone(
+    pg: EmbeddedPostgres,
+) -> None:
+    evs = events()
+    url = new_database(pg)
+
+    async def scenario() -> tuple[list[Any], list[Any], list[Any], set[Any], set[Any]]:
+        async with rig(url) as r:
+            proc = r.processor()
+            envs = with_offsets(envelopes(evs), first=40)
+            for env in envs:
+                await proc.process_events([env])
+            reached = {(SETTINGS.events_topic, e.partition): e.offset + 1 for e in envs}
+            asked: list[tuple[str, int, int]] = []
+
+            async def short() -> dict[tuple[str, int], int]:
+                return {k: v - 3 for k, v in reached.items()}  # Tansu's ListOffsets
+
+            def answer(held: bool | None) -> Any:
+                async def holds(topic: str, part: int, offset: int) -> bool | None:
+                    asked.append((topic, part, offset))
+                    return held
+
+                return holds
+
+            still_there = await check_and_repair(r.pool, SETTINGS, r.send, short, answer(True))
+            no_answer = await check_and_repair(r.pool, SETTINGS, r.send, short, answer(None))
+            gone = await check_and_repair(r.pool, SETTINGS, r.send, short, answer(False))
+            last = {(t, p, n - 1) for (t, p), n in reached.items()}
+            return still_there, no_answer, gone, set(asked), last
+
+    still_there, no_answer, gone, asked, last = asyncio.run(scenario())
+    assert still_there == [] and no_answer == [], "the record is there, or no answer: no loss"
+    assert gone and all(loss.end == loss.reached - 3 for loss in gone)
+    # the record asked for is, per partition, the last one the workers processed
+    assert asked == last
