@@ -66,10 +66,12 @@ compose-cli:
 chromium:
 	$(call apt-best-effort,command -v chromium,chromium fonts-wqy-zenhei,600,chromium not installed: the wallboard browser tests will skip)
 
-# Pipeline throughput and freshness, the wallboard feed with 500 clients, and
+# Pipeline throughput and freshness (one worker process, then one per core),
+# the wallboard feed with 500 clients, and
 # the Asterisk queue_log import of a 50-agent center's month.
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline
+	$(BIN)/python -m bench.pipeline --processes $$(nproc)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.asterisk
 

@@ -243,6 +243,13 @@ async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, f
         await pool.close()
 
 
+def _busy(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
     stack = Stack(tmp, cwd=ROOT)
@@ -272,8 +279,12 @@ def main(args: argparse.Namespace) -> None:
             f"({records / raw_s:,.0f} records/s)"
         )
 
-        stack.spawn("worker", "worker", "--port", str(free_port()))
-        log("starting one worker on the backlog …")
+        n = args.processes
+        wport = free_port()
+        while n > 1 and any(_busy(wport + i) for i in range(n)):
+            wport = free_port()
+        stack.spawn("worker", "worker", "--port", str(wport), "--processes", str(n))
+        log(f"starting {'one worker' if n == 1 else f'{n} worker processes'} on the backlog …")
         stage1_rate, worker_rate = asyncio.run(measure_worker(db, bootstrap, events))
         log(f"  worker: {events:,} events; call assembly alone {stage1_rate:,.0f} events/s; "
             f"all stages drained and committed {worker_rate:,.0f} events/s")  # fmt: skip
@@ -286,8 +297,11 @@ def main(args: argparse.Namespace) -> None:
         log(f"summary (one run, this machine, {os.cpu_count()} cores; logs in {tmp})")
         log(f"  raw getmany ceiling      {ceiling:>10,.0f} events/s")
         log(f"  worker, stage 1 only     {stage1_rate:>10,.0f} events/s")
-        log(f"  worker, one process      {worker_rate:>10,.0f} events/s  "
-            f"= {worker_rate / ceiling:.1%} of ceiling (target 50,000, floor 20,000)")  # fmt: skip
+        who = "one process " if n == 1 else f"{n} processes"
+        log(f"  worker, {who}     {worker_rate:>10,.0f} events/s  "
+            f"= {worker_rate / ceiling:.1%} of ceiling"
+            + (" (issue 25: ≥ 10%)" if n == 1 else
+               f" (issue 25: ≥ 0.8 × {n} × the one-process ratio)"))  # fmt: skip
         log(f"  ingest, one process      {ingest_rate:>10,.0f} events/s")
         log(f"  freshness p99 @ {args.rate:,}/s {pct(lat, 99):>8.3f} s  (target ≤ 2 s)")
     finally:
@@ -301,4 +315,6 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=int, default=20)
+    ap.add_argument("--processes", type=int, default=1,
+                    help="worker processes on the backlog (worker --processes)")  # fmt: skip
     main(ap.parse_args())
