@@ -85,6 +85,16 @@ def test_reconcile_sends_only_the_calls_offered_in_the_range(pg: EmbeddedPostgre
     assert asyncio.run(scenario()) == ["q2", "q5"]  # offered at minutes 20 and 40
 
 
+async def processed_from_offset_40(r: Any, evs: list[dict[str, Any]]) -> dict[tuple[str, int], int]:
+    """The events processed one record each from offset 40 on; the offset each
+    partition reached."""
+    proc = r.processor()
+    envs = with_offsets(envelopes(evs), first=40)
+    for env in envs:
+        await proc.process_events([env])
+    return {(SETTINGS.events_topic, e.partition): e.offset + 1 for e in envs}
+
+
 def test_a_partition_shorter_than_the_workers_reached_is_a_loss_repaired_once(
     pg: EmbeddedPostgres,
 ) -> None:
@@ -93,11 +103,7 @@ def test_a_partition_shorter_than_the_workers_reached_is_a_loss_repaired_once(
 
     async def scenario() -> tuple[list[Any], int, list[Any], list[Any]]:
         async with rig(url) as r:
-            proc = r.processor()
-            envs = with_offsets(envelopes(evs), first=40)
-            for env in envs:
-                await proc.process_events([env])
-            reached = {(SETTINGS.events_topic, e.partition): e.offset + 1 for e in envs}
+            reached = await processed_from_offset_40(r, evs)
             r.facts.clear()  # lost with the broker's memory
 
             async def same() -> dict[tuple[str, int], int]:
@@ -127,11 +133,7 @@ def test_a_short_end_offset_is_a_loss_only_when_the_last_processed_record_is_gon
 
     async def scenario() -> tuple[list[Any], list[Any], list[Any], set[Any], set[Any]]:
         async with rig(url) as r:
-            proc = r.processor()
-            envs = with_offsets(envelopes(evs), first=40)
-            for env in envs:
-                await proc.process_events([env])
-            reached = {(SETTINGS.events_topic, e.partition): e.offset + 1 for e in envs}
+            reached = await processed_from_offset_40(r, evs)
             asked: list[tuple[str, int, int]] = []
 
             async def short() -> dict[tuple[str, int], int]:
