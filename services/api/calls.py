@@ -111,6 +111,22 @@ async def list_calls(
             "next_cursor": more}  # fmt: skip
 
 
+# A text cell a spreadsheet would run as a formula (=, +, -, @, or a tab or CR
+# before one): ids and reasons come from the PBX or any client of ingest, and a
+# supervisor opens this file in Excel. Written with a leading apostrophe, as
+# OWASP's CSV-injection advice has it; numbers are left alone, and the JSON
+# and Parquet exports keep the value as sent.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 async def _csv(
     engine: Any, settings: Settings, s_us: int, e_us: int, filters: Filters
 ) -> AsyncIterator[bytes]:
@@ -125,7 +141,7 @@ async def _csv(
         async for _pos, rec in scan(conn, settings, s_us, e_us, filters):
             row = _shown(rec, settings)
             row["agents"] = ";".join(a["agent_id"] for a in row["agents"])
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in CSV_COLUMNS})
+            writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
             n += 1
             if n % 500 == 0:
                 yield buf.getvalue().encode()

@@ -85,3 +85,28 @@ def test_a_filter_that_is_no_outcome_or_a_cursor_not_given_is_refused_naming_it(
     assert r.status_code == 422 and "cursor" in r.json()["detail"]
     r = stack.get("/v1/calls", **SPAN, team="nope")
     assert r.status_code == 404
+
+
+def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_written_as_text(
+    stack: Stack,
+) -> None:
+    # a hostile client names its queue and agent as formulas
+    queue, agent = '=HYPERLINK("http://x","click")', "@SUM(1+1)"
+    t0 = T0 + timedelta(hours=3)
+    cid = "cd-formula"
+    events = [
+        {"event_id": f"{cid}-o", "type": "call.offered", "call_id": cid, "queue_id": queue,
+         "occurred_at": t0.isoformat()},
+        {"event_id": f"{cid}-a", "type": "call.answered", "call_id": cid, "agent_id": agent,
+         "occurred_at": (t0 + timedelta(seconds=4)).isoformat()},
+        {"event_id": f"{cid}-e", "type": "call.ended", "call_id": cid, "ended_by": "agent",
+         "occurred_at": (t0 + timedelta(seconds=40)).isoformat()},
+    ]  # fmt: skip
+    span = (t0, t0 + timedelta(minutes=1))
+    post_and_wait(stack, events, queue, span, offered=1)
+    q = {"from": t0.isoformat(), "to": span[1].isoformat(), "queue": queue}
+    (row,) = list(csv.DictReader(io.StringIO(stack.get("/v1/calls", **q, format="csv").text)))
+    assert row["queue_id"] == "'" + queue and row["agents"] == "'" + agent
+    assert row["last_agent"] == "'" + agent and row["wait_seconds"] == "4.0"
+    (item,) = stack.get("/v1/calls", **q).json()["items"]
+    assert item["queue_id"] == queue  # the JSON keeps what was sent
