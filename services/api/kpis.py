@@ -51,7 +51,7 @@ SlQ = Annotated[
 ]
 
 
-def _sl(settings: Settings, sl: int | None) -> dict[str, Any]:
+def sl_block_of(settings: Settings, sl: int | None) -> dict[str, Any]:
     if sl is not None and sl not in WAIT_BIN_EDGES:
         raise HTTPException(
             status_code=422,
@@ -108,7 +108,7 @@ def span_query(
     sl: SlQ = None,
 ) -> SpanQuery:  # fmt: skip
     start, end, w = _bounds(settings, window, from_, to)
-    return SpanQuery(start, end, w, sl, _sl(settings, sl))
+    return SpanQuery(start, end, w, sl, sl_block_of(settings, sl))
 
 
 SpanDep = Annotated[SpanQuery, Depends(span_query)]
@@ -148,7 +148,7 @@ async def get_intervals(
         edges = interval_edges(start, end, granularity, settings.tz)
     except WindowError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    sl_block = _sl(settings, sl)
+    sl_block = sl_block_of(settings, sl)
     figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
     await require_entity(figures, kind, entity_id)
     readings = await figures.intervals(kind.value, entity_id, edges)

@@ -13,11 +13,11 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from services.api.deps import ConnDep, PipelineDep, SettingsDep
-from services.api.kpis import Kind, SlQ, _sl, require_entity
+from services.api.kpis import Kind, SlQ, require_entity, sl_block_of
 from services.core.settings import Settings
 from services.core.timewin import WindowError, explicit_bounds, interval_edges, iso
 from services.readmodel import reports
-from services.readmodel.figures import Figures
+from services.readmodel.figures import Figures, display_name
 
 router = APIRouter(tags=["reports"])
 
@@ -62,14 +62,14 @@ async def get_report(
             422, f"from/to: at most {MAX_FINE_SPAN.days} days at {granularity} (each interval "
             "carries its staffing); choose 1d, 1w or 1mo for longer ranges"
         )  # fmt: skip
-    sl_block = _sl(settings, sl)
+    sl_block = sl_block_of(settings, sl)
     figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
     await require_entity(figures, kind, entity_id)
     body = await reports.report(figures, kind.value, entity_id, edges, granularity, sl)
     head = {
         "kind": kind.value,
         "id": entity_id,
-        "name": _name(settings, kind.value, entity_id),
+        "name": display_name(settings, kind.value, entity_id),
         "granularity": granularity,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
@@ -89,14 +89,6 @@ async def get_report(
         content, media_type=media,
         headers={"Content-Disposition": f'attachment; filename="{name}.{format}"'},
     )  # fmt: skip
-
-
-def _name(settings: Settings, kind: str, entity_id: str) -> str:
-    if kind == "center":
-        return settings.center_name
-    if kind == "team":
-        return settings.team_names.get(entity_id) or entity_id
-    return entity_id
 
 
 def _filename(kind: str, entity_id: str, start: datetime, settings: Settings, g: str) -> str:

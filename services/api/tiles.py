@@ -21,7 +21,7 @@ from services.core.kpi import counted_outcomes, ratio
 from services.core.settings import Settings
 from services.core.timewin import interval_edges, iso, trailing, window_bounds
 from services.readmodel import queries, staffing
-from services.readmodel.figures import Figures, Span, entity_extra
+from services.readmodel.figures import Figures, Span, display_name, entity_extra
 
 Key = tuple[str, str]
 # Required against staffed agents over the last half hour: a workforce interval,
@@ -142,7 +142,8 @@ async def _tile(figures: Figures, read: _Read, key: Key) -> dict[str, Any]:
     # whole seconds: the tile shows no more, and it keeps the update rate at
     # one a second while calls wait
     block["longest_wait_seconds"] = None if wait is None else int(wait)
-    name = settings.center_name if kind == "center" else extra.pop("name", "") or ident
+    extra.pop("name", None)
+    name = display_name(settings, kind, ident)
     m15 = await figures.entity(kind, ident, read.m15, open_time=False)
     today = await figures.entity(kind, ident, read.today, open_time=False)
     return {

@@ -169,8 +169,19 @@ async def _watch(settings: Settings, pool: asyncpg.Pool, processor: Processor,
             return None
         return {(topic_of[stage], part): end for (stage, part), end in monitor.ends().items()}
 
+    # Under Tansu a caught-up partition looks short at every poll (its ListOffsets
+    # under-reports): a record found once is not fetched again while the workers
+    # stay at it; one entry per partition. A broker that comes back empty is seen
+    # without a fetch (an empty log: check_and_repair).
+    found: dict[tuple[str, int], int] = {}
+
     async def holds(topic: str, partition: int, offset: int) -> bool | None:
-        return await holds_record(require_bootstrap(settings), topic, partition, offset)
+        if found.get((topic, partition)) == offset:
+            return True
+        held = await holds_record(require_bootstrap(settings), topic, partition, offset)
+        if held:
+            found[(topic, partition)] = offset
+        return held
 
     while True:
         try:

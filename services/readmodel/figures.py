@@ -63,6 +63,16 @@ def entity_extra(settings: Settings, kind: str, entity_id: str) -> dict[str, Any
     return {}
 
 
+def display_name(settings: Settings, kind: str, entity_id: str) -> str:
+    """What a page titles an entity: the center's name, a team's roster name, or
+    the id itself."""
+    if kind == "center":
+        return settings.center_name
+    if kind == "team":
+        return settings.team_names.get(entity_id) or entity_id
+    return entity_id
+
+
 class Figures:
     """Figures as of `now`. `grouped`: many entities will be read (a list, the
     evaluator, the wallboard), so each (kind, span) is one grouped query shared
