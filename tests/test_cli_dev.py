@@ -131,13 +131,16 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
         table = list(csv.DictReader(io.StringIO(httpx.get(download[1], timeout=60).text)))
 
         # the simulated agents work a planned roster: required against scheduled
-        # and staffed agents today, and the schedule's figures in the payroll rows
+        # and staffed agents yesterday and today (yesterday: the backfill's, so a
+        # run just after midnight has calls to require agents for), and the
+        # schedule's figures in the payroll rows
         today = datetime.now(load_settings(EXAMPLE_CONFIG).tz).replace(hour=0, minute=0, second=0,
                                                                       microsecond=0)  # fmt: skip
         body = httpx.get(f"{base}/v1/staffing/team/billing/intervals", timeout=30, params={
-            "from": today.isoformat(), "to": (today + timedelta(days=1)).isoformat()}).json()  # fmt: skip
+            "from": (today - timedelta(days=1)).isoformat(),
+            "to": (today + timedelta(days=1)).isoformat()}).json()  # fmt: skip
         rows = body["intervals"]
-        assert len(rows) == 48 and all(r["scheduled_agents"] > 0 for r in rows)
+        assert len(rows) == 96 and all(r["scheduled_agents"] > 0 for r in rows)
         assert body["schedule_version"] >= 1
         assert any(r["required_agents"] for r in rows if r["offered"])
 
