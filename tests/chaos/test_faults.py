@@ -343,6 +343,10 @@ def test_worker_stuck_on_a_lock_is_reported_stalled_and_figures_say_they_are_beh
         post_retrying(stack, events, size=2000)
         worker = until(lambda: says(get(f"{worker_url(stack)}/readyz"), 503, "stalled"),
                        STALL_S + 10, "worker /readyz 503: stalled")  # fmt: skip
+        # the API watches the offsets on its own poll: it says so within a poll or two
+        # of the worker (the two monitors' stall clocks start apart)
+        until(lambda: says(get(f"{stack.url}/v1/kpis/center/all?from={lo}&to={hi}".replace("+", "%2B")),
+                           200, '"behind": true'), 5, "the API saying the figures are behind")  # fmt: skip
         r = stack.get("/v1/kpis/center/all", **{"from": lo, "to": hi})
         body = r.json()
         assert r.status_code == 200 and body["pipeline"]["behind"] is True, body.get("pipeline")
