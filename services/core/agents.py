@@ -56,6 +56,11 @@ class TimelineChange:
     timeline: list[StateEvent]
     removed: set[Segment] = field(default_factory=set)
     added: set[Segment] = field(default_factory=set)
+    # the events now stored that were not (new ones, and the copies that replace a
+    # conflicting one of the same id), sorted; and the earliest time the change
+    # touched (of those and of the copies they replace)
+    written: list[StateEvent] = field(default_factory=list)
+    earliest_us: int = 0
 
 
 def _stored_copy(timeline: list[StateEvent], ev: StateEvent) -> StateEvent:
@@ -117,7 +122,8 @@ def merge_states(
         bisect_right(merged, hi_key, key=_key) + 1,
         cap_us,
     )
-    return TimelineChange(merged, before - after, after - before)
+    earliest = min([fresh[0][1], *(ev[1] for ev in replaced)])
+    return TimelineChange(merged, before - after, after - before, fresh, earliest)
 
 
 def trim(timeline: list[StateEvent], horizon_us: int) -> list[StateEvent]:

@@ -124,6 +124,19 @@ agent_timelines = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# Every retained state event of every agent, once (migration 0019); agent_timelines
+# holds the tail the worker rewrites.
+agent_state_events = sa.Table(
+    "agent_state_events",
+    metadata,
+    sa.Column("agent_id", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.Text, primary_key=True),
+    sa.Column("ts_us", sa.BigInteger, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+)
+sa.Index("ix_agent_state_events_ts", agent_state_events.c.agent_id, agent_state_events.c.ts_us)
+
 fcr_calls = sa.Table(
     "fcr_calls",
     metadata,

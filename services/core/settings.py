@@ -274,6 +274,13 @@ class Settings(BaseSettings):
     call_state_retention_days: int = Field(
         14, ge=1, description="assembled call state kept for late events"
     )
+    # The worker keeps and rewrites only this much of each agent's timeline (before
+    # its newest event); older state events are appended once to agent_state_events
+    # and read back only for an event that falls before the tail. Rewriting the
+    # whole retained timeline made a month's re-count slow down with every day of
+    # history (docs/architecture.md). Half an hour holds the network's and a PBX's
+    # usual lateness; a tail too short costs a read per late event, never a figure.
+    agent_timeline_tail_seconds: int = Field(1800, ge=1)
 
     # --- API -----------------------------------------------------------------
     metrics_include_agents: bool = False
@@ -407,6 +414,10 @@ class Settings(BaseSettings):
     @property
     def call_state_retention_us(self) -> int:
         return self.call_state_retention_days * 86_400_000_000
+
+    @property
+    def agent_timeline_tail_us(self) -> int:
+        return self.agent_timeline_tail_seconds * 1_000_000
 
     @property
     def events_topic(self) -> str:

@@ -85,17 +85,30 @@ class AgentResult:
     segments: list[SegmentRow] = field(default_factory=list)
     max_ts: int | None = None
     too_old: int = 0  # state events beyond retention, not counted
+    # (agent, event) of every state event to store (agent_state_events), and per
+    # changed agent the earliest time its change touched
+    written: list[tuple[str, StateEvent]] = field(default_factory=list)
+    earliest: dict[str, int] = field(default_factory=dict)
 
 
 def track_agents(
     by_agent: Mapping[str, list[StateEvent]],
     timelines: Mapping[str, list[StateEvent] | None],
     settings: Settings,
+    tail_us: int | None = None,
+    keep: Mapping[str, int] | None = None,
 ) -> AgentResult:
     """Merge state events into the agents' timelines (`timelines` holds every agent
     of `by_agent`, None for one not seen before) and return the segments that
     changed, signed (their teams' and the center's minutes are summed from them
-    when written)."""
+    when written).
+
+    Without `tail_us`, a changed timeline keeps every event back to the retention
+    horizon. With it, only its *tail*: the events of the last `tail_us` before its
+    newest, and none dropped that this change touched or that `keep` (per agent:
+    the earliest time a change not yet stored touched) says is still in flight;
+    the rest is stored apart (agent_state_events) and the worker loads it back
+    only for an event that falls before the tail (processor.py)."""
     out = AgentResult()
     cap_us = settings.kpi.max_state_us
     for agent, new in by_agent.items():
@@ -122,7 +135,58 @@ def track_agents(
         if change is None:
             continue
         out.segments += signed_segments(change, agent)
+        out.written += [(agent, ev) for ev in change.written]
+        out.earliest[agent] = change.earliest_us
+        if tail_us is not None:
+            floor = min(change.earliest_us, (keep or {}).get(agent, change.earliest_us))
+            horizon = max(horizon, min(change.timeline[-1][1] - tail_us, floor))
         out.changed[agent] = trim(change.timeline, horizon)
+    return out
+
+
+def timeline_key(ev: StateEvent) -> tuple[int, str]:
+    """An event's place in its agent's timeline: (time, id)."""
+    return ev[1], ev[0]
+
+
+def unknown_ids(
+    by_agent: Mapping[str, list[StateEvent]], tails: Mapping[str, list[StateEvent] | None]
+) -> list[tuple[str, str]]:
+    """(agent, event id) of the new state events whose id their agent's tail does
+    not hold, for agents with a stored timeline: each may replace a stored copy
+    from before the tail (a conflicting copy keeps the one that sorts first)."""
+    out: list[tuple[str, str]] = []
+    for agent, new in by_agent.items():
+        tail = tails.get(agent)
+        if tail:
+            ids = {ev[0] for ev in tail}
+            out += [(agent, ev[0]) for ev in new if ev[0] not in ids]
+    return out
+
+
+def history_needs(
+    by_agent: Mapping[str, list[StateEvent]],
+    tails: Mapping[str, list[StateEvent] | None],
+    copies: Mapping[str, list[StateEvent]],
+    retention_us: int,
+) -> dict[str, tuple[int, StateEvent]]:
+    """Per agent whose change reaches before its tail (a new event, or the stored
+    copy a new one may replace, before the tail's first event): (the earliest time
+    it reaches, the tail's first event). Events track_agents refuses as older
+    than retention need nothing."""
+    out: dict[str, tuple[int, StateEvent]] = {}
+    for agent, new in by_agent.items():
+        tail = tails.get(agent)
+        if not tail:
+            continue
+        first, oldest = timeline_key(tail[0]), tail[-1][1] - retention_us
+        before = [
+            ev[1]
+            for ev in (*new, *copies.get(agent, ()))
+            if timeline_key(ev) < first and ev[1] >= oldest
+        ]
+        if before:
+            out[agent] = (min(before), tail[0])
     return out
 
 

@@ -39,7 +39,15 @@ from services.core.events import EventError, partition_for, recheck
 from services.core.settings import Settings
 from services.kpi_stream import store
 from services.kpi_stream.cache import Lru, split_cached
-from services.kpi_stream.core import CallState, assemble, group_events, track_agents
+from services.kpi_stream.core import (
+    CallState,
+    assemble,
+    group_events,
+    history_needs,
+    timeline_key,
+    track_agents,
+    unknown_ids,
+)
 from services.kpi_stream.fcr_stage import SWEEP_CHUNK, FcrStage
 from services.kpi_stream.quarantine import Item, bisect, describe, items_of
 from services.kpi_stream.quarantine import store as quarantine_store
@@ -71,11 +79,14 @@ class _Work:
     facts: list[dict[str, Any]]
     max_ts: int | None
     too_old: int
+    # per changed agent, the earliest time its change touched: until the batch
+    # commits, later batches keep the tail from there (see _keep)
+    earliest: dict[str, int]
 
     @staticmethod
     def nothing() -> _Work:
         """No result yet: a batch committed with it is computed under its lock."""
-        return _Work({}, {}, [], [], None, 0)
+        return _Work({}, {}, [], [], None, 0, {})
 
 
 @dataclass(slots=True)
@@ -86,6 +97,7 @@ class PreparedEvents:
     n_events: int
     epoch: int  # the processor's epoch when the computation started
     work: _Work
+    seq: int = -1  # its number among the batches prepared (-1: not prepared ahead)
 
 
 class Processor:
@@ -119,6 +131,12 @@ class Processor:
         # recomputation under its lock came out different. A batch prepared in an
         # older epoch is recomputed from Postgres under its lock.
         self._epoch = 0
+        # Per batch prepared and not yet committed (by seq), the earliest time it
+        # changed each agent's timeline at. Its events are not in Postgres yet, so
+        # the tails later batches build on must keep them: an event before a tail
+        # is placed from Postgres (agent_state_events) and would miss them.
+        self._unsettled: dict[int, dict[str, int]] = {}
+        self._seq = 0
         # Partitions we have recorded ourselves as the writer of since the last
         # rebalance (see _claim). Only their states are cached: a claim vouches
         # for what is read after it, not for what was cached before.
@@ -165,7 +183,10 @@ class Processor:
         # recomputation that comes out the same would leave it computed without.
         self._pending_calls.update(work.calls)
         self._pending_agents.update(work.agents)
-        return PreparedEvents(envelopes, sum(len(env.items) for env in envelopes), epoch, work)
+        self._seq += 1
+        self._unsettled[self._seq] = work.earliest
+        n_events = sum(len(env.items) for env in envelopes)
+        return PreparedEvents(envelopes, n_events, epoch, work, self._seq)
 
     async def commit_events(self, prepared: PreparedEvents) -> int:
         envelopes = prepared.envelopes
@@ -181,6 +202,8 @@ class Processor:
                     self._distrust()
                 if prepared.epoch != self._epoch:
                     work = await self._recompute(conn, prepared)
+                    if prepared.seq in self._unsettled:
+                        self._unsettled[prepared.seq] = work.earliest
                 if work.too_old:
                     log.warning(
                         "%d agent.state event(s) older than call_state_retention_days "
@@ -223,6 +246,7 @@ class Processor:
             for agent, timeline in work.agents.items():
                 self._agents.put(agent, timeline)
         self._discard(work)
+        self._unsettled.pop(prepared.seq, None)
         return prepared.n_events
 
     async def _screen(self, envelopes: Sequence[Envelope]) -> Sequence[Envelope]:
@@ -270,6 +294,7 @@ class Processor:
         log.error("events batch fails for good (%s); bisecting it", describe(failure))
         if prepared is not None:
             self._discard(prepared.work)
+            self._unsettled.pop(prepared.seq, None)
         self._distrust()
 
         async def run(envs: list[Envelope]) -> None:
@@ -409,7 +434,47 @@ class Processor:
             else:
                 calls.update(await store.fetch_calls(conn, missing_calls))
                 agents.update(await store.fetch_timelines(conn, missing_agents))
-        return await asyncio.to_thread(self._effects, envelopes, by_call, calls, by_agent, agents)
+        agents = await self._placeable(conn, by_agent, agents)
+        keep = self._keep(by_agent) if conn is None else {}
+        return await asyncio.to_thread(
+            self._effects, envelopes, by_call, calls, by_agent, agents, keep
+        )
+
+    async def _placeable(
+        self,
+        conn: asyncpg.Connection | None,
+        by_agent: dict[str, list[StateEvent]],
+        tails: dict[str, list[StateEvent]],
+    ) -> dict[str, list[StateEvent]]:
+        """The tails, each extended back with the stored events its agent's new
+        events need to be placed among: those of an id the tail does not hold may
+        replace a stored copy, those before the tail fall between stored events.
+        In order (the common case) that is one lookup of the new ids, no more."""
+        retention = self.settings.call_state_retention_us
+        probes = unknown_ids(by_agent, tails)
+        if not probes and not history_needs(by_agent, tails, {}, retention):
+            return tails
+        if conn is None:
+            async with self.pool.acquire() as own:
+                return await self._placeable(own, by_agent, tails)
+        copies = await store.fetch_state_copies(conn, probes)
+        needs = history_needs(by_agent, tails, copies, retention)
+        if not needs:
+            return tails
+        out = dict(tails)
+        for agent, older in (await store.fetch_history(conn, needs)).items():
+            out[agent] = sorted(older, key=timeline_key) + tails[agent]
+        return out
+
+    def _keep(self, by_agent: Iterable[str]) -> dict[str, int]:
+        """Per agent, the earliest time a batch not yet committed changed it at."""
+        keep: dict[str, int] = {}
+        for earliest in self._unsettled.values():
+            for agent in by_agent:
+                ts = earliest.get(agent)
+                if ts is not None and ts < keep.get(agent, ts + 1):
+                    keep[agent] = ts
+        return keep
 
     def _effects(
         self,
@@ -418,10 +483,12 @@ class Processor:
         calls: dict[str, CallState],
         by_agent: dict[str, list[StateEvent]],
         agents: dict[str, list[StateEvent]],
+        keep: dict[str, int],
     ) -> _Work:
         """The batch's new states and deltas, encoded for the upserts (pure CPU)."""
         result = assemble(by_call, calls, self.settings)
-        tracked = track_agents(by_agent, agents, self.settings)
+        s = self.settings
+        tracked = track_agents(by_agent, agents, s, s.agent_timeline_tail_us, keep)
         writes: list[tuple[str, str]] = []
         if result.changed or tracked.changed:
             part_of = store.partitions_of(envelopes)
@@ -430,13 +497,15 @@ class Processor:
             if tracked.changed:
                 rows = store.timeline_rows(tracked.changed, part_of)
                 writes.append((store.TIMELINES_UPSERT, rows))
+                writes.append((store.STATE_EVENTS_WRITE, store.state_event_rows(tracked.written)))
         if tracked.segments:
             rows = store.segment_rows(tracked.segments, self.settings.agent_team)
             writes.append((store.SEGMENTS_WRITE, rows))
         if result.deltas:
             writes.append((store.BUCKET_UPSERT, store.delta_rows(result.deltas)))
         max_ts = max((t for t in (result.max_ts, tracked.max_ts) if t is not None), default=None)
-        return _Work(result.changed, tracked.changed, writes, result.facts, max_ts, tracked.too_old)
+        return _Work(result.changed, tracked.changed, writes, result.facts, max_ts,
+                     tracked.too_old, tracked.earliest)  # fmt: skip
 
     def _by_fcr_partition(self, facts: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
         out: dict[int, list[dict[str, Any]]] = {}

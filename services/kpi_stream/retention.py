@@ -22,6 +22,20 @@ async def enforce_retention(pool: asyncpg.Pool, settings: Settings, now_us: int)
             "DELETE FROM agent_segments WHERE end_us < $1",
             now_us - s.retention_days * 86_400_000_000,
         )
+        # state events older than their agent's newest by more than the retention,
+        # but the newest of those: it starts the segment in force at the horizon
+        # (as trim() keeps it in a timeline)
+        await conn.execute(
+            """
+            DELETE FROM agent_state_events e USING agent_timelines t
+            WHERE e.agent_id = t.agent_id AND e.ts_us < t.since_us - $1
+              AND EXISTS (
+                SELECT 1 FROM agent_state_events f
+                WHERE f.agent_id = e.agent_id AND f.ts_us < t.since_us - $1
+                  AND (f.ts_us, f.event_id COLLATE "C") > (e.ts_us, e.event_id COLLATE "C"))
+            """,
+            s.call_state_retention_us,
+        )
         await conn.execute(
             "DELETE FROM calls WHERE updated_at < now() - make_interval(days => $1)",
             s.call_state_retention_days,

@@ -14,6 +14,7 @@ statement's `AS x(...)` column list is the schema of its rows:
 | calls           | c call id, p partition, o offered µs, e events, r contribution,  |
 |                 | f FCR fact, q queue, w waiting now                                |
 | agent timelines | a agent, p partition, e events, s state, r reason, t since µs     |
+| state events    | a agent, i event id, t time µs, s state, r reason                 |
 | FCR calls       | c call id, u customer, p partition, t offered µs, n pending,      |
 |                 | f fact, r contribution                                            |
 
@@ -120,6 +121,40 @@ ON CONFLICT (call_id) DO UPDATE SET
   part = EXCLUDED.part, offered_at = EXCLUDED.offered_at, updated_at = EXCLUDED.updated_at,
   events = EXCLUDED.events, contrib = EXCLUDED.contrib, fact = EXCLUDED.fact,
   queue_id = EXCLUDED.queue_id, waiting = EXCLUDED.waiting
+"""
+
+# Every state event once, by (agent, id): a copy that replaces a conflicting one of
+# the same id overwrites it. The timelines above hold only each agent's tail; this
+# is where an event before the tail is placed from (fetch_state_copies/history).
+STATE_EVENTS_WRITE = """
+INSERT INTO agent_state_events (agent_id, event_id, ts_us, state, reason)
+SELECT a, i, t, s, r FROM json_to_recordset($1::json) AS x(a text, i text, t bigint, s text, r text)
+ON CONFLICT (agent_id, event_id) DO UPDATE SET
+  ts_us = EXCLUDED.ts_us, state = EXCLUDED.state, reason = EXCLUDED.reason
+"""
+
+# The stored copies of events whose ids a batch brings and its tails do not hold.
+STATE_COPIES_FETCH = """
+SELECT e.agent_id, e.event_id, e.ts_us, e.state, e.reason
+FROM unnest($1::text[], $2::text[]) AS p(a, i)
+JOIN agent_state_events e ON e.agent_id = p.a AND e.event_id = p.i
+"""
+
+# Per agent, the stored events from `lo` up to (not including) its tail's first
+# event, and the one before `lo`: what a change from `lo` on needs placed before
+# the tail. Keys compare as the timeline sorts them: (time, id) by code point.
+HISTORY_FETCH = """
+SELECT x.a AS agent_id, h.event_id, h.ts_us, h.state, h.reason
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[]) AS x(a, lo, t, i)
+CROSS JOIN LATERAL (
+  (SELECT e.event_id, e.ts_us, e.state, e.reason FROM agent_state_events e
+   WHERE e.agent_id = x.a AND e.ts_us < x.lo
+   ORDER BY e.ts_us DESC, e.event_id COLLATE "C" DESC LIMIT 1)
+  UNION ALL
+  (SELECT e.event_id, e.ts_us, e.state, e.reason FROM agent_state_events e
+   WHERE e.agent_id = x.a AND e.ts_us >= x.lo
+     AND (e.ts_us, e.event_id COLLATE "C") < (x.t, x.i COLLATE "C"))
+) h
 """
 
 TIMELINES_UPSERT = """
@@ -350,6 +385,49 @@ async def fetch_calls(conn: asyncpg.Connection, call_ids: list[str]) -> dict[str
         )
         for r in rows
     }
+
+
+def state_event_rows(written: Iterable[tuple[str, StateEvent]]) -> str:
+    rows = [
+        {"a": agent, "i": eid, "t": ts, "s": state, "r": reason}
+        for agent, (eid, ts, state, reason) in written
+    ]
+    return orjson.dumps(rows).decode()
+
+
+async def fetch_state_copies(
+    conn: asyncpg.Connection, probes: Sequence[tuple[str, str]]
+) -> dict[str, list[StateEvent]]:
+    """The stored copy of each (agent, event id) probed, by agent."""
+    out: dict[str, list[StateEvent]] = {}
+    if probes:
+        rows = await conn.fetch(STATE_COPIES_FETCH, [a for a, _ in probes], [i for _, i in probes])
+        for r in rows:
+            out.setdefault(r["agent_id"], []).append(
+                [r["event_id"], r["ts_us"], r["state"], r["reason"]]
+            )
+    return out
+
+
+async def fetch_history(
+    conn: asyncpg.Connection, needs: Mapping[str, tuple[int, StateEvent]]
+) -> dict[str, list[StateEvent]]:
+    """Per agent (lo, first event of its tail): see HISTORY_FETCH. Unsorted."""
+    out: dict[str, list[StateEvent]] = {}
+    if needs:
+        agents = list(needs)
+        rows = await conn.fetch(
+            HISTORY_FETCH,
+            agents,
+            [needs[a][0] for a in agents],
+            [needs[a][1][1] for a in agents],
+            [needs[a][1][0] for a in agents],
+        )
+        for r in rows:
+            out.setdefault(r["agent_id"], []).append(
+                [r["event_id"], r["ts_us"], r["state"], r["reason"]]
+            )
+    return out
 
 
 async def fetch_timelines(

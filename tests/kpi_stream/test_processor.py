@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from services.core.db import asyncpg_dsn
 from services.core.envelope import Envelope
+from services.core.settings import Settings
 from services.devstack import EmbeddedPostgres
 from services.kpi_stream import fcr_stage
 from services.kpi_stream.processor import PreparedEvents, Processor
@@ -25,13 +26,18 @@ from tests.support.processor_rig import clock, envelopes, read_figures
 from tests.support.scenarios import deliveries, scenarios
 from tests.support.small_center import SETTINGS, assert_same, expected
 
+ONE_MINUTE_TAILS = SETTINGS.model_copy(update={"agent_timeline_tail_seconds": 60})
+
 
 class Crash(Exception):
     """Stands in for the process dying in the middle of a batch."""
 
 
 async def drive(
-    url: str, batches: list[list[dict[str, Any]]], rnd: random.Random
+    url: str,
+    batches: list[list[dict[str, Any]]],
+    rnd: random.Random,
+    settings: Settings = SETTINGS,
 ) -> dict[Any, Any]:
     """Feed `batches` the way the worker does: batch N+1 is computed before batch N
     commits. Commits fail now and then (retried in place, or the process restarts
@@ -47,8 +53,8 @@ async def drive(
         if crash_next:
             raise Crash  # facts were "sent", the transaction never commits
 
-    proc = Processor(SETTINGS, pool, send_facts, "test", clock=clock)
-    other = Processor(SETTINGS, pool, send_facts, "other", clock=clock)
+    proc = Processor(settings, pool, send_facts, "test", clock=clock)
+    other = Processor(settings, pool, send_facts, "other", clock=clock)
     waiting: tuple[PreparedEvents, list[Envelope]] | None = None  # computed, not committed
     consumed = 0
 
@@ -65,7 +71,7 @@ async def drive(
             if rnd.random() < 0.5:
                 await proc.commit_events(prepared)  # the worker's retry
                 return True
-            proc = Processor(SETTINGS, pool, send_facts, "test", clock=clock)  # a new process
+            proc = Processor(settings, pool, send_facts, "test", clock=clock)  # a new process
             await proc.process_events(envs)
             return False
 
@@ -119,6 +125,22 @@ def test_postgres_driver_with_crashes_and_replays_matches_reference(
     batches = data.draw(deliveries(events))
     url = new_database(pg_server)
     got = asyncio.run(drive(url, batches, random.Random(data.draw(st.integers(0, 99)))))
+    assert_same(got, expected(events))
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(data=st.data())
+def test_one_minute_agent_tails_place_shuffled_state_events_from_postgres_as_the_reference(
+    pg_server: EmbeddedPostgres, data: st.DataObject
+) -> None:
+    # With tails of a minute, almost every shuffled state event falls before its
+    # agent's tail: it is placed among the events stored in agent_state_events,
+    # under the same crashes, retries, rebalances and second worker as above.
+    events = data.draw(scenarios())
+    batches = data.draw(deliveries(events))
+    url = new_database(pg_server)
+    rnd = random.Random(data.draw(st.integers(0, 99)))
+    got = asyncio.run(drive(url, batches, rnd, ONE_MINUTE_TAILS))
     assert_same(got, expected(events))
 
 
