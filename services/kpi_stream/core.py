@@ -260,11 +260,12 @@ def apply_facts(
     its event count `n`, so a stale copy replayed later changes nothing) and
     recompute FCR for every customer touched by a fact or listed in `touched`.
 
-    `spans`: for a customer whose calls were loaded only from lo − window to
-    hi + window (`customers` holds those), only the calls offered in [lo − window,
-    hi] are recomputed: theirs are the outcomes a change in [lo, hi] can move, and
-    each one's window lies inside what was loaded. A customer without a span has
-    all of its calls loaded."""
+    `spans`: for a customer with a span (lo, hi), the changes are in [lo, hi], and
+    only the calls offered in [lo − window, hi] are recomputed, from the calls in
+    [lo − window, hi + window]: theirs are the outcomes a change in [lo, hi] can
+    move, and each one's window lies inside that. `customers` holds at least those
+    calls of such a customer (the worker loads no more of one with many calls);
+    for a customer without a span all of its calls are recomputed."""
     out = FcrResult()
     working: dict[str, dict[str, FcrRow]] = {}
 
@@ -286,8 +287,15 @@ def apply_facts(
         out.changed[fact["call_id"]] = rows[fact["call_id"]]
 
     for customer, rows in working.items():
-        new = fcr_contributions((r.fact for r in rows.values()), watermark_us, window_us)
         span = spans.get(customer) if spans is not None else None
+        pool: Iterable[FcrRow] = rows.values()
+        if span is not None:
+            # a call's outcome depends on the calls of the window after it: those
+            # recomputed, [lo - window, hi], need [lo - window, hi + window], not
+            # the customer's whole history (a regular caller's month)
+            lo, hi = span[0] - window_us, span[1] + window_us
+            pool = [r for r in pool if lo <= r.fact["offered_at"] <= hi]
+        new = fcr_contributions((r.fact for r in pool), watermark_us, window_us)
         for call_id, row in rows.items():
             if span is not None and not span[0] - window_us <= row.fact["offered_at"] <= span[1]:
                 continue  # its window reaches past what was loaded; nothing moved it
