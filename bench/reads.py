@@ -1,0 +1,202 @@
+"""`make bench` (issue 25): window reads of one API process under a real load
+generator (wrk, Debian's package), against the ceiling of a bare uvicorn JSON
+endpoint on the same machine in the same run.
+
+The stack holds the last three hours of a 500-agent center (the pipeline bench's
+roster), counted by a worker; then, with the worker idle:
+
+  1. sustained requests/s: wrk with 32 connections for --seconds, on
+     `GET /v1/kpis/center/all?window=1h` and on the bare endpoint (bench/bare_app.py,
+     served by uvicorn's defaults and by callkpi's guarded h11 protocol); the ratio
+     API ÷ bare (issue 25: ≥ 0.25);
+  2. latency at a steady rate: wrk's connections each wait between requests (a
+     Lua `delay`) so that together they send about 10 and about 1,000 requests/s;
+     p99 at 1,000 ÷ p50 at 10 (issue 25: ≤ 3). wrk measures from each request
+     sent; the rate it reached is printed beside it.
+
+Without wrk on the PATH (it is installed by `make bench` where apt can), the
+bench says so and measures nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench.pipeline import log, post_all, processed, simulate
+from services.core.db import asyncpg_dsn
+from services.devstack import Stack, free_port, wait_http
+
+ROOT = Path(__file__).resolve().parents[1]
+# the center: the bench starts without a configured roster (teams are unassigned)
+PATH = "/v1/kpis/center/all?window=1h"
+
+# Reports what wrk measured as one JSON line (latency in µs, from wrk's histogram).
+REPORT_LUA = """
+function done(summary, latency, requests)
+  io.write(string.format(
+    '{"requests": %d, "seconds": %f, "errors": %d, "p50": %d, "p99": %d, "max": %d}\\n',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write
+      + summary.errors.status + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+# The same, each connection waiting `pace` ms after each response (wrk's `delay`).
+PACED_LUA = (
+    """
+local pace = 0
+function init(args) pace = tonumber(args[1]) end
+function delay() return pace end
+"""
+    + REPORT_LUA
+)
+
+
+@dataclass
+class Run:
+    rate: float  # requests/s reached
+    p50_s: float
+    p99_s: float
+    errors: int
+
+
+def wrk(url: str, connections: int, seconds: int, script: Path, *extra: str) -> Run:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script),
+         url, "--", *extra],
+        capture_output=True, text=True, check=True, timeout=seconds + 60,
+    ).stdout  # fmt: skip
+    line = next(m for m in re.findall(r"^\{.*\}$", out, re.MULTILINE))
+    r = json.loads(line)
+    return Run(r["requests"] / r["seconds"], r["p50"] / 1e6, r["p99"] / 1e6, r["errors"])
+
+
+def at_rate(url: str, rate: int, seconds: int, script: Path) -> Run:
+    """About `rate` requests/s: each connection waits `pace` ms after a response
+    (10 connections at 10/s wait 1 s; 20 at 1,000/s wait 20 ms)."""
+    connections = 10 if rate <= 100 else 20
+    pace_ms = max(1, round(connections * 1000 / rate))
+    return wrk(url, connections, seconds, script, str(pace_ms))
+
+
+def serve_bare(stack: Stack, guarded: bool) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    args = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]
+    proc = subprocess.Popen([*args, *(["--guarded-h11"] if guarded else [])], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    wait_http(url, 30)
+    return proc, url
+
+
+async def wait_counted(db: str, events: int) -> None:
+    pool = await asyncpg.create_pool(asyncpg_dsn(db), min_size=1, max_size=1)
+    try:
+        deadline = time.monotonic() + 600
+        while await processed(pool) < events:
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not count the history within 10 minutes")
+            await asyncio.sleep(0.5)
+    finally:
+        await pool.close()
+
+
+def main(args: argparse.Namespace) -> None:
+    if shutil.which("wrk") is None:
+        log("window reads: not measured (wrk is not installed: `apt-get install wrk`, "
+            "which `make bench` does as root)")  # fmt: skip
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="callkpi-reads-"))
+    script, paced = tmp / "report.lua", tmp / "paced.lua"
+    script.write_text(REPORT_LUA)
+    paced.write_text(PACED_LUA)
+    stack = Stack(tmp, cwd=ROOT)
+    bare: list[subprocess.Popen[bytes]] = []
+    try:
+        stack.embedded_broker()
+        db = stack.embedded_postgres(tmp / "pg")
+        stack.migrate()
+        stack.env.update({"CALLKPI_HASH_KEY": "bench", "CALLKPI_PARTITIONS": "8"})
+        port = free_port()
+        api = stack.spawn("api", "api", "--with-ingest", "--port", str(port))
+        base = f"http://127.0.0.1:{port}"
+        stack.wait_ready(f"{base}/readyz", 60, api)
+        start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+        lines = simulate(args.events, 5, start, calls_per_hour=6000)
+        lines = [ln for ln in lines if _before(ln, datetime.now(UTC))]
+        log(f"the last three hours of a 500-agent center: {len(lines):,} events …")
+        asyncio.run(post_all(base, lines, 5000))
+        stack.spawn("worker", "worker", "--port", str(free_port()))
+        asyncio.run(wait_counted(db, len(lines)))
+        time.sleep(2)  # the FCR stage's last batches
+
+        s = args.seconds
+        runs: dict[str, Run] = {}
+        for guarded in (False, True):
+            proc, url = serve_bare(stack, guarded)
+            bare.append(proc)
+            name = "bare (callkpi's h11)" if guarded else "bare (uvicorn defaults)"
+            wrk(url, 32, 3, script)  # warm-up
+            runs[name] = wrk(url, 32, s, script)
+            proc.terminate()
+            proc.wait(10)
+        api_url = base + PATH
+        probe = httpx.get(api_url, timeout=10)
+        if probe.status_code != 200 or not probe.json().get("offered"):
+            raise SystemExit(f"GET {PATH} answered {probe.status_code}: {probe.text[:300]}")
+        wrk(api_url, 32, 3, script)
+        runs["api"] = wrk(api_url, 32, s, script)
+        runs["api @10/s"] = at_rate(api_url, 10, s, paced)
+        runs["api @1000/s"] = at_rate(api_url, 1000, s, paced)
+        if any(run.errors for run in runs.values()):
+            raise SystemExit(f"wrk saw errors (non-2xx or sockets): {runs}")
+        for name, r in runs.items():
+            log(f"  {name:<26} {r.rate:>8,.0f} requests/s, p50 {r.p50_s * 1000:7.2f} ms, "
+                f"p99 {r.p99_s * 1000:7.2f} ms, errors {r.errors}")  # fmt: skip
+        ceiling = runs["bare (uvicorn defaults)"]
+        h11 = runs["bare (callkpi's h11)"]
+        api_run, slow, busy = runs["api"], runs["api @10/s"], runs["api @1000/s"]
+        log("")
+        log(f"summary (one run, this machine, {os.cpu_count()} cores; logs in {tmp})")
+        log(f"  window read, one API process {api_run.rate:>8,.0f} requests/s = "
+            f"{api_run.rate / ceiling.rate:.2f} × bare uvicorn's {ceiling.rate:,.0f} "
+            f"(issue 25: ≥ 0.25); {api_run.rate / h11.rate:.2f} × bare on callkpi's h11 "
+            f"{h11.rate:,.0f}")  # fmt: skip
+        log(f"  p99 at {busy.rate:,.0f}/s {busy.p99_s * 1000:.2f} ms ÷ p50 at "
+            f"{slow.rate:,.1f}/s {slow.p50_s * 1000:.2f} ms = {busy.p99_s / slow.p50_s:.2f} "
+            "(issue 25: ≤ 3)")  # fmt: skip
+    finally:
+        for proc in bare:
+            if proc.poll() is None:
+                proc.kill()
+        stack.stop(destroy=True)
+
+
+def _before(line: bytes, now: datetime) -> bool:
+    """Simulated events up to now only (ingest refuses the future)."""
+    m = re.search(rb'"occurred_at":"([^"]+)"', line)
+    return m is None or datetime.fromisoformat(m.group(1).decode()) <= now
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--seconds", type=int, default=10)
+    main(ap.parse_args())
