@@ -38,7 +38,7 @@ def compact_state(event: Mapping[str, Any]) -> StateEvent:
 
 
 # (time, id): the timeline's order, a total order on a deduplicated set
-_key = itemgetter(1, 0)
+timeline_key = itemgetter(1, 0)
 _ts = itemgetter(1)
 
 
@@ -66,7 +66,7 @@ class TimelineChange:
 def _stored_copy(timeline: list[StateEvent], ev: StateEvent) -> StateEvent:
     """The timeline's event with ev's id: found by ev's own key when it is the same
     event again (a replay), else by a scan (a conflicting copy, rare)."""
-    i = bisect_left(timeline, _key(ev), key=_key)
+    i = bisect_left(timeline, timeline_key(ev), key=timeline_key)
     if i < len(timeline) and timeline[i][0] == ev[0]:
         return timeline[i]
     return next(e for e in timeline if e[0] == ev[0])
@@ -98,28 +98,31 @@ def merge_states(
         added[eid] = ev
     if not added:
         return None
-    fresh = sorted(added.values(), key=_key)
-    if not replaced and (not timeline or _key(fresh[0]) > _key(timeline[-1])):
+    fresh = sorted(added.values(), key=timeline_key)
+    if not replaced and (not timeline or timeline_key(fresh[0]) > timeline_key(timeline[-1])):
         # the common case, events in order: appended without re-sorting the timeline
         merged = timeline + fresh
     else:
         gone = {ev[0] for ev in replaced}
-        merged = sorted([ev for ev in timeline if ev[0] not in gone] + fresh, key=_key)
-    changed_keys = [_key(ev) for ev in replaced] + [_key(fresh[0]), _key(fresh[-1])]
+        merged = sorted([ev for ev in timeline if ev[0] not in gone] + fresh, key=timeline_key)
+    changed_keys = [timeline_key(ev) for ev in replaced] + [
+        timeline_key(fresh[0]),
+        timeline_key(fresh[-1]),
+    ]
     lo_key, hi_key = min(changed_keys), max(changed_keys)
     # Segments outside [predecessor of lo_key, hi_key] have the same start event and
     # the same next event before and after the merge; only the stretch between can
     # differ, and the set difference cancels whatever did not.
     before = _segments(
         timeline,
-        bisect_left(timeline, lo_key, key=_key) - 1,
-        bisect_right(timeline, hi_key, key=_key) + 1,
+        bisect_left(timeline, lo_key, key=timeline_key) - 1,
+        bisect_right(timeline, hi_key, key=timeline_key) + 1,
         cap_us,
     )
     after = _segments(
         merged,
-        bisect_left(merged, lo_key, key=_key) - 1,
-        bisect_right(merged, hi_key, key=_key) + 1,
+        bisect_left(merged, lo_key, key=timeline_key) - 1,
+        bisect_right(merged, hi_key, key=timeline_key) + 1,
         cap_us,
     )
     earliest = min([fresh[0][1], *(ev[1] for ev in replaced)])

@@ -25,6 +25,11 @@ LOCK_FCR = 7412  # a worker committing FCR facts or a sweep of an fcr partition
 LOCK_ALERTS = 7413  # an alert evaluation (second key 0)
 LOCK_PERIODS = 7414  # closing or restating a pay period (second key: hashtext(period))
 
+# The Postgres NOTIFY channel a worker's commit announces new figures on
+# (services/kpi_stream/store.py); the alert evaluator and the wallboard hub listen
+# (services/readmodel/notifications.py).
+FIGURES_CHANNEL = "callkpi_figures"
+
 kpi_buckets = sa.Table(
     "kpi_buckets",
     metadata,

@@ -27,6 +27,7 @@ from services.core.agents import (
     compact_state,
     merge_states,
     signed_segments,
+    timeline_key,
     trim,
 )
 from services.core.calls import (
@@ -142,11 +143,6 @@ def track_agents(
             horizon = max(horizon, min(change.timeline[-1][1] - tail_us, floor))
         out.changed[agent] = trim(change.timeline, horizon)
     return out
-
-
-def timeline_key(ev: StateEvent) -> tuple[int, str]:
-    """An event's place in its agent's timeline: (time, id)."""
-    return ev[1], ev[0]
 
 
 def unknown_ids(

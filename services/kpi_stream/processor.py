@@ -31,7 +31,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from services.core.agents import StateEvent
+from services.core.agents import StateEvent, timeline_key
 from services.core.calls import Compact
 from services.core.db import LOCK_EVENTS
 from services.core.envelope import Envelope
@@ -44,7 +44,6 @@ from services.kpi_stream.core import (
     assemble,
     group_events,
     history_needs,
-    timeline_key,
     track_agents,
     unknown_ids,
 )

@@ -32,6 +32,7 @@ import orjson
 
 from services.core.agents import SEGMENT_PIECE_US, SegmentRow, StateEvent
 from services.core.calls import MINUTE_US, Contribution, Counters, DeltaKey
+from services.core.db import FIGURES_CHANNEL
 from services.core.envelope import Envelope
 from services.core.kpi import AGENT_STATES, AGENT_TIME_COUNTERS, CALL_COUNTERS, FCR_COUNTERS
 from services.kpi_stream.core import CallState, FcrRow
@@ -241,7 +242,7 @@ async def write_offsets(conn: asyncpg.Connection, topic: str,
         await conn.execute(OFFSETS_WRITE, topic, list(nxt), list(nxt.values()))
 
 
-NOTIFY_FIGURES = "SELECT pg_notify('callkpi_figures', '')"  # readmodel/notifications.py listens
+NOTIFY_FIGURES = f"SELECT pg_notify('{FIGURES_CHANNEL}', '')"
 
 
 def _offered_us(state: CallState) -> int | None:

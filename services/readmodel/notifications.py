@@ -11,13 +11,12 @@ from typing import Any
 
 import asyncpg
 
-from services.core.db import asyncpg_dsn, require_database_url
+from services.core.db import FIGURES_CHANNEL, asyncpg_dsn, require_database_url
 from services.core.faults import reason
 from services.core.settings import ConfigError, Settings
 
 log = logging.getLogger("callkpi.notifications")
 
-FIGURES_CHANNEL = "callkpi_figures"
 # Postgres down: the listen is tried again this often (the callers read on
 # their timers meanwhile), and the warning is said once per outage.
 RETRY_S = 10.0
