@@ -9,7 +9,11 @@ roster), counted by a worker; then, with the worker idle:
      `GET /v1/kpis/center/all?window=1h` and on the bare endpoint (bench/bare_app.py,
      served by uvicorn's defaults and by callkpi's guarded h11 protocol); the ratio
      API ÷ bare (issue 25: ≥ 0.25);
-  2. latency at a steady rate: wrk's connections each wait between requests (a
+  2. `/healthz` of the same process (its middleware and routing, no read: the
+     ceiling of any route of it), and the window read with `read_cache_seconds`
+     0 (another API process): what an answer costs when figures were committed
+     since the previous one;
+  3. latency at a steady rate: wrk's connections each wait between requests (a
      Lua `delay`) so that together they send about 10 and about 1,000 requests/s;
      p99 at 1,000 ÷ p50 at 10 (issue 25: ≤ 3). wrk measures from each request
      sent; the rate it reached is printed beside it.
@@ -119,6 +123,23 @@ async def wait_counted(db: str, bootstrap: str, events: int) -> None:
         await pool.close()
 
 
+async def snapshot_changes(db: str, seconds: float) -> int:
+    """How often anything committed (the snapshot changed) over `seconds`, polled
+    every 10 ms: each change makes the read cache read afresh."""
+    conn = await asyncpg.connect(asyncpg_dsn(db))
+    try:
+        seen, changes = None, 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            snap = await conn.fetchval("SELECT pg_current_snapshot()::text")
+            changes += seen is not None and snap != seen
+            seen = snap
+            await asyncio.sleep(0.01)
+        return changes
+    finally:
+        await conn.close()
+
+
 def main(args: argparse.Namespace) -> None:
     if shutil.which("wrk") is None:
         log("window reads: not measured (wrk is not installed: `apt-get install wrk`, "
@@ -152,6 +173,9 @@ def main(args: argparse.Namespace) -> None:
         stack.spawn("worker", "worker", "--port", str(free_port()))
         asyncio.run(wait_counted(db, bootstrap, len(lines)))
 
+        changes = asyncio.run(snapshot_changes(db, 2.0))
+        log(f"  Postgres' snapshot (what the read cache is keyed on) changed {changes} times "
+            "in 2 s of the idle stack")  # fmt: skip
         s = args.seconds
         runs: dict[str, Run] = {}
         for guarded in (False, True):
@@ -166,10 +190,22 @@ def main(args: argparse.Namespace) -> None:
         probe = httpx.get(api_url, timeout=10)
         if probe.status_code != 200 or not probe.json().get("offered"):
             raise SystemExit(f"GET {PATH} answered {probe.status_code}: {probe.text[:300]}")
+        # the API's own floor: its middleware and routing on a route that reads nothing
+        runs["api /healthz"] = wrk(base + "/healthz", 32, s, script)
         wrk(api_url, 32, 3, script)
         runs["api"] = wrk(api_url, 32, s, script)
         runs["api @10/s"] = at_rate(api_url, 10, s, paced)
         runs["api @1000/s"] = at_rate(api_url, 1000, s, paced)
+        # the same read with the cache off: what each answer costs when figures
+        # were committed since the last one (a read per commit, at most)
+        uport = free_port()
+        uncached = stack.spawn("api-uncached", "api", "--port", str(uport),
+                               env={"CALLKPI_READ_CACHE_SECONDS": "0"})  # fmt: skip
+        stack.wait_ready(f"http://127.0.0.1:{uport}/readyz", 60, uncached)
+        miss_url = f"http://127.0.0.1:{uport}{PATH}"
+        wrk(miss_url, 32, 3, script)
+        runs["api, cache off"] = wrk(miss_url, 32, s, script)
+        uncached.stop()
         if any(run.errors for run in runs.values()):
             raise SystemExit(f"wrk saw errors (non-2xx or sockets): {runs}")
         for name, r in runs.items():
@@ -187,6 +223,12 @@ def main(args: argparse.Namespace) -> None:
         log(f"  p99 at {busy.rate:,.0f}/s {busy.p99_s * 1000:.2f} ms ÷ p50 at "
             f"{slow.rate:,.1f}/s {slow.p50_s * 1000:.2f} ms = {busy.p99_s / slow.p50_s:.2f} "
             "(issue 25: ≤ 3)")  # fmt: skip
+        miss, floor = runs["api, cache off"], runs["api /healthz"]
+        log(f"  /healthz, same process       {floor.rate:>8,.0f} requests/s = "
+            f"{floor.rate / ceiling.rate:.3f} × bare uvicorn (FastAPI, the middleware, "
+            "no read: the window read's ceiling in this process)")  # fmt: skip
+        log(f"  the same read, cache off     {miss.rate:>8,.0f} requests/s = "
+            f"{miss.rate / ceiling.rate:.3f} × bare uvicorn (each answer read afresh)")  # fmt: skip
     finally:
         for proc in bare:
             if proc.poll() is None:

@@ -33,6 +33,7 @@ from services.api import (
 from services.api.deps import no_control_characters, require
 from services.api.http_limits import BodyDeadline
 from services.api.pipeline import PipelineStatus
+from services.api.read_cache import ReadCache
 from services.core.db import make_engine
 from services.core.faults import is_unreachable, reason
 from services.core.kafka import DEPENDENCY_UP
@@ -88,6 +89,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
                     "it; configure auth.tokens before exposing the service (docs/payroll.md#access)"
                 )
             app.state.engine = make_engine(settings)
+            app.state.read_cache = ReadCache(settings.read_cache_seconds)
             stack.push_async_callback(app.state.engine.dispose)
             app.state.producer = None
             app.state.pipeline = None

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api.read_cache import ReadCache
 from services.core.auth import ANONYMOUS, Principal, Scope
 from services.core.events import CONTROL_CHARACTERS
 from services.core.settings import Settings
@@ -28,6 +29,11 @@ async def get_conn(
 ) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         yield conn
+
+
+def get_read_cache(request: Request) -> ReadCache:
+    cache: ReadCache = request.app.state.read_cache
+    return cache
 
 
 def get_pipeline(request: Request) -> dict[str, Any] | None:
@@ -61,6 +67,7 @@ def no_control_characters(request: Request) -> None:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ConnDep = Annotated[AsyncConnection, Depends(get_conn)]
+ReadCacheDep = Annotated[ReadCache, Depends(get_read_cache)]
 EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 PipelineDep = Annotated[dict[str, Any] | None, Depends(get_pipeline)]
 

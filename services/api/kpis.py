@@ -7,9 +7,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
+import orjson
+import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi.responses import Response
 
-from services.api.deps import ConnDep, PipelineDep, SettingsDep
+from services.api.deps import ConnDep, PipelineDep, ReadCacheDep, SettingsDep
+from services.api.read_cache import SNAPSHOT_SQL
 from services.core.kpi import WAIT_BIN_EDGES
 from services.core.settings import Settings
 from services.core.timewin import (
@@ -178,6 +182,7 @@ async def get_kpis(
     settings: SettingsDep,
     pipeline: PipelineDep,
     span: SpanDep,
+    cache: ReadCacheDep,
     by: Annotated[
         str | None,
         Query(
@@ -185,11 +190,34 @@ async def get_kpis(
             "presented calls of, under `by_queue`"
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> Any:
     """Figures of one entity over a live window or an explicit minute-aligned range,
-    with what is true now (`live`: calls waiting, agents by state)."""
+    with what is true now (`live`: calls waiting, agents by state). A live window
+    read again before anything is committed may be answered from memory, at most
+    `read_cache_seconds` old (services/api/read_cache.py)."""
     if by is not None and (by != "queue" or kind is not Kind.AGENT):
         raise HTTPException(422, f"by={by!r}: the only breakdown is by=queue, and only for agents")
+    if span.window is None or not cache.enabled:
+        return await _entity_figures(kind, entity_id, conn, settings, pipeline, span, by)
+    key = (kind.value, entity_id, span.window, span.sl, by)
+    snapshot = str((await conn.execute(sa.text(SNAPSHOT_SQL))).scalar_one())
+
+    async def read() -> bytes:
+        return orjson.dumps(await _entity_figures(kind, entity_id, conn, settings, pipeline,
+                                                  span, by))  # fmt: skip
+
+    return Response(await cache.answer(key, snapshot, read), media_type="application/json")
+
+
+async def _entity_figures(
+    kind: Kind,
+    entity_id: str,
+    conn: Any,
+    settings: Settings,
+    pipeline: dict[str, Any] | None,
+    span: SpanQuery,
+    by: str | None,
+) -> dict[str, Any]:
     figures = Figures(conn, settings, datetime.now(UTC), grouped=False)
     await require_entity(figures, kind, entity_id)
     span_of = (span.start, span.end)
