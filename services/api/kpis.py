@@ -199,7 +199,9 @@ async def get_kpis(
         raise HTTPException(422, f"by={by!r}: the only breakdown is by=queue, and only for agents")
     if span.window is None or not cache.enabled:
         return await _entity_figures(kind, entity_id, conn, settings, pipeline, span, by)
-    key = (kind.value, entity_id, span.window, span.sl, by)
+    # the window's bounds (whole minutes) are part of the key: an answer is never
+    # served for other edges (the minute after, or "today" after midnight)
+    key = (kind.value, entity_id, span.window, span.start, span.end, span.sl, by)
     snapshot = str((await conn.execute(sa.text(SNAPSHOT_SQL))).scalar_one())
 
     async def read() -> bytes:

@@ -8,9 +8,9 @@ the stored figures cannot differ, so the answer can be served again exactly:
 each request reads Postgres' current snapshot (`pg_current_snapshot()`, which
 changes with every transaction that commits anywhere in the database) and a
 cached answer is used only under the very same snapshot. What the clock moves
-(waits and time in state up to now, the window's edges, how far behind the
-pipeline is) is at most `read_cache_seconds` old; the answer's `from`/`to` say
-when it was read. 0 turns the cache off.
+(waits and time in state up to now, how far behind the pipeline is) is at most
+`read_cache_seconds` old; the window's bounds (whole minutes) are part of the
+key, so an answer is never served for other edges. 0 turns the cache off.
 """
 
 from __future__ import annotations

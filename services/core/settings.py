@@ -290,7 +290,7 @@ class Settings(BaseSettings):
     waiting_call_max_age_seconds: int = Field(4 * 3600, ge=60)
     # A live-window read of one entity is answered again from memory while no
     # transaction has committed since and for at most this long (what the clock
-    # moves: waits, time in state, the window's edges); 0: never. A second is the
+    # moves: waits, time in state); 0: never. A second is the
     # wallboard's own pace (services/api/read_cache.py).
     read_cache_seconds: float = Field(1.0, ge=0, le=60)
     # Wallboard feeds one API process holds open (GET /v1/stream); more are refused
