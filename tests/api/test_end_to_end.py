@@ -13,7 +13,7 @@ import pytest
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from tests.support.databases import new_database, stack_env
 from tests.support.simulated import SETTINGS, api_figures, expected, mismatches, post_all, simulated
-from tests.support.stack import Stack, wait_until
+from tests.support.stack import Stack, events_processed, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +63,10 @@ def test_simulated_center_posted_over_http_matches_reference_for_every_entity(
 def test_posting_the_same_events_again_changes_no_figure(
     stack: Stack, simulated_hour: dict[str, Any]
 ) -> None:
-    def processed() -> float:
-        for line in stack.get("/metrics").text.splitlines():
-            if line.startswith("callkpi_events_processed_total"):
-                return float(line.split()[-1])
-        raise AssertionError("callkpi_events_processed_total missing from /metrics")
-
-    before = processed()
+    before = events_processed(stack)
     events = simulated_hour["events"]
     post_all(stack, events, seed=2)
-    assert wait_until(lambda: processed() >= before + len(events), timeout=60)
+    assert wait_until(lambda: events_processed(stack) >= before + len(events), timeout=60)
     want = simulated_hour["want"]
     got = api_figures(stack, list(want), simulated_hour["from"], simulated_hour["to"])
     assert mismatches(got, want) == []

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from services.api.read_cache import MAX_ENTRIES, ReadCache
-from tests.support.stack import Stack, wait_until
+from tests.support.stack import Stack, events_processed, wait_until
 
 
 class Clock:
@@ -78,13 +78,6 @@ def _offered(stack: Stack, queue: str) -> int:
     return int(r.json()["offered"]) if r.status_code == 200 else -1
 
 
-def _processed(stack: Stack) -> float:
-    for line in stack.get("/metrics").text.splitlines():
-        if line.startswith("callkpi_events_processed_total"):
-            return float(line.split()[-1])
-    raise AssertionError("callkpi_events_processed_total missing from /metrics")
-
-
 def test_a_window_read_right_after_a_commit_shows_it_though_the_same_read_was_just_cached(
     stack: Stack,
 ) -> None:
@@ -98,10 +91,10 @@ def test_a_window_read_right_after_a_commit_shows_it_though_the_same_read_was_ju
     assert stack.post([call(1)]).status_code == 202
     assert wait_until(lambda: _offered(stack, "q-cache") == 1, timeout=30)
     assert _offered(stack, "q-cache") == 1  # (answered again from memory)
-    before = _processed(stack)
+    before = events_processed(stack)
     assert stack.post([call(2)]).status_code == 202
     # the worker's commit, seen without reading the window
-    assert wait_until(lambda: _processed(stack) > before, timeout=30)
+    assert wait_until(lambda: events_processed(stack) > before, timeout=30)
     assert _offered(stack, "q-cache") == 2  # the first read after it, not a second later
 
 

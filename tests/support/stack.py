@@ -96,6 +96,14 @@ class Stack:
         return httpx.post(f"{self.url}{path}", json=body, headers=self.headers, timeout=60)
 
 
+def events_processed(stack: Stack) -> float:
+    """Events the workers committed, as the API's /metrics says."""
+    for line in stack.get("/metrics").text.splitlines():
+        if line.startswith("callkpi_events_processed_total"):
+            return float(line.split()[-1])
+    raise AssertionError("callkpi_events_processed_total missing from /metrics")
+
+
 def wait_until(check: Any, timeout: float, interval: float = 0.25) -> Any:
     """Poll until check() returns a truthy value; return the last value either way."""
     deadline = time.monotonic() + timeout
