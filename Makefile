@@ -71,13 +71,13 @@ chromium:
 wrk:
 	$(call apt-best-effort,command -v wrk,wrk,300,wrk not installed: the window-read bench will be skipped)
 
-# Pipeline throughput and freshness (one worker process, then one per core),
+# Pipeline throughput and freshness (one worker process, then one per core on
+# the same backlog in the same run),
 # the wallboard feed with 500 clients, window reads under wrk, a month of a
 # 1,000-agent center re-counted (~20 M events, about half an hour), and the
 # Asterisk queue_log import of a 50-agent center's month (docs/architecture.md#performance).
 bench: $(STAMP) wrk
-	$(BIN)/python -m bench.pipeline
-	$(BIN)/python -m bench.pipeline --processes $$(nproc)
+	$(BIN)/python -m bench.pipeline --processes 1,$$(nproc)
 	$(BIN)/python -m bench.stream
 	$(BIN)/python -m bench.reads
 	$(BIN)/python -m bench.recount

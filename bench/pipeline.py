@@ -5,7 +5,9 @@ Prints, in one run so the machine's noise affects all of them alike:
   2. the raw ceiling: an aiokafka `getmany` loop reading the same topic
      (records/s and events/s, envelopes decoded);
   3. worker throughput: events/s through one worker process catching up on the
-     whole backlog (first to last commit), and its ratio to the ceiling;
+     whole backlog (first to last commit), and its ratio to the ceiling; with
+     `--processes 1,N`, then N processes on the same backlog (posted again under
+     a topic prefix and a database of their own), and their ratio to one;
   4. freshness: events posted at a steady rate (default 5,000/s); for each batch,
      the time from its POST returning to the read API showing it; p50/p99.
 
@@ -209,19 +211,19 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-async def group_lag(bootstrap: str) -> dict[str, int]:
+async def group_lag(bootstrap: str, prefix: str = "callkpi") -> dict[str, int]:
     """Records not yet committed by the worker group, per topic-partition, over both
     topics (stage 1 and the FCR stage): the worker is done only when both are
-    drained."""
+    drained. `prefix`: the workers' topic_prefix."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id="callkpi-worker",
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=f"{prefix}-worker",
                                 enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     try:
         tps = [
             TopicPartition(t, p)
-            for t in ("callkpi.events", "callkpi.fcr")
+            for t in (f"{prefix}.events", f"{prefix}.fcr")
             for p in (consumer.partitions_for_topic(t) or set())
         ]
         ends = await consumer.end_offsets(tps)
@@ -237,7 +239,9 @@ async def group_lag(bootstrap: str) -> dict[str, int]:
         await consumer.stop()
 
 
-async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, float]:
+async def measure_worker(
+    db: str, bootstrap: str, events: int, prefix: str = "callkpi"
+) -> tuple[float, float]:
     """(events/s through stage 1 alone, events/s until both stages are drained and
     committed), from the worker's first commit."""
     pool = await asyncpg.create_pool(asyncpg_dsn(db), min_size=1, max_size=2)
@@ -254,7 +258,7 @@ async def measure_worker(db: str, bootstrap: str, events: int) -> tuple[float, f
                 t_first, n_first = now, n
             if n >= events and t_stage1 is None:
                 t_stage1 = now
-            lag = await group_lag(bootstrap) if t_stage1 is not None else {}
+            lag = await group_lag(bootstrap, prefix) if t_stage1 is not None else {}
             if t_stage1 is not None and not lag:
                 break
             if (n, lag) != progress:
@@ -282,7 +286,25 @@ def _busy(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+async def create_database(admin_url: str, name: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def worker_port(stack: Stack, n: int) -> int:
+    """A port with the n - 1 after it free too (worker --processes N serves health
+    on --port … --port + N − 1)."""
+    port = free_port()
+    while n > 1 and any(_busy(port + i) for i in range(n)):
+        port = free_port()
+    return port
+
+
 def main(args: argparse.Namespace) -> None:
+    counts = [int(c) for c in args.processes.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="callkpi-bench-"))
     stack = Stack(tmp, cwd=ROOT)
     try:
@@ -311,37 +333,69 @@ def main(args: argparse.Namespace) -> None:
             f"({records / raw_s:,.0f} records/s)"
         )
 
-        n = args.processes
-        wport = free_port()
-        while n > 1 and any(_busy(wport + i) for i in range(n)):
-            wport = free_port()
-        stack.spawn("worker", "worker", "--port", str(wport), "--processes", str(n))
-        log(f"starting {'one worker' if n == 1 else f'{n} worker processes'} on the backlog …")
-        stage1_rate, worker_rate = asyncio.run(measure_worker(db, bootstrap, events))
-        log(f"  worker: {events:,} events; call assembly alone {stage1_rate:,.0f} events/s; "
-            f"all stages drained and committed {worker_rate:,.0f} events/s")  # fmt: skip
-
-        log("freshness of single calls on the idle stack …")
-        idle = asyncio.run(idle_freshness(url))
-        log(f"  POST→visible in API: p50 {pct(idle, 50):.3f} s, p99 {pct(idle, 99):.3f} s "
-            f"over {len(idle)} calls")  # fmt: skip
-        log(f"freshness at {args.rate:,} events/s for {args.seconds} s …")
-        lat = asyncio.run(freshness(url, args.rate, args.seconds))
-        log(f"  POST→visible in API: p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
-            f"max {max(lat):.3f} s over {len(lat)} batches")  # fmt: skip
+        rates: dict[int, tuple[float, float]] = {}
+        idle: list[float] = []
+        lat: list[float] = []
+        for i, n in enumerate(counts):
+            env: dict[str, str] = {}
+            if i:
+                # Each count on the same backlog from the start: the same events posted
+                # again under a topic prefix and a database of its own (a worker
+                # group that re-read the first topic into the first database would
+                # find every event already counted).
+                prefix, name = f"bench{i}", f"callkpi_bench{i}"
+                asyncio.run(create_database(db, name))
+                env = {"CALLKPI_TOPIC_PREFIX": prefix,
+                       "CALLKPI_DATABASE_URL": stack.pg.url(name) if stack.pg else db}  # fmt: skip
+                stack.migrate(env["CALLKPI_DATABASE_URL"])
+                iport = free_port()
+                ingest = stack.spawn(f"api-{prefix}", "api", "--with-ingest", "--port",
+                                     str(iport), env=env)  # fmt: skip
+                stack.wait_ready(f"http://127.0.0.1:{iport}/readyz", 60, ingest)
+                log(f"posting the same events again under topic prefix {prefix!r} …")
+                asyncio.run(post_all(f"http://127.0.0.1:{iport}", lines, 5000))
+                ingest.stop()
+            worker = stack.spawn(f"worker-{n}", "worker", "--port", str(worker_port(stack, n)),
+                                 "--processes", str(n), env=env)  # fmt: skip
+            log(f"starting {'one worker' if n == 1 else f'{n} worker processes'} on the backlog …")
+            wdb, wprefix = env.get("CALLKPI_DATABASE_URL", db), env.get("CALLKPI_TOPIC_PREFIX")
+            rates[n] = asyncio.run(measure_worker(wdb, bootstrap, events, wprefix or "callkpi"))
+            log(
+                f"  worker ×{n}: {events:,} events; call assembly alone {rates[n][0]:,.0f} "
+                f"events/s; all stages drained and committed {rates[n][1]:,.0f} events/s"
+            )
+            if i == 0:
+                log("freshness of single calls on the idle stack …")
+                idle = asyncio.run(idle_freshness(url))
+                log(f"  POST→visible in API: p50 {pct(idle, 50):.3f} s, p99 {pct(idle, 99):.3f} "
+                    f"s over {len(idle)} calls")  # fmt: skip
+                log(f"freshness at {args.rate:,} events/s for {args.seconds} s …")
+                lat = asyncio.run(freshness(url, args.rate, args.seconds))
+                log(f"  POST→visible in API: p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
+                    f"max {max(lat):.3f} s over {len(lat)} batches")  # fmt: skip
+            if i < len(counts) - 1:
+                worker.stop()
         log("")
         log(f"summary (one run, this machine, {os.cpu_count()} cores; logs in {tmp})")
         log(f"  raw getmany ceiling      {ceiling:>10,.0f} events/s")
-        log(f"  worker, stage 1 only     {stage1_rate:>10,.0f} events/s")
-        who = "one process " if n == 1 else f"{n} processes"
-        log(f"  worker, {who}     {worker_rate:>10,.0f} events/s  "
-            f"= {worker_rate / ceiling:.1%} of ceiling"
-            + (" (issue 25: ≥ 10%)" if n == 1 else
-               f" (issue 25: ≥ 0.8 × {n} × the one-process ratio)"))  # fmt: skip
+        first = counts[0]
+        for n in counts:
+            stage1, rate = rates[n]
+            who = "one process " if n == 1 else f"{n} processes"
+            target = " (issue 25: ≥ 10%)" if n == 1 else ""
+            if n > 1 and 1 in rates:
+                one = rates[1][1] / ceiling
+                target = (f" = {rate / rates[1][1]:.2f} × one process (issue 25: ≥ 0.8 × {n} × "
+                          f"{one:.1%} = {0.8 * n * one:.1%} of ceiling)")  # fmt: skip
+            elif n > 1:
+                target = f" (issue 25: ≥ 0.8 × {n} × the one-process ratio)"
+            log(f"  worker, stage 1 only, ×{n} {stage1:>9,.0f} events/s")
+            log(f"  worker, {who}     {rate:>10,.0f} events/s  "
+                f"= {rate / ceiling:.1%} of ceiling{target}")  # fmt: skip
         log(f"  ingest, one process      {ingest_rate:>10,.0f} events/s")
         log(f"  freshness p99 @ {args.rate:,}/s {pct(lat, 99):>8.3f} s  = "
             f"{pct(lat, 99) / pct(idle, 99):.2f} × the idle stack's p99 "
-            f"{pct(idle, 99):.3f} s (issue 25: ≤ 2)")  # fmt: skip
+            f"{pct(idle, 99):.3f} s (issue 25: ≤ 2; worker ×{first})")  # fmt: skip
     finally:
         stack.stop(destroy=True)
 
@@ -353,6 +407,8 @@ if __name__ == "__main__":
     ap.add_argument("--events", type=int, default=300_000)
     ap.add_argument("--rate", type=int, default=5_000)
     ap.add_argument("--seconds", type=int, default=20)
-    ap.add_argument("--processes", type=int, default=1,
-                    help="worker processes on the backlog (worker --processes)")  # fmt: skip
+    ap.add_argument("--processes", default="1",
+                    help="worker processes on the backlog (worker --processes); several, "
+                         "comma-separated (1,2), are each measured on the same backlog in "
+                         "this run")  # fmt: skip
     main(ap.parse_args())

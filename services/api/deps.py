@@ -14,12 +14,12 @@ from services.core.events import CONTROL_CHARACTERS
 from services.core.settings import Settings
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_engine(request: Request) -> AsyncEngine:
+async def get_engine(request: Request) -> AsyncEngine:
     engine: AsyncEngine = request.app.state.engine
     return engine
 
@@ -31,12 +31,12 @@ async def get_conn(
         yield conn
 
 
-def get_read_cache(request: Request) -> ReadCache:
+async def get_read_cache(request: Request) -> ReadCache:
     cache: ReadCache = request.app.state.read_cache
     return cache
 
 
-def get_pipeline(request: Request) -> dict[str, Any] | None:
+async def get_pipeline(request: Request) -> dict[str, Any] | None:
     """How far behind the figures are (services/api/pipeline.py); None without a
     broker to ask."""
     pipeline = getattr(request.app.state, "pipeline", None)
@@ -50,7 +50,7 @@ def get_pipeline(request: Request) -> dict[str, Any] | None:
 MAX_BIGINT = 2**63 - 1
 
 
-def no_control_characters(request: Request) -> None:
+async def no_control_characters(request: Request) -> None:
     """Every request: no path or query parameter holds a control character
     (Postgres text cannot hold U+0000, and no id has any). 422 naming it."""
     params = [*request.path_params.items(), *request.query_params.multi_items()]
@@ -72,25 +72,30 @@ EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
 PipelineDep = Annotated[dict[str, Any] | None, Depends(get_pipeline)]
 
 
-def require(scope: Scope) -> Any:
-    """A dependency admitting callers whose token has `scope` (or admin): 401
-    without a known token, 403 with one that lacks the scope. Runs before the
-    endpoint, so a refused caller sees no data. Auth off (no tokens): anonymous."""
+def authorize(settings: Settings, authorization: str, scope: Scope) -> Principal:
+    """The caller named by an Authorization header if its token has `scope` (or
+    admin): 401 without a known token, 403 with one that lacks the scope. Auth off
+    (no tokens): anonymous."""
+    if not settings.auth.enabled:
+        return ANONYMOUS
+    kind, _, token = authorization.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="callkpi"'}
+    if kind.lower() != "bearer" or not token.strip():
+        raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
+                            headers=challenge)  # fmt: skip
+    principal = settings.auth.principal(token.strip())
+    if principal is None:
+        raise HTTPException(401, "unknown token", headers=challenge)
+    if not principal.allows(scope):
+        raise HTTPException(403, f"token {principal.name!r} lacks the {scope!r} scope")
+    return principal
 
-    def check(request: Request, settings: SettingsDep) -> Principal:
-        if not settings.auth.enabled:
-            return ANONYMOUS
-        header = request.headers.get("authorization", "")
-        kind, _, token = header.partition(" ")
-        challenge = {"WWW-Authenticate": 'Bearer realm="callkpi"'}
-        if kind.lower() != "bearer" or not token.strip():
-            raise HTTPException(401, "missing token: send Authorization: Bearer <token>",
-                                headers=challenge)  # fmt: skip
-        principal = settings.auth.principal(token.strip())
-        if principal is None:
-            raise HTTPException(401, "unknown token", headers=challenge)
-        if not principal.allows(scope):
-            raise HTTPException(403, f"token {principal.name!r} lacks the {scope!r} scope")
-        return principal
+
+def require(scope: Scope) -> Any:
+    """A dependency admitting callers whose token has `scope` (`authorize`). Runs
+    before the endpoint, so a refused caller sees no data."""
+
+    async def check(request: Request, settings: SettingsDep) -> Principal:
+        return authorize(settings, request.headers.get("authorization", ""), scope)
 
     return Depends(check)

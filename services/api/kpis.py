@@ -8,12 +8,11 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-import sqlalchemy as sa
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from services.api.deps import ConnDep, PipelineDep, ReadCacheDep, SettingsDep
-from services.api.read_cache import SNAPSHOT_SQL
+from services.api.read_cache import window_key
 from services.core.kpi import WAIT_BIN_EDGES
 from services.core.settings import Settings
 from services.core.timewin import (
@@ -107,7 +106,7 @@ class SpanQuery:
         }
 
 
-def span_query(
+async def span_query(
     settings: SettingsDep, window: WindowQ = None, from_: FromQ = None, to: ToQ = None,
     sl: SlQ = None,
 ) -> SpanQuery:  # fmt: skip
@@ -176,6 +175,7 @@ async def get_intervals(
 
 @router.get("/{kind}/{entity_id:path}")
 async def get_kpis(
+    request: Request,
     kind: Kind,
     entity_id: str,
     conn: ConnDep,
@@ -199,10 +199,8 @@ async def get_kpis(
         raise HTTPException(422, f"by={by!r}: the only breakdown is by=queue, and only for agents")
     if span.window is None or not cache.enabled:
         return await _entity_figures(kind, entity_id, conn, settings, pipeline, span, by)
-    # the window's bounds (whole minutes) are part of the key: an answer is never
-    # served for other edges (the minute after, or "today" after midnight)
-    key = (kind.value, entity_id, span.window, span.start, span.end, span.sl, by)
-    snapshot = str((await conn.execute(sa.text(SNAPSHOT_SQL))).scalar_one())
+    key = window_key(request.scope["path"], request.scope["query_string"], span.start, span.end)
+    snapshot = await cache.snapshot()
 
     async def read() -> bytes:
         return orjson.dumps(await _entity_figures(kind, entity_id, conn, settings, pipeline,

@@ -373,10 +373,10 @@ def require_database_url(settings: Settings) -> str:
     return settings.database_url
 
 
-def make_engine(settings: Settings) -> AsyncEngine:
+def make_engine(settings: Settings, pool_size: int = 5, max_overflow: int = 5) -> AsyncEngine:
     return create_async_engine(
         sqlalchemy_url(require_database_url(settings)),
-        pool_size=5,
-        max_overflow=5,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
     )

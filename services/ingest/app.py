@@ -241,7 +241,7 @@ class BodyError(Exception):
         self.message = message
 
 
-def get_producer(request: Request) -> EventProducer:
+async def get_producer(request: Request) -> EventProducer:
     producer: EventProducer = request.app.state.producer
     return producer
 

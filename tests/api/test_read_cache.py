@@ -73,6 +73,61 @@ def test_a_read_that_fails_fails_its_waiters_and_is_not_kept() -> None:
     assert cache.get("k", "s") is None
 
 
+def test_a_request_arriving_while_the_snapshot_is_read_waits_for_the_next_read() -> None:
+    """A commit between the start of a snapshot query and a request's arrival must
+    show in that request: it gets the query that starts after it arrived."""
+    committed = ["1:1:"]
+    started: list[int] = []
+    gate, under_way = asyncio.Event(), asyncio.Event()
+
+    async def snapshot() -> str:
+        started.append(len(started))
+        seen = committed[-1]
+        under_way.set()
+        if len(started) == 1:
+            await gate.wait()  # the first query is slow
+        return seen
+
+    cache = ReadCache(1.0, Clock(), snapshot=snapshot)
+
+    async def clients() -> list[str]:
+        early = [asyncio.ensure_future(cache.snapshot()) for _ in range(8)]
+        await under_way.wait()  # the first query has read "1:1:"
+        committed.append("2:2:")  # a commit, then later requests arrive
+        late = [asyncio.ensure_future(cache.snapshot()) for _ in range(8)]
+        await asyncio.sleep(0)
+        gate.set()
+        return await asyncio.gather(*early, *late)
+
+    got = asyncio.run(clients())
+    assert got == ["1:1:"] * 8 + ["2:2:"] * 8
+    assert started == [0, 1]  # 16 requests, two queries
+
+
+def test_a_snapshot_that_cannot_be_read_fails_its_waiters_and_the_next_request_reads_again() -> (
+    None
+):
+    outcomes: list[Exception | str] = [ConnectionError("Postgres is away"), "3:3:"]
+
+    async def snapshot() -> str:
+        await asyncio.sleep(0.01)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    cache = ReadCache(1.0, Clock(), snapshot=snapshot)
+
+    async def clients() -> tuple[list[Any], str]:
+        failed = await asyncio.gather(*(cache.snapshot() for _ in range(3)),
+                                      return_exceptions=True)  # fmt: skip
+        return failed, await cache.snapshot()
+
+    failed, after = asyncio.run(clients())
+    assert [type(f) for f in failed] == [ConnectionError] * 3
+    assert after == "3:3:"
+
+
 def _offered(stack: Stack, queue: str) -> int:
     r = stack.get(f"/v1/kpis/queue/{queue}", window="15m")
     return int(r.json()["offered"]) if r.status_code == 200 else -1

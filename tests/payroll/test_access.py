@@ -138,6 +138,23 @@ def test_a_token_without_the_scope_is_403_with_no_data(
     assert "b00" not in r.text
 
 
+def test_a_window_answered_from_memory_is_still_refused_to_callers_without_the_read_scope(
+    secured: tuple[Stack, str], closed: dict[str, Any]
+) -> None:
+    """Cached window reads are answered before FastAPI's routing
+    (services/api/cache_hits.py): the same tokens are refused there too."""
+    stack, _ = secured
+    url = f"{stack.url}/v1/kpis/center/all?window=1h"
+    for _ in range(2):  # read, then answered from memory
+        assert httpx.get(url, headers=bearer("wallboard")).status_code == 200
+    refused = [({}, 401), ({"Authorization": "Bearer ck_not-a-token"}, 401),
+               (bearer("pbx"), 403), (bearer("payroll-export"), 403)]  # fmt: skip
+    for headers, status in refused:
+        r = httpx.get(url, headers=headers)
+        assert (r.status_code, list(r.json())) == (status, ["detail"]), (headers, r.text)
+    assert httpx.get(url, headers=bearer("ops")).status_code == 200  # admin reads too
+
+
 def test_each_scope_opens_its_own_endpoints(
     secured: tuple[Stack, str], closed: dict[str, Any]
 ) -> None:
