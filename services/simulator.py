@@ -65,6 +65,13 @@ class SimConfig:
     # daily profile. For alerting demos and tests.
     understaff: tuple[timedelta, timedelta] | None = None
     understaff_keep: float = 0.5
+    # Agents who rush their calls: each call's talk at this share of what it
+    # would have been (a talk time 20% shorter than usual is the warning sign the
+    # seeds' QA teams listen for; 0.6 is well past it). For the listening
+    # sample's demos and tests (docs/qa.md). Drawn after the usual talk time, so
+    # the random stream is the same with and without.
+    rush: frozenset[str] = frozenset()
+    rush_talk_share: float = 0.6
     # Agents work the shifts of a schedule (plan_schedule) instead of being on the
     # phones around the clock: they log in at the shift's start (some late, a few
     # not at all), take its breaks when their call allows, and log out at its end.
@@ -328,6 +335,8 @@ class Simulation:
         self._emit(t, "call.answered", call_id=call.id, agent_id=agent.id)
         self._emit(t, "agent.state", agent_id=agent.id, state="on_call")
         talk = rng.lognormvariate(math.log(cfg.mean_talk_s) - 0.18, 0.6)
+        if agent.id in cfg.rush:
+            talk *= cfg.rush_talk_share
         end = t + talk
         if rng.random() < cfg.hold_prob:
             h0 = t + talk * rng.uniform(0.2, 0.6)

@@ -13,10 +13,10 @@ from services.simulator import SimConfig, Simulation, default_roster, plan_sched
 START = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 09:00 in Shanghai: peak
 
 
-def run(seed: int, **overrides: float) -> list[dict[str, Any]]:
-    cfg = SimConfig(seed=seed, start=START, duration=timedelta(hours=1), timezone="Asia/Shanghai",
-                    **overrides)  # type: ignore[arg-type]  # fmt: skip
-    return list(Simulation(cfg, default_roster()).events())
+def run(seed: int, **overrides: Any) -> list[dict[str, Any]]:
+    given: dict[str, Any] = {"start": START, "duration": timedelta(hours=1),
+                             "timezone": "Asia/Shanghai", **overrides}  # fmt: skip
+    return list(Simulation(SimConfig(seed=seed, **given), default_roster()).events())
 
 
 def test_same_seed_gives_the_same_events_and_another_seed_does_not() -> None:
@@ -60,7 +60,7 @@ def answered_share(events: list[dict[str, Any]], start: datetime, end: datetime)
 def test_understaffing_takes_agents_off_the_phones_for_its_span_only() -> None:
     span = (timedelta(minutes=20), timedelta(minutes=20))
     normal = run(6, calls_per_hour=400)
-    short = run(6, calls_per_hour=400, understaff=span)  # type: ignore[arg-type]
+    short = run(6, calls_per_hour=400, understaff=span)
     dip = (START + span[0], START + span[0] + span[1])
     assert answered_share(short, *dip) < answered_share(normal, *dip) - 0.2
     # before the dip nothing changes
@@ -128,3 +128,27 @@ def test_rostered_agents_log_in_for_their_shifts_take_their_breaks_and_log_out()
     # most come on time, some late: attendance and lateness are not trivial
     assert len(first_login) >= 25
     assert Counter(e["state"] for e in states)["logged_out"] >= 32
+
+
+def mean_talk_by_agent(events: list[dict[str, Any]]) -> dict[str, float]:
+    """Answer → end (or the agent's transfer) per answered call, holds included:
+    enough to compare agents of one run."""
+    answered = {e["call_id"]: (e["agent_id"], datetime.fromisoformat(e["occurred_at"]))
+                for e in events if e["type"] == "call.answered"}  # fmt: skip
+    spans: dict[str, list[float]] = {}
+    for e in events:
+        if e["type"] == "call.ended" and e["call_id"] in answered:
+            agent, at = answered[e["call_id"]]
+            spans.setdefault(agent, []).append(
+                (datetime.fromisoformat(e["occurred_at"]) - at).total_seconds()
+            )
+    return {a: sum(v) / len(v) for a, v in spans.items() if len(v) >= 5}
+
+
+def test_a_rushing_agent_talks_far_shorter_than_the_others_and_only_when_asked() -> None:
+    steady = mean_talk_by_agent(run(8, duration=timedelta(hours=4)))
+    rushed = mean_talk_by_agent(run(8, duration=timedelta(hours=4), rush=frozenset({"b00"})))
+    others = [v for a, v in rushed.items() if a != "b00"]
+    assert rushed["b00"] < 0.75 * (sum(others) / len(others))
+    steady_others = [v for a, v in steady.items() if a != "b00"]
+    assert steady["b00"] > 0.75 * (sum(steady_others) / len(steady_others))

@@ -78,6 +78,12 @@ def understaff_text(text: str) -> str:
     return text
 
 
+RUSH_HELP = (
+    "AGENT (repeatable): the agent rushes its live calls, talking 60%% of its usual "
+    "time; the history before them is its usual work, the baseline a rush is measured "
+    "against (docs/qa.md)"
+)
+
 UNDERSTAFF_HELP = (
     "OFFSET+LENGTH (default 5m+30m): from OFFSET after the start, for LENGTH, each team "
     "keeps on the phones half the agents its load needs, so the answer rate dips below "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.cli.common import (
+    RUSH_HELP,
     UNDERSTAFF_HELP,
     add_config,
     serve,
@@ -69,6 +70,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 "--backfill-days", str(backfill),
                 "--backfill-calls-per-hour", str(backfill_rate(backfill)),
                 *(["--understaff", args.understaff] if args.understaff else []),
+                *(arg for agent in args.rush or [] for arg in ("--rush", agent)),
                 console=True,  # progress on the console, warnings in the log
             )  # fmt: skip
         print(
@@ -183,4 +185,5 @@ def register(sub: Subparsers) -> None:
         metavar="OFFSET+LENGTH",
         help=UNDERSTAFF_HELP,
     )
+    dev.add_argument("--rush", action="append", metavar="AGENT", help=RUSH_HELP)
     dev.set_defaults(func=cmd_dev)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from services.cli.common import (
+    RUSH_HELP,
     UNDERSTAFF_HELP,
     add_config,
     aware,
@@ -54,7 +55,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         timezone=settings.timezone,
         calls_per_hour=args.calls_per_hour,
         understaff=args.understaff,
+        rush=rushing(settings, args.rush),
     )
+    if cfg.rush:
+        # the live calls only: the history (--backfill-days) is the agents' usual
+        # work, the baseline a rush is measured against (docs/qa.md)
+        log.info("rushing from the start of the live calls: %s (talk at %d%% of usual)",
+                 ", ".join(sorted(cfg.rush)), round(cfg.rush_talk_share * 100))  # fmt: skip
     if args.understaff:
         off, length = args.understaff
         log.info(
@@ -95,6 +102,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except IngestError as exc:
         print(f"\nstopped: {exc}", file=sys.stderr)
         return 3
+
+
+def rushing(settings: Settings, agents: list[str] | None) -> frozenset[str]:
+    """--rush's agents, each one of the roster's."""
+    known = {a for team in settings.teams for a in team.agents}
+    for agent in agents or []:
+        if agent not in known:
+            some = ", ".join(sorted(known)[:3])
+            raise ConfigError(f"--rush: {agent!r} is not an agent of the roster "
+                              f"({len(known)} agents, e.g. {some})")  # fmt: skip
+    return frozenset(agents or [])
 
 
 def roster(settings: Settings, cfg: SimConfig, history: Simulation | None) -> str:
@@ -329,6 +347,12 @@ def register(sub: Subparsers) -> None:
         type=understaff,
         metavar="OFFSET+LENGTH",
         help=UNDERSTAFF_HELP,
+    )
+    sim.add_argument(
+        "--rush",
+        action="append",
+        metavar="AGENT",
+        help=RUSH_HELP,
     )
     sim.add_argument(
         "--rostered",
