@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 
 from services.devstack import free_port
-from tests.support.databases import EXAMPLE_CONFIG, ROOT
+from tests.support.cli import cli
 from tests.support.simulated import expected
 from tests.support.stack import Stack, wait_until
 
 START = "2025-06-02T01:00:00+00:00"  # a stretch no other test uses
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "services.cli", "--config", str(EXAMPLE_CONFIG), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 def test_simulated_file_replayed_twice_gives_the_reference_figures_once(

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.test_cli_replay import START, cli
+from tests.support.cli import cli
+
+START = "2025-06-02T01:00:00+00:00"
 
 
 def test_rush_names_a_roster_agent_or_is_refused_naming_it(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from services.api import (
     metrics,
     pages,
     periods,
+    qa,
     quarantine,
     reports,
     staffing,
@@ -230,6 +231,7 @@ def create_app(settings: Settings, *, read: bool = True, ingest: bool = True) ->
                            responses={**auth, **unknown})  # fmt: skip
         app.include_router(reports.router, dependencies=[require("read")],
                            responses={**auth, **unknown})  # fmt: skip
+        app.include_router(qa.router, dependencies=[require("read")], responses=auth)
         big: Responses = {413: {"description": "upload too large"}}
         app.include_router(staffing.router, dependencies=[require("read")],
                            responses={**auth, **unknown, **big})  # fmt: skip

@@ -1,0 +1,94 @@
+"""Each agent of a team against its own baseline and against the team, over a
+period: the inputs of the listening sample (docs/qa.md), read from the stored
+minute buckets. The math is services/core/deviation.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.core.deviation import Assessment, Direction, Rule, Sample, assess
+from services.core.settings import Settings
+from services.readmodel import queries
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """A figure as a sum over a volume, and which way is abnormal."""
+
+    name: str
+    total: tuple[str, ...]  # counters summed into the figure's numerator
+    volume: str
+    direction: Direction
+    scale: float = 1.0  # numerator unit → the figure's (µs → seconds)
+
+
+US = 1e-6
+DEFAULT_RULE = Rule()  # its direction is each figure's
+# The agent figures the seeds' scorecards weigh, as the catalogue defines them
+# (docs/metrics.md, "Agent figures"): shorter talk is the rushed-call sign; more
+# hold, wrap-up or ring-no-answer is the other way round.
+FIGURES: tuple[Figure, ...] = (
+    Figure("avg_talk_seconds", ("talk_us",), "handled", Direction.DOWN, US),
+    Figure("aht_seconds", ("talk_us", "hold_us", "acw_us"), "handled", Direction.BOTH, US),
+    Figure("avg_hold_seconds", ("hold_us",), "handled", Direction.UP, US),
+    Figure("avg_acw_seconds", ("acw_us",), "handled", Direction.UP, US),
+    Figure("rona_rate", ("presented",), "presented", Direction.UP),
+)
+
+
+def sample(figure: Figure, counters: Mapping[str, int] | None, day: date) -> Sample:
+    c = counters or {}
+    if figure.name == "rona_rate":  # presented − answered over presented
+        return Sample(day, float(c.get("presented", 0) - c.get("answered", 0)),
+                      c.get("presented", 0))  # fmt: skip
+    total = sum(c.get(name, 0) for name in figure.total) * figure.scale
+    return Sample(day, total, c.get(figure.volume, 0))
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDeviation:
+    agent: str
+    figure: str
+    assessment: Assessment
+
+
+async def team_deviations(
+    conn: AsyncConnection,
+    settings: Settings,
+    agents: list[str],
+    start: datetime,
+    end: datetime,
+    *,
+    weeks: int = 4,
+    rule: Rule = DEFAULT_RULE,
+    holidays: frozenset[date] = frozenset(),
+) -> list[AgentDeviation]:
+    """Every agent of `agents` (a team) on every figure over [start, end): its own
+    baseline is the same weekday and hours of the `weeks` weeks before, the team
+    is `agents` over the same period."""
+    tz = settings.tz
+    now = await queries.window_counters_by_entity(conn, "agent", start, end)
+    past = [
+        (
+            (start - timedelta(weeks=w)).astimezone(tz).date(),
+            await queries.window_counters_by_entity(
+                conn, "agent", start - timedelta(weeks=w), end - timedelta(weeks=w)
+            ),
+        )
+        for w in range(1, weeks + 1)
+    ]
+    day = start.astimezone(tz).date()
+    out: list[AgentDeviation] = []
+    for figure in FIGURES:
+        figure_rule = Rule(figure.direction, rule.min_change, rule.min_score, rule.min_volume,
+                           rule.min_baseline_volume, rule.min_team)  # fmt: skip
+        team = [sample(figure, now.get(a), day) for a in agents]
+        for agent, current in zip(agents, team, strict=True):
+            history = [sample(figure, counters.get(agent), d) for d, counters in past]
+            found = assess(current, history, team, figure_rule, holidays)
+            out.append(AgentDeviation(agent, figure.name, found))
+    return out
