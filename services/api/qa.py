@@ -21,7 +21,9 @@ async def deviations(
     team: Annotated[str, Query(description="a team of the roster")],
     from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
     to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
-    weeks: Annotated[int, Query(ge=1, le=26, description="weeks of baseline")] = 4,
+    weeks: Annotated[
+        int | None, Query(ge=1, le=26, description="weeks of baseline (qa.baseline_weeks)")
+    ] = None,
 ) -> dict[str, Any]:
     """Each agent of `team` on each figure over [from, to): its baseline (the same
     weekday and hours of the `weeks` weeks before), the change, the team's
@@ -40,7 +42,7 @@ async def deviations(
         "team": team,
         "from": iso(start, settings.tz),
         "to": iso(end, settings.tz),
-        "baseline_weeks": weeks,
+        "baseline_weeks": weeks or settings.qa.baseline_weeks,
         "abnormal": sorted({d.agent for d in found if d.assessment.abnormal}),
         "agents": [
             {

@@ -39,6 +39,7 @@ from services.core.kpi import (
 )
 from services.core.payroll_rules import PeriodSettings, ScorecardError, Scorecards
 from services.core.payroll_rules import load as load_scorecards
+from services.core.qa_rules import QaSettings
 from services.core.staffing import SCHEDULE_FIELDS
 from services.core.staffing_rules import StaffingSettings
 from services.core.wallboard_rules import WallboardSettings
@@ -217,6 +218,8 @@ class Settings(BaseSettings):
     asterisk: AsteriskSettings = AsteriskSettings()
     # Required agents, schedules, adherence, attendance, forecast (docs/staffing.md)
     staffing: StaffingSettings = StaffingSettings()
+    # Abnormal figures for the listening sample (docs/qa.md)
+    qa: QaSettings = QaSettings()
 
     # --- Kafka ---------------------------------------------------------------
     topic_prefix: str = "callkpi"

@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.deviation import Assessment, Direction, Rule, Sample, assess
+from services.core.deviation import Assessment, Direction, Sample, assess
 from services.core.settings import Settings
 from services.readmodel import queries
 
@@ -27,7 +27,6 @@ class Figure:
 
 
 US = 1e-6
-DEFAULT_RULE = Rule()  # its direction is each figure's
 # The agent figures the seeds' scorecards weigh, as the catalogue defines them
 # (docs/metrics.md, "Agent figures"): shorter talk is the rushed-call sign; more
 # hold, wrap-up or ring-no-answer is the other way round.
@@ -63,14 +62,16 @@ async def team_deviations(
     start: datetime,
     end: datetime,
     *,
-    weeks: int = 4,
-    rule: Rule = DEFAULT_RULE,
-    holidays: frozenset[date] = frozenset(),
+    weeks: int | None = None,
 ) -> list[AgentDeviation]:
     """Every agent of `agents` (a team) on every figure over [start, end): its own
-    baseline is the same weekday and hours of the `weeks` weeks before, the team
-    is `agents` over the same period."""
+    baseline is the same weekday and hours of the `weeks` (default
+    `qa.baseline_weeks`) weeks before, the center's holidays (the alert
+    schedule's) left out; the team is `agents` over the same period. Thresholds:
+    the `qa` settings."""
     tz = settings.tz
+    weeks = weeks or settings.qa.baseline_weeks
+    holidays = frozenset(h.day for h in settings.alerts.schedule.holidays)
     now = await queries.window_counters_by_entity(conn, "agent", start, end)
     past = [
         (
@@ -84,8 +85,7 @@ async def team_deviations(
     day = start.astimezone(tz).date()
     out: list[AgentDeviation] = []
     for figure in FIGURES:
-        figure_rule = Rule(figure.direction, rule.min_change, rule.min_score, rule.min_volume,
-                           rule.min_baseline_volume, rule.min_team)  # fmt: skip
+        figure_rule = settings.qa.rule(figure.direction)
         team = [sample(figure, now.get(a), day) for a in agents]
         for agent, current in zip(agents, team, strict=True):
             history = [sample(figure, counters.get(agent), d) for d, counters in past]

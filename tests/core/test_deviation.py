@@ -4,31 +4,16 @@ in its team, with enough calls on both sides."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from services.core.deviation import Direction, Rule, Sample, assess, baseline, robust_score
+from tests.support.samples import MONDAY, period, team_with, weeks_of
 
-MONDAY = date(2026, 11, 30)
 TALK_DOWN = Rule(direction=Direction.DOWN)
-
-
-def weeks_of(talk_s: float, calls: int, weeks: int = 4) -> list[Sample]:
-    """The same weekday's hours in each of the trailing weeks."""
-    return [Sample(MONDAY - timedelta(weeks=w), talk_s * calls, calls) for w in range(1, weeks + 1)]
-
-
-def period(talk_s: float, calls: int = 25) -> Sample:
-    return Sample(MONDAY, talk_s * calls, calls)
-
-
-def team_with(
-    agent_talk_s: float, others: tuple[float, ...] = (195, 200, 205, 210)
-) -> list[Sample]:
-    return [period(agent_talk_s), *(period(t) for t in others)]
 
 
 def test_robust_score_is_the_modified_z_score_over_the_team_median_and_mad() -> None:
