@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.deviation import Assessment, Direction, Sample, assess
 from services.core.settings import Settings
+from services.core.timewin import local_shift
 from services.readmodel import queries
 
 
@@ -24,6 +26,7 @@ class Figure:
     volume: str
     direction: Direction
     scale: float = 1.0  # numerator unit → the figure's (µs → seconds)
+    less: tuple[str, ...] = ()  # counters taken off the numerator
 
 
 US = 1e-6
@@ -35,17 +38,14 @@ FIGURES: tuple[Figure, ...] = (
     Figure("aht_seconds", ("talk_us", "hold_us", "acw_us"), "handled", Direction.BOTH, US),
     Figure("avg_hold_seconds", ("hold_us",), "handled", Direction.UP, US),
     Figure("avg_acw_seconds", ("acw_us",), "handled", Direction.UP, US),
-    Figure("rona_rate", ("presented",), "presented", Direction.UP),
+    Figure("rona_rate", ("presented",), "presented", Direction.UP, less=("answered",)),
 )
 
 
 def sample(figure: Figure, counters: Mapping[str, int] | None, day: date) -> Sample:
     c = counters or {}
-    if figure.name == "rona_rate":  # presented − answered over presented
-        return Sample(day, float(c.get("presented", 0) - c.get("answered", 0)),
-                      c.get("presented", 0))  # fmt: skip
-    total = sum(c.get(name, 0) for name in figure.total) * figure.scale
-    return Sample(day, total, c.get(figure.volume, 0))
+    total = sum(c.get(n, 0) for n in figure.total) - sum(c.get(n, 0) for n in figure.less)
+    return Sample(day, total * figure.scale, c.get(figure.volume, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +53,16 @@ class AgentDeviation:
     agent: str
     figure: str
     assessment: Assessment
+
+
+def baseline_spans(
+    start: datetime, end: datetime, weeks: int, tz: ZoneInfo
+) -> list[tuple[datetime, datetime]]:
+    """[start, end) on the same weekday and wall-clock hours of each of the
+    `weeks` weeks before, newest first (10:00-11:00 stays 10:00-11:00 across a
+    daylight-saving change)."""
+    return [(local_shift(start, -7 * w, tz), local_shift(end, -7 * w, tz))
+            for w in range(1, weeks + 1)]  # fmt: skip
 
 
 async def team_deviations(
@@ -70,17 +80,11 @@ async def team_deviations(
     schedule's) left out; the team is `agents` over the same period. Thresholds:
     the `qa` settings."""
     tz = settings.tz
-    weeks = weeks or settings.qa.baseline_weeks
     holidays = frozenset(h.day for h in settings.alerts.schedule.holidays)
     now = await queries.window_counters_by_entity(conn, "agent", start, end)
     past = [
-        (
-            (start - timedelta(weeks=w)).astimezone(tz).date(),
-            await queries.window_counters_by_entity(
-                conn, "agent", start - timedelta(weeks=w), end - timedelta(weeks=w)
-            ),
-        )
-        for w in range(1, weeks + 1)
+        (b.astimezone(tz).date(), await queries.window_counters_by_entity(conn, "agent", b, e))
+        for b, e in baseline_spans(start, end, weeks or settings.qa.baseline_weeks, tz)
     ]
     day = start.astimezone(tz).date()
     out: list[AgentDeviation] = []

@@ -1,0 +1,36 @@
+"""Reading deviations (services/readmodel/deviations.py): the baseline's spans
+and the figures' sums."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.readmodel.deviations import FIGURES, baseline_spans, sample
+
+BERLIN = ZoneInfo("Europe/Berlin")  # summer time from 2026-03-29
+
+
+def test_the_baseline_keeps_the_wall_clock_hours_across_a_daylight_saving_change() -> None:
+    start = datetime(2026, 4, 6, 10, tzinfo=BERLIN)  # a Monday, summer time
+    end = datetime(2026, 4, 6, 11, tzinfo=BERLIN)
+    spans = baseline_spans(start.astimezone(UTC), end.astimezone(UTC), 2, BERLIN)
+    local = [(b.astimezone(BERLIN), e.astimezone(BERLIN)) for b, e in spans]
+    assert [(b.date(), b.hour, e.hour) for b, e in local] == [
+        (date(2026, 3, 30), 10, 11),  # after the change
+        (date(2026, 3, 23), 10, 11),  # before it: one hour later in UTC than a plain 14 days
+    ]
+    assert spans[1][0] == datetime(2026, 3, 23, 9, tzinfo=UTC)
+
+
+def test_rona_rate_is_presented_less_answered_over_presented() -> None:
+    rona = next(f for f in FIGURES if f.name == "rona_rate")
+    s = sample(rona, {"presented": 40, "answered": 37}, date(2026, 4, 6))
+    assert (s.total, s.volume) == (3, 40)
+    talk = next(f for f in FIGURES if f.name == "avg_talk_seconds")
+    assert sample(talk, {"talk_us": 90_000_000, "handled": 3}, date(2026, 4, 6)).total == (
+        pytest.approx(90.0)
+    )
+    assert sample(talk, None, date(2026, 4, 6)).volume == 0  # an agent with no calls
