@@ -3,6 +3,7 @@ team (`GET /v1/qa/deviations`). docs/qa.md."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -12,6 +13,10 @@ from services.core.timewin import WindowError, explicit_bounds, iso
 from services.readmodel.deviations import team_deviations
 
 router = APIRouter(tags=["qa"])
+# A period and its baseline are read whole (the period and `weeks` shifted
+# copies of it): a pay month is the longest anyone assesses; a request for years
+# would read every bucket of them `weeks` + 1 times.
+MAX_QA_SPAN = timedelta(days=62)
 
 
 @router.get("/v1/qa/deviations", responses={404: {"description": "no such team in the roster"}})
@@ -36,6 +41,9 @@ async def deviations(
         start, end = explicit_bounds(from_, to)
     except WindowError as exc:
         raise HTTPException(422, str(exc)) from None
+    if end - start > MAX_QA_SPAN:
+        raise HTTPException(422, f"from/to: at most {MAX_QA_SPAN.days} days per request "
+                            "(a pay month at most); ask for the periods one by one")  # fmt: skip
     found = await team_deviations(conn, settings, list(roster[team].agents), start, end,
                                   weeks=weeks)  # fmt: skip
     return {

@@ -101,9 +101,16 @@ def test_agents_without_calls_and_figures_without_a_baseline_are_not_flagged(
     assert (hold["baseline"], hold["change"], hold["abnormal"]) == (0, None, False)
 
 
-def test_an_unknown_team_is_404_and_a_bad_range_422(stack: Stack) -> None:
+def test_an_unknown_team_is_404_and_a_bad_range_months_or_a_control_character_422(
+    stack: Stack,
+) -> None:
     span = {"from": PERIOD.isoformat(), "to": (PERIOD + timedelta(hours=1)).isoformat()}
     r = stack.get("/v1/qa/deviations", team="nobody", **span)
     assert r.status_code == 404 and "'nobody' is not in the roster" in r.json()["detail"]
     r = stack.get("/v1/qa/deviations", team="billing", **{**span, "to": span["from"]})
     assert r.status_code == 422
+    months = {"from": "2025-01-01T00:00:00+08:00", "to": "2025-06-01T00:00:00+08:00"}
+    r = stack.get("/v1/qa/deviations", team="billing", **months)
+    assert r.status_code == 422 and "at most 62 days" in r.json()["detail"]
+    r = stack.get("/v1/qa/deviations", team="bill\x00ing", **span)
+    assert r.status_code == 422 and "control character" in r.json()["detail"]
