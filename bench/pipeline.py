@@ -299,7 +299,7 @@ async def create_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-def worker_port(stack: Stack, n: int) -> int:
+def worker_port(n: int) -> int:
     """A port with the n - 1 after it free too (worker --processes N serves health
     on --port … --port + N − 1)."""
     port = free_port()
@@ -360,7 +360,7 @@ def main(args: argparse.Namespace) -> None:
                 log(f"posting the same events again under topic prefix {prefix!r} …")
                 asyncio.run(post_all(f"http://127.0.0.1:{iport}", lines, 5000))
                 ingest.stop()
-            worker = stack.spawn(f"worker-{n}", "worker", "--port", str(worker_port(stack, n)),
+            worker = stack.spawn(f"worker-{n}", "worker", "--port", str(worker_port(n)),
                                  "--processes", str(n), env=env)  # fmt: skip
             log(f"starting {'one worker' if n == 1 else f'{n} worker processes'} on the backlog …")
             wdb, wprefix = env.get("CALLKPI_DATABASE_URL", db), env.get("CALLKPI_TOPIC_PREFIX")

@@ -24,12 +24,12 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api.deps import authorize
+from services.api.kpis import DEFAULT_WINDOW
 from services.api.read_cache import ReadCache, window_key
 from services.core.settings import Settings
 from services.core.timewin import WindowError, window_bounds
 
 PREFIX = "/v1/kpis/"
-DEFAULT_WINDOW = "15m"  # services/api/kpis.py's default when no window is asked
 
 
 class CacheHits:

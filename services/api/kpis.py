@@ -27,6 +27,8 @@ from services.readmodel import staffing
 from services.readmodel.figures import Figures, entity_extra
 
 router = APIRouter(prefix="/v1/kpis", tags=["kpis"])
+# the live window of a request that names none (and of services/api/cache_hits.py)
+DEFAULT_WINDOW = "15m"
 
 
 class Kind(StrEnum):
@@ -75,7 +77,7 @@ def _bounds(
                 raise WindowError("from/to: both are required for an explicit range")
             start, end = explicit_bounds(from_, to)
             return start, end, None
-        w = window or "15m"
+        w = window or DEFAULT_WINDOW
         start, end = window_bounds(w, datetime.now(UTC), settings.tz)
         return start, end, w
     except WindowError as exc:
