@@ -19,8 +19,8 @@ venv: $(STAMP)
 # began, so that period can be closed (docs/payroll.md).
 # `make run UNDERSTAFF=5m+30m`: the simulated center is short-staffed for 30
 # minutes from 5 minutes in, and the answer-rate alerts fire (docs/alerting.md).
-# `make run RUSH=b00`: agent b00 rushes its live calls (talk at 60% of its usual),
-# against the history's baseline (docs/qa.md).
+# `make run RUSH=b00`: agent b00 rushes its calls (talk at 60% of its usual) in the
+# history's last 3 days and live, against the weeks before (docs/qa.md).
 run: $(STAMP)
 	$(BIN)/callkpi dev --config deploy/config/callkpi.example.yaml --simulate \
 		$(if $(UNDERSTAFF),--understaff $(UNDERSTAFF)) \

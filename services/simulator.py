@@ -72,6 +72,9 @@ class SimConfig:
     # the random stream is the same with and without.
     rush: frozenset[str] = frozenset()
     rush_talk_share: float = 0.6
+    # the calls answered from this instant on are rushed (None: all of them); a
+    # history rushes only its last days, so the weeks before stay the baseline
+    rush_from: datetime | None = None
     # Agents work the shifts of a schedule (plan_schedule) instead of being on the
     # phones around the clock: they log in at the shift's start (some late, a few
     # not at all), take its breaks when their call allows, and log out at its end.
@@ -200,6 +203,7 @@ class Simulation:
         self.team_agents = {t.id: [self.agents[a] for a in t.agents] for t in teams}
         self.waiting: dict[str, deque[_Call]] = {t.id: deque() for t in teams}
         self.t0 = cfg.start.timestamp()
+        self._rush_s = cfg.rush_from.timestamp() if cfg.rush_from is not None else -math.inf
         self.prefix = f"s{cfg.seed}-{int(self.t0)}"
         self._heap: list[tuple[float, int, str, Any]] = []
         self._seq = itertools.count()
@@ -335,7 +339,7 @@ class Simulation:
         self._emit(t, "call.answered", call_id=call.id, agent_id=agent.id)
         self._emit(t, "agent.state", agent_id=agent.id, state="on_call")
         talk = rng.lognormvariate(math.log(cfg.mean_talk_s) - 0.18, 0.6)
-        if agent.id in cfg.rush:
+        if agent.id in cfg.rush and t >= self._rush_s:
             talk *= cfg.rush_talk_share
         end = t + talk
         if rng.random() < cfg.hold_prob:

@@ -152,3 +152,16 @@ def test_a_rushing_agent_talks_far_shorter_than_the_others_and_only_when_asked()
     assert rushed["b00"] < 0.75 * (sum(others) / len(others))
     steady_others = [v for a, v in steady.items() if a != "b00"]
     assert steady["b00"] > 0.75 * (sum(steady_others) / len(steady_others))
+
+
+def test_a_rush_from_an_instant_leaves_the_calls_before_it_at_their_usual_length() -> None:
+    halfway = START + timedelta(hours=2)
+    rushed = run(8, duration=timedelta(hours=4), rush=frozenset({"b00"}), rush_from=halfway)
+    steady = run(8, duration=timedelta(hours=4))
+    before = [e for e in rushed if datetime.fromisoformat(e["occurred_at"]) < halfway]
+    assert before == [e for e in steady if datetime.fromisoformat(e["occurred_at"]) < halfway]
+    after = mean_talk_by_agent(
+        [e for e in rushed if datetime.fromisoformat(e["occurred_at"]) >= halfway]
+    )
+    others = [v for a, v in after.items() if a != "b00"]
+    assert after["b00"] < 0.75 * (sum(others) / len(others))

@@ -119,7 +119,7 @@ async def list_calls(
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, str) and value.startswith(FORMULA_START):
@@ -141,7 +141,7 @@ async def _csv(
         async for _pos, rec in scan(conn, settings, s_us, e_us, filters):
             row = _shown(rec, settings)
             row["agents"] = ";".join(a["agent_id"] for a in row["agents"])
-            writer.writerow({k: _cell(row.get(k)) for k in CSV_COLUMNS})
+            writer.writerow({k: cell(row.get(k)) for k in CSV_COLUMNS})
             n += 1
             if n % 500 == 0:
                 yield buf.getvalue().encode()

@@ -1,16 +1,27 @@
 """Quality assurance: each agent of a team against its own baseline and the
-team (`GET /v1/qa/deviations`). docs/qa.md."""
+team (`GET /v1/qa/deviations`), and the listening sample of a period
+(`GET /v1/qa/sample`). docs/qa.md."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-from typing import Annotated, Any
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
 
-from services.api.deps import ConnDep, SettingsDep
+from services.api.calls import CSV_COLUMNS as CALL_COLUMNS
+from services.api.calls import cell
+from services.api.deps import ConnDep, SettingsDep, require
+from services.core.auth import Principal
+from services.core.settings import Settings
 from services.core.timewin import WindowError, explicit_bounds, iso
+from services.payroll import audit
+from services.payroll.periods import PeriodError, parse
 from services.readmodel.deviations import team_deviations
+from services.readmodel.listening import listening_sample
 
 router = APIRouter(tags=["qa"])
 # A period and its baseline are read whole (the period and `weeks` shifted
@@ -34,18 +45,9 @@ async def deviations(
     weekday and hours of the `weeks` weeks before), the change, the team's
     median, the robust score, and whether it is abnormal (both beyond their
     thresholds) or why it was not assessed (docs/metrics.md, "Abnormal figures")."""
-    roster = {t.id: t for t in settings.teams}
-    if team not in roster:
-        raise HTTPException(404, f"team {team!r} is not in the roster")
-    try:
-        start, end = explicit_bounds(from_, to)
-    except WindowError as exc:
-        raise HTTPException(422, str(exc)) from None
-    if end - start > MAX_QA_SPAN:
-        raise HTTPException(422, f"from/to: at most {MAX_QA_SPAN.days} days per request "
-                            "(a pay month at most); ask for the periods one by one")  # fmt: skip
-    found = await team_deviations(conn, settings, list(roster[team].agents), start, end,
-                                  weeks=weeks)  # fmt: skip
+    agents = _roster(settings, team)
+    start, end = _range(from_, to)
+    found = await team_deviations(conn, settings, agents, start, end, weeks=weeks)
     return {
         "team": team,
         "from": iso(start, settings.tz),
@@ -67,3 +69,111 @@ async def deviations(
             for d in found
         ],
     }
+
+
+def _roster(settings: Settings, team: str) -> list[str]:
+    roster = {t.id: t for t in settings.teams}
+    if team not in roster:
+        raise HTTPException(404, f"team {team!r} is not in the roster")
+    return list(roster[team].agents)
+
+
+def _range(from_: str, to: str) -> tuple[datetime, datetime]:
+    try:
+        start, end = explicit_bounds(from_, to)
+    except WindowError as exc:
+        raise HTTPException(422, str(exc)) from None
+    if end - start > MAX_QA_SPAN:
+        raise HTTPException(422, f"from/to: at most {MAX_QA_SPAN.days} days per request "
+                            "(a pay month at most); ask for the periods one by one")  # fmt: skip
+    return start, end
+
+
+def _period_or_range(
+    settings: Settings, period: str | None, from_: str | None, to: str | None
+) -> tuple[datetime, datetime, str]:
+    """The span and the label that seeds the draw: a pay period's id, or
+    `<from>/<to>` as given."""
+    if period is not None:
+        if from_ is not None or to is not None:
+            raise HTTPException(422, "period: give a pay period or from/to, not both")
+        try:
+            p = parse(period, settings.periods, settings.tz)
+        except PeriodError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return p.start, p.end, p.id
+    if from_ is None or to is None:
+        raise HTTPException(422, "period: give a pay period (e.g. 2026-11) or both from and to")
+    start, end = _range(from_, to)
+    return start, end, f"{from_}/{to}"
+
+
+SAMPLE_CSV_COLUMNS = ("period", "team", "agent", "abnormal", "reasons", "why", *CALL_COLUMNS)
+
+
+@router.get(
+    "/v1/qa/sample",
+    responses={
+        404: {"description": "no such team, or no such pay period"},
+        422: {"description": "neither a period nor a range, or a bad one"},
+    },
+)
+async def sample(
+    conn: ConnDep,
+    settings: SettingsDep,
+    who: Annotated[Principal, require("read")],
+    team: Annotated[str, Query(description="a team of the roster")],
+    period: Annotated[str | None, Query(description="a pay period id, e.g. 2026-11")] = None,
+    from_: Annotated[str | None, Query(alias="from", description="or a range: RFC 3339")] = None,
+    to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
+    format: Literal["json", "csv"] = "json",
+) -> Any:
+    """Whom to listen to in `team` over a pay period (or a range): every agent
+    abnormal on a figure or on short calls, with the reasons, then agents drawn
+    by SHA-256 of the period, team and agent until `qa.coverage` of the team;
+    each with its suspicious calls' counts and the calls to hear (those that
+    show the reasons first). The same request gives the same sample. Each read
+    is recorded in the audit log."""
+    agents = _roster(settings, team)
+    start, end, label = _period_or_range(settings, period, from_, to)
+    doc = await listening_sample(conn, settings, team, agents, start, end, label)
+    await audit.record(
+        conn, at=datetime.now(UTC), actor=who.name, action="read_qa_sample", period=label,
+        detail={"team": team, "format": format, "agents": [s["agent"] for s in doc["sample"]]},
+    )  # fmt: skip
+    await conn.commit()
+    for s in doc["sample"]:
+        s["calls"] = [_shown(c, settings) for c in s["calls"]]
+    doc.update({"from": iso(start, settings.tz), "to": iso(end, settings.tz),
+                "calls_kept_from": iso(doc["calls_kept_from"], settings.tz)})  # fmt: skip
+    if format == "csv":
+        name = f"callkpi-qa-sample-{team}-{label.replace('/', '_').replace(':', '')}.csv"
+        disposition = f'attachment; filename="{name}"'
+        return Response(_csv(doc), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": disposition})  # fmt: skip
+    return doc
+
+
+def _shown(call: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    at = datetime.fromtimestamp(call.pop("offered_us") / 1_000_000, UTC)
+    return {"why": call.pop("why"), "call_id": call.pop("call_id"),
+            "offered_at": iso(at, settings.tz), **call}  # fmt: skip
+
+
+def _csv(doc: dict[str, Any]) -> bytes:
+    """One row per call to hear; an agent without calls in the call detail has
+    one row with the call's columns empty."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SAMPLE_CSV_COLUMNS, extrasaction="ignore",
+                       lineterminator="\n")  # fmt: skip
+    w.writeheader()
+    for s in doc["sample"]:
+        reasons = ";".join(r["figure"] for r in s["reasons"])
+        head = {"period": doc["period"], "team": doc["team"], "agent": s["agent"],
+                "abnormal": s["abnormal"], "reasons": reasons}  # fmt: skip
+        for c in s["calls"] or [{}]:
+            row = {**head, **c}
+            if "agents" in row:
+                row["agents"] = ";".join(a["agent_id"] for a in row["agents"])
+            w.writerow({k: cell(row.get(k)) for k in SAMPLE_CSV_COLUMNS})
+    return buf.getvalue().encode()

@@ -79,9 +79,9 @@ def understaff_text(text: str) -> str:
 
 
 RUSH_HELP = (
-    "AGENT (repeatable): the agent rushes its live calls, talking 60%% of its usual "
-    "time; the history before them is its usual work, the baseline a rush is measured "
-    "against (docs/qa.md)"
+    "AGENT (repeatable): the agent rushes its calls, talking 60%% of its usual time: "
+    "the live calls and, with --backfill-days, the history's last 3 days; the history "
+    "before is its usual work, the baseline a rush is measured against (docs/qa.md)"
 )
 
 UNDERSTAFF_HELP = (

@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 # The history stops this long before the live simulation starts: its last calls
 # finish and its agents log out before the live agents log in.
 BACKFILL_GAP = timedelta(minutes=30)
+# With --rush, the history's last days are rushed too, so the agent has a rushed
+# record to find at once (a sample over the last days, a day's window for the
+# deviation alert) while the four weeks before them stay its usual baseline.
+RUSH_DAYS = 3
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -58,9 +62,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         rush=rushing(settings, args.rush),
     )
     if cfg.rush:
-        # the live calls only: the history (--backfill-days) is the agents' usual
-        # work, the baseline a rush is measured against (docs/qa.md)
-        log.info("rushing from the start of the live calls: %s (talk at %d%% of usual)",
+        # the live calls and the history's last RUSH_DAYS days; the history before
+        # is the agents' usual work, the baseline a rush is measured against
+        log.info("rushing its calls from %s on: %s (talk at %d%% of usual)",
+                 rush_start(start, bool(args.backfill_days)).isoformat(timespec="seconds"),
                  ", ".join(sorted(cfg.rush)), round(cfg.rush_talk_share * 100))  # fmt: skip
     if args.understaff:
         off, length = args.understaff
@@ -115,6 +120,12 @@ def rushing(settings: Settings, agents: list[str] | None) -> frozenset[str]:
     return frozenset(agents or [])
 
 
+def rush_start(live: datetime, history: bool) -> datetime:
+    """Where a rush starts: RUSH_DAYS before the live calls when a history is
+    posted first, else with the live calls."""
+    return live - timedelta(days=RUSH_DAYS) if history else live
+
+
 def roster(settings: Settings, cfg: SimConfig, history: Simulation | None) -> str:
     """The schedule the simulated agents work (services/simulator.py's
     plan_schedule, at the live rate), from the day before the first simulated day
@@ -150,6 +161,8 @@ def backfill_sim(settings: Settings, args: argparse.Namespace, live: datetime) -
         duration=live - BACKFILL_GAP - begin,
         timezone=settings.timezone,
         calls_per_hour=args.backfill_calls_per_hour or args.calls_per_hour,
+        rush=rushing(settings, args.rush),
+        rush_from=rush_start(live, True),
     )
     return Simulation(cfg, list(settings.teams))
 

@@ -28,6 +28,16 @@ class QaSettings(BaseModel):
     # the listening sample covers at least this share of a team's agents in a
     # period (one of the seeds' centers listens to 30% of its staff a month)
     coverage: float = Field(0.3, ge=0, le=1)
+    # calls listed per sampled agent: the ones that show its reasons, then drawn
+    calls_per_agent: int = Field(10, ge=1, le=1000)
+    # a call answered and over in less than this is `short` (a known way to game
+    # the answered count: pick up, hang up) ...
+    short_call_seconds: float = Field(10.0, gt=0, le=600)
+    # ... and an agent is abnormal on short calls with at least this many in the
+    # period and this share of its answered calls (a fixed line, not a
+    # deviation: a few short calls happen to anyone, a tenth does not)
+    short_calls_min: int = Field(5, ge=1)
+    short_call_share: float = Field(0.1, gt=0, le=1)
 
     def rule(self, direction: Direction) -> Rule:
         return Rule(direction, self.min_change, self.min_score, self.min_volume,

@@ -4,9 +4,10 @@ minute buckets. The math is services/core/deviation.py."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -55,14 +56,29 @@ class AgentDeviation:
     assessment: Assessment
 
 
+WEEK = timedelta(days=7)
+
+
 def baseline_spans(
     start: datetime, end: datetime, weeks: int, tz: ZoneInfo
 ) -> list[tuple[datetime, datetime]]:
-    """[start, end) on the same weekday and wall-clock hours of each of the
-    `weeks` weeks before, newest first (10:00-11:00 stays 10:00-11:00 across a
-    daylight-saving change)."""
-    return [(local_shift(start, -7 * w, tz), local_shift(end, -7 * w, tz))
-            for w in range(1, weeks + 1)]  # fmt: skip
+    """The baseline of [start, end): up to a week long, the same weekday and
+    wall-clock hours of each of the `weeks` weeks before, newest first
+    (10:00-11:00 stays 10:00-11:00 across a daylight-saving change). Longer (a
+    pay month), such copies would overlap the period itself: then the `weeks`
+    whole weeks before `start`, day by day (each weekday and hour weighed alike,
+    and a holiday left out as a day)."""
+    if end - start <= WEEK:
+        return [(local_shift(start, -7 * w, tz), local_shift(end, -7 * w, tz))
+                for w in range(1, weeks + 1)]  # fmt: skip
+    first = local_shift(start, -7 * weeks, tz)
+    edges = [first]
+    day = first.astimezone(tz).date() + timedelta(days=1)
+    while (midnight := datetime.combine(day, time(0), tz).astimezone(UTC)) < start:
+        edges.append(midnight)
+        day += timedelta(days=1)
+    edges.append(start)
+    return list(reversed(list(itertools.pairwise(edges))))
 
 
 async def team_deviations(

@@ -1,0 +1,138 @@
+"""Which of an agent's calls to listen to, and which look suspicious: pure
+functions over call-detail records (services/core/call_detail.py), so the calls
+a sample lists are the ones GET /v1/calls shows (docs/qa.md, "The calls").
+
+Suspicious calls are the known ways to game the answered count or to get rid of
+a caller: a call answered and over within a few seconds (`short`), the same
+ended by the agent (`released`: the agent hung up on the caller), and a call
+passed on twice or more (`transfers`: answered on three legs or more).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SUSPICIOUS = ("short", "released", "transfers")
+# A call answered on this many legs was passed on at least twice
+REPEATED_TRANSFER_LEGS = 3
+
+
+def leg(record: Mapping[str, Any], agent: str) -> Mapping[str, Any] | None:
+    """The agent's answered leg of the call, None when it did not answer it."""
+    for a in record["agents"]:
+        if a["agent_id"] == agent and a["answered"]:
+            return a  # type: ignore[no-any-return]
+    return None
+
+
+def suspicious(record: Mapping[str, Any], agent: str, short_seconds: float) -> tuple[str, ...]:
+    """What is suspicious about the agent's part in this call (in SUSPICIOUS's
+    order); empty when nothing is or the agent did not answer it."""
+    mine = leg(record, agent)
+    if mine is None or mine["talk_seconds"] is None:
+        return ()
+    out: list[str] = []
+    if mine["talk_seconds"] < short_seconds:
+        out.append("short")
+        if record["ended_by"] == "agent" and record["last_agent"] == agent:
+            out.append("released")
+    if record["answered_legs"] >= REPEATED_TRANSFER_LEGS:
+        out.append("transfers")
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class Suspicious:
+    """An agent's suspicious calls in a period, by kind, beside its answered ones."""
+
+    answered: int
+    counts: Mapping[str, int]
+
+    def share(self, kind: str) -> float | None:
+        return self.counts.get(kind, 0) / self.answered if self.answered else None
+
+
+def count_suspicious(
+    records: Iterable[Mapping[str, Any]], agent: str, short_seconds: float
+) -> Suspicious:
+    answered = 0
+    counts = dict.fromkeys(SUSPICIOUS, 0)
+    for r in records:
+        if leg(r, agent) is None:
+            continue
+        answered += 1
+        for kind in suspicious(r, agent, short_seconds):
+            counts[kind] += 1
+    return Suspicious(answered, counts)
+
+
+def _talk(record: Mapping[str, Any], agent: str) -> float:
+    mine = leg(record, agent)
+    return float(mine["talk_seconds"] or 0) if mine is not None else 0.0
+
+
+def _of_leg(name: str) -> Any:
+    def key(record: Mapping[str, Any], agent: str) -> float:
+        mine = leg(record, agent)
+        return -float(mine[name] or 0) if mine is not None else 0.0
+
+    return key
+
+
+# The calls that show a reason, first: the shortest talk for a fall of talk time
+# (or of AHT, the usual way it falls), the longest hold or wrap-up for a rise.
+_SHOWN_BY: dict[str, Any] = {
+    "avg_talk_seconds": _talk,
+    "aht_seconds": _talk,
+    "avg_hold_seconds": _of_leg("hold_seconds"),
+    "avg_acw_seconds": _of_leg("acw_seconds"),
+}
+
+
+def call_rank(period: str, team: str, agent: str, call_id: str) -> str:
+    """A drawn call's place: SHA-256 of callkpi-qa:<period>:<team>:<agent>:<call>."""
+    text = f"callkpi-qa:{period}:{team}:{agent}:{call_id}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def calls_to_hear(
+    records: Iterable[Mapping[str, Any]],
+    agent: str,
+    reasons: Iterable[str],
+    n: int,
+    period: str,
+    team: str,
+    short_seconds: float,
+) -> list[tuple[Mapping[str, Any], str]]:
+    """Up to `n` of the agent's calls, each with why it is listed. For each
+    reason in turn (a figure, `short_calls`, `rona_rate`), an equal share of `n`
+    of the calls that show it most; then, to fill up to `n`, the agent's other answered calls by
+    `call_rank` (re-derivable, as the agents' draw). Calls it was presented and
+    did not answer count only for `rona_rate`."""
+    mine = [r for r in records if any(a["agent_id"] == agent for a in r["agents"])]
+    answered = [r for r in mine if leg(r, agent) is not None]
+    taken: dict[str, tuple[Mapping[str, Any], str]] = {}
+    reasons = list(reasons)
+    quota = max(1, n // len(reasons)) if reasons else n
+
+    def take(rows: Iterable[Mapping[str, Any]], why: str, most: int = n) -> None:
+        before = len(taken)
+        for r in rows:
+            if len(taken) >= n or len(taken) - before >= most:
+                return
+            if r["call_id"] not in taken:
+                taken[r["call_id"]] = (r, why)
+
+    for reason in reasons:
+        if reason == "rona_rate":
+            take([r for r in mine if leg(r, agent) is None], reason, quota)
+        elif reason == "short_calls":
+            take([r for r in answered if suspicious(r, agent, short_seconds)], reason, quota)
+        elif reason in _SHOWN_BY:
+            key = _SHOWN_BY[reason]
+            take(sorted(answered, key=lambda r: (key(r, agent), r["call_id"])), reason, quota)
+    take(sorted(answered, key=lambda r: call_rank(period, team, agent, r["call_id"])), "drawn")
+    return list(taken.values())
