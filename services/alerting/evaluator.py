@@ -26,12 +26,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.alerting.machine import Observation, Open, Step, steps
-from services.core.alert_rules import STAFFING_FIELDS, AlertRule, ScheduleClass
+from services.core.alert_rules import (
+    DEVIATION_FIELDS,
+    STAFFING_FIELDS,
+    AlertRule,
+    ScheduleClass,
+)
 from services.core.db import LOCK_ALERTS, alert_transitions, alerts, webhook_deliveries
 from services.core.kpi import agent_time, zero_counters
+from services.core.qa_figures import CHANGE_FIELDS
 from services.core.settings import Settings
 from services.core.timewin import iso, trailing
 from services.readmodel import staffing
+from services.readmodel.deviations import change_readings
 from services.readmodel.figures import Figures, Span
 
 log = logging.getLogger("callkpi.alerts")
@@ -110,6 +117,10 @@ class Evaluator:
     def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
         self.settings = settings
         self.engine = engine
+        # A deviation rule reads its window and `qa.baseline_weeks` copies of it,
+        # days of every agent's buckets: once per window end (a minute), not at
+        # every evaluation (10 s). A minute's lag is nothing to a figure over days.
+        self._deviations: dict[str, tuple[datetime, dict[str, tuple[float | None, int]]]] = {}
 
     async def evaluate(self, now: datetime | None = None) -> Evaluation | None:
         """Evaluate every rule at `now` (default: the clock). None when another
@@ -134,10 +145,17 @@ class Evaluator:
         figures = Figures(conn, self.settings, now, reasons=False)
         for rule in cfg.rules:
             threshold = rule.thresholds.in_force(cls)
-            with_data = await figures.with_data(rule.kind, rule_span(rule, now))
+            if rule.field in DEVIATION_FIELDS:
+                readings = await self._deviation(conn, rule, now)
+                with_data: Iterable[str] = readings
+            else:
+                with_data = await figures.with_data(rule.kind, rule_span(rule, now))
             still_open = [e for (r, k, e) in open_alerts if r == rule.id and k == rule.kind]
             for entity in watched_entities(self.settings, rule, with_data, still_open):
-                value, calls = await rule_value(figures, rule, entity)
+                if rule.field in DEVIATION_FIELDS:
+                    value, calls = readings.get(entity, (None, 0))
+                else:
+                    value, calls = await rule_value(figures, rule, entity)
                 obs = Observation(now, cls, threshold, value, calls)
                 row = open_alerts.pop((rule.id, rule.kind, entity), None)
                 await self._apply(conn, rule, entity, row, obs, result)
@@ -151,6 +169,16 @@ class Evaluator:
             )
             await self._write(conn, None, row, gone, None, result)
         return result
+
+    async def _deviation(
+        self, conn: AsyncConnection, rule: AlertRule, now: datetime
+    ) -> dict[str, tuple[float | None, int]]:
+        end = rule_span(rule, now)[1]
+        cached = self._deviations.get(rule.id)
+        if cached is None or cached[0] != end:
+            cached = (end, await deviation_readings(conn, self.settings, rule, now))
+            self._deviations[rule.id] = cached
+        return cached[1]
 
     async def _apply(
         self,
@@ -291,3 +319,15 @@ async def rule_value(figures: Figures, rule: AlertRule, entity: str) -> tuple[fl
         return value, reading.calls
     value = reading.metrics()[rule.field]
     return (None if value is None else float(value)), reading.calls
+
+
+async def deviation_readings(
+    conn: AsyncConnection, settings: Settings, rule: AlertRule, now: datetime
+) -> dict[str, tuple[float | None, int]]:
+    """A deviation rule's observation of every agent it watches over its window:
+    the change from the agent's baseline (the same hours of the `qa`
+    settings' weeks before) where the team finds it unusual, and its calls."""
+    start, end = rule_span(rule, now)
+    agents = configured_entities(settings, rule)
+    return await change_readings(conn, settings, CHANGE_FIELDS[rule.field], agents, start, end,
+                                 rule.min_calls)  # fmt: skip

@@ -28,6 +28,7 @@ class Kind(StrEnum):
     CENTER = "center"
     TEAM = "team"
     QUEUE = "queue"
+    AGENT = "agent"
 
 
 def _instant(name: str, value: str | None) -> datetime | None:

@@ -28,10 +28,12 @@ from pydantic import (
     model_validator,
 )
 
+from services.core.deviation import Direction
 from services.core.kpi import metrics_for, zero_counters
+from services.core.qa_figures import CHANGE_FIELDS
 
 ScheduleClass = Literal["peak", "off_peak", "closed"]
-Kind = Literal["center", "team", "queue"]
+Kind = Literal["center", "team", "queue", "agent"]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -49,6 +51,16 @@ ALERTABLE_FIELDS: frozenset[str] = (
     )
     | STAFFING_FIELDS
 )
+# An agent's figure against its own baseline (docs/qa.md#the-deviation-alert):
+# `avg_talk_seconds_change` is −0.4 when the agent's talk time over the window is
+# 40% below its usual for those hours and unusual in its team; 0 when the team
+# shares the change. The only fields of kind `agent`.
+DEVIATION_FIELDS: frozenset[str] = frozenset(CHANGE_FIELDS)
+# A deviation needs calls enough to tell an agent from its team (about 35 calls
+# for a rush to 60% of a lognormal talk time to stand 3.5 robust scores out):
+# days of them for an agent's few calls an hour, at most a week, whose baseline
+# is still the same weekday and hours of the weeks before.
+DEVIATION_WINDOW_MAX = timedelta(days=7)
 
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600}
@@ -203,17 +215,16 @@ class AlertRule(BaseModel):
         # the counters are minute buckets: a window is a whole number of them
         if value < timedelta(minutes=1) or value % timedelta(minutes=1):
             raise ValueError("must be a whole number of minutes (counters are per minute)")
-        if value > timedelta(days=1):
-            raise ValueError("at most 24h")
         return value
 
     @field_validator("field")
     @classmethod
     def _alertable(cls, value: str) -> str:
-        if value not in ALERTABLE_FIELDS:
+        if value not in ALERTABLE_FIELDS | DEVIATION_FIELDS:
             raise ValueError(
                 f"{value!r} is not a rate or average of the read API; "
-                f"one of: {', '.join(sorted(ALERTABLE_FIELDS))}"
+                f"one of: {', '.join(sorted(ALERTABLE_FIELDS))}; or, for kind agent, "
+                f"a change from the agent's baseline: {', '.join(sorted(DEVIATION_FIELDS))}"
             )
         return value
 
@@ -231,6 +242,24 @@ class AlertRule(BaseModel):
             raise ValueError("thresholds: set peak, off_peak or both")
         if self.kind == "center" and self.ids not in ([], ["all"]):
             raise ValueError("ids: the center's only id is 'all'")
+        if (self.kind == "agent") != (self.field in DEVIATION_FIELDS):
+            raise ValueError(
+                f"field {self.field!r} with kind {self.kind!r}: an agent's rule watches a "
+                f"change from its baseline ({', '.join(sorted(DEVIATION_FIELDS))}), and those "
+                "are watched per agent only"
+            )
+        longest = DEVIATION_WINDOW_MAX if self.field in DEVIATION_FIELDS else timedelta(days=1)
+        if self.window > longest:
+            raise ValueError(f"window: at most {int(longest.total_seconds() // 3600)}h for "
+                             f"{self.field}")  # fmt: skip
+        figure = CHANGE_FIELDS.get(self.field)
+        wrong = {Direction.DOWN: "above", Direction.UP: "below"}
+        if figure is not None and wrong.get(figure.direction) == self.direction:
+            raise ValueError(
+                f"direction {self.direction!r}: {figure.name} is abnormal only when it "
+                f"{'falls' if figure.direction is Direction.DOWN else 'rises'} "
+                '(docs/metrics.md, "Abnormal figures")'
+            )
         return self
 
     def breached(self, value: float, threshold: float) -> bool:

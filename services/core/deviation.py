@@ -150,3 +150,14 @@ def assess(
         and _beyond(score, rule.min_score, rule.direction)
     )
     return Assessment(now, base_value, change, team_median, score, abnormal, reason)
+
+
+def change_value(found: Assessment, rule: Rule) -> float | None:
+    """What a deviation alert observes: the change from the agent's baseline
+    (−0.4: 40% below) when the agent is also unusual in its team (its robust
+    score beyond `min_score` in the rule's direction); 0.0 when it is not (a
+    change the whole team shares is no deviation of this agent's); None when it
+    was not assessed (too few calls, no baseline, a team too small)."""
+    if found.not_assessed is not None or found.change is None or found.score is None:
+        return None
+    return found.change if _beyond(found.score, rule.min_score, rule.direction) else 0.0

@@ -92,6 +92,9 @@ class Item(BaseModel):
     # when the figure has no value (no surveys, no manual entry): skip leaves the
     # item out of the weighted mean; zero scores 0; base scores `base`
     missing: Literal["skip", "zero", "base"] = "skip"
+    # the part of the assessment the item belongs to, when the card shares the
+    # total between parts (`parts`: 85% system data, 15% listening)
+    part: str | None = Field(None, pattern=ITEM_NAME, max_length=60)
 
     @model_validator(mode="after")
     def _target(self) -> Item:
@@ -158,6 +161,10 @@ class Scorecard(BaseModel):
     penalties: list[Penalty] = Field(default_factory=list)
     bands: Bands | None = None
     commission: Commission | None = None
+    # The total's share from each part, e.g. {data: 0.85, listening: 0.15}: the
+    # total is each part's weighted mean of its items times its share (weights
+    # count within a part only). None: one weighted mean over every item.
+    parts: dict[str, Decimal] | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> Scorecard:
@@ -166,7 +173,28 @@ class Scorecard(BaseModel):
             raise ValueError(f"role {self.role}: item ids used twice: {dup}")
         if self.items and not any(i.weight for i in self.items):
             raise ValueError(f"role {self.role}: every item has weight 0")
+        self._check_parts()
         return self
+
+    def _check_parts(self) -> None:
+        named = {i.id: i.part for i in self.items}
+        if self.parts is None:
+            stray = sorted(i for i, part in named.items() if part is not None)
+            if stray:
+                example = "{data: 0.85, listening: 0.15}"
+                raise ValueError(f"role {self.role}: items {stray} name a part; "
+                                 f"set the card's parts (e.g. {example})")  # fmt: skip
+            return
+        if any(share <= 0 for share in self.parts.values()) or sum(self.parts.values()) != 1:
+            raise ValueError(f"role {self.role}: parts {dict(self.parts)} must be shares above 0 "
+                             "that add up to 1")  # fmt: skip
+        unknown = sorted(i for i, part in named.items() if part not in self.parts)
+        if unknown:
+            raise ValueError(f"role {self.role}: items {unknown} need a part of "
+                             f"{sorted(self.parts)}")  # fmt: skip
+        empty = sorted(p for p in self.parts if p not in named.values())
+        if empty:
+            raise ValueError(f"role {self.role}: parts {empty} have no item")
 
     def metrics(self) -> list[str]:
         out = [i.metric for i in self.items]
@@ -202,6 +230,10 @@ class Scorecards(BaseModel):
     def item_ids(self) -> list[str]:
         """Every item id across the cards, in file order (the CSV's score columns)."""
         return list(dict.fromkeys(i.id for c in self.scorecards for i in c.items))
+
+    def part_names(self) -> list[str]:
+        """The parts the cards share their totals between, in file order."""
+        return list(dict.fromkeys(p for c in self.scorecards for p in (c.parts or {})))
 
     def penalty_ids(self) -> list[str]:
         return list(dict.fromkeys(p.id for c in self.scorecards for p in c.penalties))

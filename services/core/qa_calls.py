@@ -82,13 +82,33 @@ def _of_leg(name: str) -> Any:
     return key
 
 
-# The calls that show a reason, first: the shortest talk for a fall of talk time
-# (or of AHT, the usual way it falls), the longest hold or wrap-up for a rise.
-_SHOWN_BY: dict[str, Any] = {
-    "avg_talk_seconds": _talk,
-    "aht_seconds": _talk,
-    "avg_hold_seconds": _of_leg("hold_seconds"),
-    "avg_acw_seconds": _of_leg("acw_seconds"),
+def _transferred(record: Mapping[str, Any], agent: str) -> bool:
+    mine = leg(record, agent)
+    return bool(mine and mine["transferred"])
+
+
+def _everyone(_record: Mapping[str, Any], _agent: str) -> bool:
+    return True
+
+
+def _none(_record: Mapping[str, Any], _agent: str) -> int:
+    return 0
+
+
+# The calls that show a reason (which of the agent's answered calls, in what
+# order): the shortest talk for a fall of talk time (or of AHT, the usual way it
+# falls), the longest hold or wrap-up for a rise, the calls it transferred, those
+# with a complaint, the lowest survey scores, those FCR found not resolved. A
+# fall of sales has no call that shows it: its share goes to drawn calls.
+_SHOWN_BY: dict[str, tuple[Any, Any]] = {
+    "avg_talk_seconds": (_everyone, _talk),
+    "aht_seconds": (_everyone, _talk),
+    "avg_hold_seconds": (_everyone, _of_leg("hold_seconds")),
+    "avg_acw_seconds": (_everyone, _of_leg("acw_seconds")),
+    "transfer_rate": (_transferred, _none),
+    "complaint_rate": (lambda r, _a: r.get("complaint") is True, _none),
+    "csat": (lambda r, _a: r.get("survey_score") is not None, lambda r, _a: r["survey_score"]),
+    "fcr_rate": (lambda r, _a: r.get("fcr") == "not_resolved", _none),
 }
 
 
@@ -132,7 +152,8 @@ def calls_to_hear(
         elif reason == "short_calls":
             take([r for r in answered if suspicious(r, agent, short_seconds)], reason, quota)
         elif reason in _SHOWN_BY:
-            key = _SHOWN_BY[reason]
-            take(sorted(answered, key=lambda r: (key(r, agent), r["call_id"])), reason, quota)
+            keep, key = _SHOWN_BY[reason]
+            shown = [r for r in answered if keep(r, agent)]
+            take(sorted(shown, key=lambda r: (key(r, agent), r["call_id"])), reason, quota)
     take(sorted(answered, key=lambda r: call_rank(period, team, agent, r["call_id"])), "drawn")
     return list(taken.values())

@@ -345,6 +345,10 @@ class Settings(BaseSettings):
             unknown = [t for t in rule.ids if rule.kind == "team" and t not in seen_teams]
             if unknown:
                 raise ValueError(f"alerts.rules[{i}].ids: unknown team(s) {unknown}")
+            strangers = [a for a in rule.ids if rule.kind == "agent" and a not in agent_owner]
+            if strangers:
+                # an agent outside the roster has no team to be compared with
+                raise ValueError(f"alerts.rules[{i}].ids: agent(s) {strangers} not in any team")
         return self
 
     @model_validator(mode="after")

@@ -149,7 +149,8 @@ def _score_one(
     card: Scorecard, row: Mapping[str, Any], best: Mapping[tuple[str, str], Decimal | None]
 ) -> dict[str, Any]:
     result: dict[str, Any] = {"scorecard": card.role}
-    weighted, weights = Decimal(0), Decimal(0)
+    # per part (one part, None, without `parts`): weighted sum and weights
+    sums: dict[str | None, tuple[Decimal, Decimal]] = {}
     for item in card.items:
         value = dec(row.get(item.metric))
         score: Decimal | None = None
@@ -163,8 +164,8 @@ def _score_one(
             score = {"skip": None, "zero": Decimal(0), "base": item.base}[item.missing]
         if score is not None:
             score = _round(score)
-            weighted += score * item.weight
-            weights += item.weight
+            weighted, weights = sums.get(item.part, (Decimal(0), Decimal(0)))
+            sums[item.part] = (weighted + score * item.weight, weights + item.weight)
         result[f"score.{item.id}"] = _num(score)
     penalties = Decimal(0)
     for penalty in card.penalties:
@@ -172,8 +173,21 @@ def _score_one(
         penalties += points
         result[f"penalty.{penalty.id}"] = _num(_round(points))
     total: Decimal | None = None
-    if weights:
-        total = _round(weighted / weights - penalties)
+    means = {part: w / n for part, (w, n) in sums.items() if n}
+    if card.parts is None:
+        if None in means:
+            total = _round(means[None] - penalties)
+    else:
+        # each part's mean rounded as an item score is, and the total from those,
+        # so the part columns redo the total by hand
+        rounded = {part: _round(means[part]) for part in card.parts if part in means}
+        for part in card.parts:
+            result[f"part.{part}"] = _num(rounded.get(part))
+        # a part with every item skipped drops out; the others keep their ratio
+        shares = {part: card.parts[part] for part in rounded}
+        if shares:
+            mixed = sum((rounded[p] * shares[p] for p in shares), Decimal(0)) / sum(shares.values())
+            total = _round(mixed - penalties)
     result["score_total"] = _num(total)
     result["score_units"] = (
         _num(_round(band_units(card.bands, total))) if card.bands and total is not None else None
@@ -198,6 +212,7 @@ def columns(stamp: Mapping[str, Any]) -> list[str]:
         "scorecard",
         *(f"score.{i}" for i in cards.item_ids()),
         *(f"penalty.{p}" for p in cards.penalty_ids()),
+        *(f"part.{p}" for p in cards.part_names()),
         "score_total",
         "score_units",
         "commission",

@@ -12,41 +12,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.deviation import Assessment, Direction, Sample, assess
+from services.core.deviation import Assessment, Rule, assess, change_value
+from services.core.qa_figures import FIGURES, Figure, sample
 from services.core.settings import Settings
 from services.core.timewin import local_shift
 from services.readmodel import queries
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """A figure as a sum over a volume, and which way is abnormal."""
-
-    name: str
-    total: tuple[str, ...]  # counters summed into the figure's numerator
-    volume: str
-    direction: Direction
-    scale: float = 1.0  # numerator unit → the figure's (µs → seconds)
-    less: tuple[str, ...] = ()  # counters taken off the numerator
-
-
-US = 1e-6
-# The agent figures the seeds' scorecards weigh, as the catalogue defines them
-# (docs/metrics.md, "Agent figures"): shorter talk is the rushed-call sign; more
-# hold, wrap-up or ring-no-answer is the other way round.
-FIGURES: tuple[Figure, ...] = (
-    Figure("avg_talk_seconds", ("talk_us",), "handled", Direction.DOWN, US),
-    Figure("aht_seconds", ("talk_us", "hold_us", "acw_us"), "handled", Direction.BOTH, US),
-    Figure("avg_hold_seconds", ("hold_us",), "handled", Direction.UP, US),
-    Figure("avg_acw_seconds", ("acw_us",), "handled", Direction.UP, US),
-    Figure("rona_rate", ("presented",), "presented", Direction.UP, less=("answered",)),
-)
-
-
-def sample(figure: Figure, counters: Mapping[str, int] | None, day: date) -> Sample:
-    c = counters or {}
-    total = sum(c.get(n, 0) for n in figure.total) - sum(c.get(n, 0) for n in figure.less)
-    return Sample(day, total * figure.scale, c.get(figure.volume, 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +51,49 @@ def baseline_spans(
     return list(reversed(list(itertools.pairwise(edges))))
 
 
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Every agent's counters over a span and over each of its baseline's spans."""
+
+    day: date  # the span's first local day
+    now: Mapping[str, Mapping[str, int]]
+    past: list[tuple[date, Mapping[str, Mapping[str, int]]]]
+
+
+async def agent_counters(
+    conn: AsyncConnection, settings: Settings, start: datetime, end: datetime, weeks: int
+) -> Counters:
+    tz = settings.tz
+    now = await queries.window_counters_by_entity(conn, "agent", start, end)
+    past: list[tuple[date, Mapping[str, Mapping[str, int]]]] = [
+        (b.astimezone(tz).date(), await queries.window_counters_by_entity(conn, "agent", b, e))
+        for b, e in baseline_spans(start, end, weeks, tz)
+    ]
+    return Counters(start.astimezone(tz).date(), now, past)
+
+
+def judge(
+    counters: Counters,
+    figure: Figure,
+    agents: list[str],
+    rule: Rule,
+    holidays: frozenset[date],
+) -> list[AgentDeviation]:
+    """Each agent of `agents` (one team) on `figure`, against its own baseline
+    and the others of `agents`."""
+    team = [sample(figure, counters.now.get(a), counters.day) for a in agents]
+    out: list[AgentDeviation] = []
+    for agent, current in zip(agents, team, strict=True):
+        history = [sample(figure, c.get(agent), d) for d, c in counters.past]
+        out.append(AgentDeviation(agent, figure.name, assess(current, history, team, rule,
+                                                             holidays)))  # fmt: skip
+    return out
+
+
+def holidays_of(settings: Settings) -> frozenset[date]:
+    return frozenset(h.day for h in settings.alerts.schedule.holidays)
+
+
 async def team_deviations(
     conn: AsyncConnection,
     settings: Settings,
@@ -95,20 +108,36 @@ async def team_deviations(
     `qa.baseline_weeks`) weeks before, the center's holidays (the alert
     schedule's) left out; the team is `agents` over the same period. Thresholds:
     the `qa` settings."""
-    tz = settings.tz
-    holidays = frozenset(h.day for h in settings.alerts.schedule.holidays)
-    now = await queries.window_counters_by_entity(conn, "agent", start, end)
-    past = [
-        (b.astimezone(tz).date(), await queries.window_counters_by_entity(conn, "agent", b, e))
-        for b, e in baseline_spans(start, end, weeks or settings.qa.baseline_weeks, tz)
-    ]
-    day = start.astimezone(tz).date()
-    out: list[AgentDeviation] = []
-    for figure in FIGURES:
-        figure_rule = settings.qa.rule(figure.direction)
-        team = [sample(figure, now.get(a), day) for a in agents]
-        for agent, current in zip(agents, team, strict=True):
-            history = [sample(figure, counters.get(agent), d) for d, counters in past]
-            found = assess(current, history, team, figure_rule, holidays)
-            out.append(AgentDeviation(agent, figure.name, found))
+    counters = await agent_counters(conn, settings, start, end,
+                                    weeks or settings.qa.baseline_weeks)  # fmt: skip
+    holidays = holidays_of(settings)
+    return [d for figure in FIGURES
+            for d in judge(counters, figure, agents, settings.qa.rule(figure.direction),
+                           holidays)]  # fmt: skip
+
+
+async def change_readings(
+    conn: AsyncConnection,
+    settings: Settings,
+    figure: Figure,
+    agents: list[str],
+    start: datetime,
+    end: datetime,
+    min_calls: int,
+) -> dict[str, tuple[float | None, int]]:
+    """A deviation alert's observation of each of `agents` over [start, end):
+    the figure's change from the agent's baseline where the agent is also
+    unusual in its team (`change_value`), and its calls; judged within each
+    roster team, with the `qa` settings but `min_calls` as the volume needed."""
+    counters = await agent_counters(conn, settings, start, end, settings.qa.baseline_weeks)
+    qa = settings.qa
+    rule = Rule(figure.direction, qa.min_change, qa.min_score, min_calls,
+                qa.min_baseline_volume, qa.min_team)  # fmt: skip
+    wanted = set(agents)
+    out: dict[str, tuple[float | None, int]] = {}
+    for team in settings.teams:
+        for d in judge(counters, figure, list(team.agents), rule, holidays_of(settings)):
+            if d.agent in wanted:
+                volume = counters.now.get(d.agent, {}).get(figure.volume, 0)
+                out[d.agent] = (change_value(d.assessment, rule), volume)
     return out

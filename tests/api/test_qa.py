@@ -20,6 +20,7 @@ import pytest
 
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from tests.support.databases import new_database, stack_env
+from tests.support.samples import answered_calls as calls
 from tests.support.stack import Stack, events_processed, wait_until
 
 pytestmark = pytest.mark.slow
@@ -47,26 +48,6 @@ def stack(database: str, broker: EmbeddedBroker) -> Iterator[Stack]:
     s = Stack(stack_env(broker, database, f"qa{os.getpid()}")).start()
     yield s
     s.stop()
-
-
-def calls(
-    agent: str, hour: datetime, talk_s: int, n: int, tag: str, first: int = 0
-) -> list[dict[str, Any]]:
-    """`n` calls of the billing queue answered by `agent` in `hour`, one every
-    110 s (from the `first`th slot), each talked `talk_s` seconds and ended by
-    the agent."""
-    out: list[dict[str, Any]] = []
-    for i in range(first, first + n):
-        cid, t0 = f"qa-{tag}-{agent}-{i}", hour + timedelta(seconds=110 * i)
-        out += [
-            {"event_id": f"{cid}-o", "type": "call.offered", "call_id": cid,
-             "queue_id": "billing", "occurred_at": t0.isoformat()},
-            {"event_id": f"{cid}-a", "type": "call.answered", "call_id": cid, "agent_id": agent,
-             "occurred_at": (t0 + timedelta(seconds=4)).isoformat()},
-            {"event_id": f"{cid}-e", "type": "call.ended", "call_id": cid, "ended_by": "agent",
-             "occurred_at": (t0 + timedelta(seconds=4 + talk_s)).isoformat()},
-        ]  # fmt: skip
-    return out
 
 
 @pytest.fixture(scope="module")

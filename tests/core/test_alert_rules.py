@@ -128,6 +128,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 RULE = "alerts: {rules: [{id: r, kind: team, thresholds: {peak: 0.85}, %s}]}\n"
+TALK = "alerts: {rules: [{id: r, field: avg_talk_seconds_change, thresholds: {peak: -0.2}, %s}]}\n"
 
 
 @pytest.mark.parametrize(
@@ -141,6 +142,15 @@ RULE = "alerts: {rules: [{id: r, kind: team, thresholds: {peak: 0.85}, %s}]}\n"
         (RULE % "ids: [nosuchteam]", "alerts.rules[0].ids"),
         (RULE % "webhooks: ['http://x']", "rules[0].webhooks: set alerts.webhook_secret"),
         (RULE % "treshold: 1", "alerts.rules.0.treshold"),
+        (TALK % "kind: team", "an agent's rule watches a change from its baseline"),
+        (RULE % "kind: agent", "an agent's rule watches a change from its baseline"),
+        (TALK % "kind: agent, direction: above", "avg_talk_seconds is abnormal only when it falls"),
+        (TALK % "kind: agent, window: 200h", "window: at most 168h for avg_talk_seconds_change"),
+        (
+            TALK % "kind: agent, ids: [nobody]",
+            "alerts.rules[0].ids: agent(s) ['nobody'] not in any",
+        ),
+        (RULE % "window: 48h", "window: at most 24h for answer_rate"),
         ("alerts: {rules: [{id: r, kind: team, thresholds: {}}]}\n", "thresholds"),
         (
             "alerts: {schedule: {peak: [{days: [mon], from: '12:00', to: '09:00'}]}}\n",

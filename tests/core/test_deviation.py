@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.core.deviation import Direction, Rule, Sample, assess, baseline, robust_score
+from services.core.deviation import (
+    Direction,
+    Rule,
+    Sample,
+    assess,
+    baseline,
+    change_value,
+    robust_score,
+)
 from tests.support.samples import MONDAY, period, team_with, weeks_of
 
 TALK_DOWN = Rule(direction=Direction.DOWN)
@@ -91,3 +99,15 @@ def test_the_robust_score_does_not_depend_on_the_unit_or_the_origin(
     before, after = robust_score(x, team), robust_score(x * scale + shift, moved)
     assert before is not None and after is not None
     assert after == pytest.approx(before, rel=1e-6, abs=1e-6)
+
+
+def test_a_deviation_alert_observes_the_change_only_where_the_team_finds_the_agent_unusual() -> (
+    None
+):
+    rushed = assess(period(150), weeks_of(200, 30), team_with(150), TALK_DOWN)
+    assert change_value(rushed, TALK_DOWN) == pytest.approx(-0.25)
+    easy_day = assess(period(150), weeks_of(200, 30), team_with(150, (145, 150, 155, 150)),
+                      TALK_DOWN)  # fmt: skip
+    assert change_value(easy_day, TALK_DOWN) == 0.0  # the whole team fell: no deviation
+    new_agent = assess(period(150), [], team_with(150), TALK_DOWN)
+    assert change_value(new_agent, TALK_DOWN) is None  # no baseline: nothing to observe

@@ -66,3 +66,11 @@ def test_a_drawn_agents_calls_are_re_derivable_by_sha256_of_period_team_agent_an
     assert [r["call_id"] for r, _ in heard] == by_hand
     assert {why for _, why in heard} == {"drawn"}
     assert calls_to_hear(rows[::-1], "b00", [], 5, "2026-11", "billing", 10) == heard
+
+
+def test_a_complaint_reason_lists_only_the_calls_complained_about_then_drawn_ones() -> None:
+    rows = [record(f"c{i}", "b00", 100) for i in range(6)]
+    rows[4] = {**rows[4], "complaint": True}
+    heard = calls_to_hear(rows, "b00", ["complaint_rate"], 3, "p", "t", 10)
+    assert [why for _, why in heard] == ["complaint_rate", "drawn", "drawn"]
+    assert heard[0][0]["call_id"] == "c4"

@@ -51,7 +51,8 @@ EXAMPLE_SCORE_COLUMNS = [
     "score.answer_rate", "score.satisfaction", "score.response_time", "score.calls_answered",
     "score.fcr", "score.callback_rate", "score.quality", "score.attendance", "score.conversion",
     "score.sales_count",
-    "penalty.complaints", "penalty.absences", "score_total", "score_units", "commission",
+    "penalty.complaints", "penalty.absences", "part.data", "part.listening",
+    "score_total", "score_units", "commission",
 ]  # fmt: skip
 
 

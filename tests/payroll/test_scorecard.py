@@ -4,6 +4,7 @@ commission modes. Every expected figure below is written out as the clerk's sum.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from services.payroll.scorecard import (
     ScorecardError,
     Scorecards,
     band_units,
+    columns,
     commission,
     load,
     penalty_points,
@@ -160,25 +162,29 @@ def test_example_scorecard_scores_agents_as_worked_by_hand() -> None:
 
     b00 = scores["b00"]
     # items: 98.5, 97, 97, 320 × 100 / 400 = 80, fcr 86% + 4 = 104, callback 99% − 2 × 2 = 96,
-    # QA 92, attendance 95% of shifts = 100 − 5 × 2 = 90; weights .20 .20 .15 .15 .10 .05
-    # .15 .05: 19.7 + 19.4 + 14.55 + 12 + 10.4 + 4.8 + 13.8 + 4.5 = 99.15, / 1.05 = 94.43;
+    # QA 92, attendance 95% of shifts = 100 − 5 × 2 = 90. The data part, weights .20 .20
+    # .15 .15 .10 .05 .05: 19.7 + 19.4 + 14.55 + 12 + 10.4 + 4.8 + 4.5 = 85.35, / 0.90 =
+    # 94.83; the listening part: QA 92. 94.83 × 0.85 + 92 × 0.15 = 80.6055 + 13.8 = 94.41;
     # penalties: complaints 3 + 5, one absent shift (from the schedule) 5 = 13
     assert b00["scorecard"] == "customer_service"
     assert [b00[f"score.{i}"] for i in ("answer_rate", "satisfaction", "response_time",
             "calls_answered", "fcr", "callback_rate", "quality", "attendance")] == [
         98.5, 97, 97, 80, 104, 96, 92, 90]  # fmt: skip
     assert b00["penalty.complaints"] == 8 and b00["penalty.absences"] == 5
-    assert b00["score_total"] == 81.43
+    assert (b00["part.data"], b00["part.listening"]) == (94.83, 92)
+    assert b00["score_total"] == 81.41
     assert b00["score_units"] == 0  # between 80 and 90
 
     t00 = scores["t00"]
     # 102, 100 (no points above 98%), 102, 100 (the best), fcr 113 capped at 110,
-    # callback not uploaded: skipped; QA not sampled: base 100. Weights without
-    # callback: 0.95. (20.4 + 20 + 15.3 + 15 + 11 + 15) / 0.95 = 96.7 / 0.95 = 101.789…
+    # callback not uploaded and no schedule: skipped; QA not sampled: base 100. The
+    # data part: (20.4 + 20 + 15.3 + 15 + 11) / 0.80 = 81.7 / 0.8 = 102.125 → 102.13;
+    # 102.13 × 0.85 + 100 × 0.15 = 86.8105 + 15 = 101.8105
     assert t00["score.callback_rate"] is None and t00["score.quality"] == 100
     assert t00["score.fcr"] == 110
-    assert t00["score_total"] == 101.79
-    assert t00["score_units"] == 589.5  # (101.79 − 90) × 50
+    assert t00["part.data"] == 102.13
+    assert t00["score_total"] == 101.81
+    assert t00["score_units"] == 590.5  # (101.81 − 90) × 50
 
     s00, s01 = scores["s00"], scores["s01"]
     # sales: answer 100, conversion 8% vs 6%: +2 steps × 5 = 110, sales 80 is the best: 100
@@ -234,3 +240,40 @@ def test_tiers_out_of_order_are_refused(tmp_path: Path) -> None:
                     "        - {rate: 0.02}\n")  # fmt: skip
     with pytest.raises(ScorecardError, match="up_to must increase"):
         load(path, set(AGENT_FIELDS))
+
+
+QA_SCORE = {"id": "quality", "metric": "manual.qa_score", "target": 100, "part": "listening"}
+DATA_85_QA_15 = {"role": "r", "parts": {"data": "0.85", "listening": "0.15"}, "items": [
+    {**ANSWER_RATE.model_dump(), "part": "data", "weight": 2},
+    {**SATISFACTION.model_dump(), "part": "data", "weight": 1}, QA_SCORE]}  # fmt: skip
+
+
+def test_a_card_shares_its_total_85_from_data_and_15_from_the_sampled_recordings() -> None:
+    cards = Scorecards.model_validate({"scorecards": [DATA_85_QA_15]})
+    row = {"team": "t", "answer_rate": 0.935, "csat": 0.96, "manual.qa_score": 80}
+    got = score_agents(cards, {"a": row})["a"]
+    # data: (98.5 × 2 + 98 × 1) / 3 = 98.33; listening: 100 − 20 = 80
+    assert (got["part.data"], got["part.listening"]) == (98.33, 80.0)
+    assert got["score_total"] == 95.58  # 98.33 × 0.85 + 80 × 0.15 = 83.5805 + 12 = 95.5805
+    # not sampled this period: the data part alone makes the total
+    alone = score_agents(cards, {"a": {**row, "manual.qa_score": None}})["a"]
+    assert alone["part.listening"] is None and alone["score_total"] == 98.33
+    assert "part.listening" in columns(cards.stamp())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"parts": {"data": "0.85", "listening": "0.10"}}, "add up to 1"),
+        ({"parts": None}, "name a part; set the card's parts"),
+        (
+            {"parts": {"data": "0.85", "listening": "0.1", "other": "0.05"}},
+            "parts ['other'] have no item",
+        ),
+    ],
+)
+def test_parts_that_do_not_add_up_or_items_without_one_are_refused(
+    change: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Scorecards.model_validate({"scorecards": [{**DATA_85_QA_15, **change}]})

@@ -1,5 +1,4 @@
-"""Reading deviations (services/readmodel/deviations.py): the baseline's spans
-and the figures' sums."""
+"""Reading deviations (services/readmodel/deviations.py): the baseline's spans."""
 
 from __future__ import annotations
 
@@ -7,9 +6,7 @@ import itertools
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
-
-from services.readmodel.deviations import FIGURES, baseline_spans, sample
+from services.readmodel.deviations import baseline_spans
 
 BERLIN = ZoneInfo("Europe/Berlin")  # summer time from 2026-03-29
 
@@ -39,14 +36,3 @@ def test_a_month_long_period_takes_the_whole_weeks_before_it_day_by_day_not_over
     local = [(b.astimezone(BERLIN), e.astimezone(BERLIN)) for b, e in spans]
     assert all(b.hour == 0 and e.hour == 0 for b, e in local)  # local days, even across 29 March
     assert [e - b for b, e in spans].count(timedelta(hours=23)) == 1  # the spring-forward day
-
-
-def test_rona_rate_is_presented_less_answered_over_presented() -> None:
-    rona = next(f for f in FIGURES if f.name == "rona_rate")
-    s = sample(rona, {"presented": 40, "answered": 37}, date(2026, 4, 6))
-    assert (s.total, s.volume) == (3, 40)
-    talk = next(f for f in FIGURES if f.name == "avg_talk_seconds")
-    assert sample(talk, {"talk_us": 90_000_000, "handled": 3}, date(2026, 4, 6)).total == (
-        pytest.approx(90.0)
-    )
-    assert sample(talk, None, date(2026, 4, 6)).volume == 0  # an agent with no calls

@@ -323,6 +323,30 @@ function renderTiles() {
   main.replaceChildren(...order.filter((k) => entities.has(k)).map((k) => tileNode(entities.get(k))));
 }
 
+// What a deviation alert (kind agent, docs/qa.md) watches, as the marker says it
+const CHANGE_LABEL = {
+  avg_talk_seconds_change: "talk time", aht_seconds_change: "AHT", avg_hold_seconds_change: "hold",
+  avg_acw_seconds_change: "wrap-up", rona_rate_change: "ring-no-answer",
+  transfer_rate_change: "transfers", conversion_rate_change: "conversion",
+  complaint_rate_change: "complaints", csat_change: "CSAT", fcr_rate_change: "FCR",
+};
+
+// A marker per firing deviation alert of the agent: which figure, how far from
+// its usual, and the rule (for the quality team's listening sample, docs/qa.md).
+function qaMarkers(agent) {
+  return alerts.filter((a) => a.kind === "agent" && a.entity_id === agent).map((a) => {
+    const label = CHANGE_LABEL[a.field] || a.field;
+    const change = a.observed_value === null ? "—" : `${a.observed_value > 0 ? "+" : "−"}${pct(Math.abs(a.observed_value))}`;
+    const mark = el("span", { class: "qa-flag" }, `⚑ ${label} ${change} vs usual`);
+    const hours = Math.round(a.rule.window_seconds / 3600);
+    mark.title = `${a.rule.id}: ${label} ${change} against this agent's own usual over the last `
+      + `${hours} h, and unusual in its team (line −${pct(Math.abs(a.threshold))}); `
+      + "its calls to hear: GET /v1/qa/sample";
+    mark.dataset.field = a.field;
+    return mark;
+  });
+}
+
 function renderAgents() {
   const rows = [...entities.values()].filter((e) => e.kind === "agent");
   rows.sort((a, b) => (b.today.answered - a.today.answered) || a.id.localeCompare(b.id));
@@ -339,7 +363,8 @@ function renderAgents() {
       stateCell.classList.add("over");
       stateCell.title = `over the ${mmss(limit)} limit for ${label.toLowerCase()}${a.live.reason ? ` (${a.live.reason})` : ""}`;
     }
-    const tr = el("tr", {}, el("td", {}, String(i + 1)), el("td", {}, a.id), stateCell,
+    const who = el("td", {}, a.id, ...qaMarkers(a.id));
+    const tr = el("tr", {}, el("td", {}, String(i + 1)), who, stateCell,
       el("td", {}, num(a.today.answered)), el("td", {}, mmss(a.today.aht_seconds)),
       el("td", {}, pct(a.today.fcr_rate_provisional)), el("td", {}, pct(a.today.csat)),
       el("td", {}, pct(a.today.occupancy)), el("td", {}, dec1(a.today.calls_per_hour)));
@@ -361,6 +386,10 @@ function renderBanner() {
     let name = `${a.kind} ${a.entity_id}`;
     if (a.kind === "center" && who) name = who.name;
     else if (who && who.name && who.name !== a.entity_id) name = `${who.name} (${name})`;
+    if (CHANGE_LABEL[a.field]) {  // a deviation alert: the figure against the agent's usual
+      const signed = (x) => (x === null ? "—" : `${x > 0 ? "+" : "−"}${pct(Math.abs(x))}`);
+      return el("li", {}, `ALERT ${name}: ${CHANGE_LABEL[a.field]} ${signed(a.observed_value)} vs usual (line ${signed(a.threshold)}) since ${since}`);
+    }
     return el("li", {}, `ALERT ${name}: ${a.field} ${v} (line ${line}) since ${since}`);
   })));
 }
