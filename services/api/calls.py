@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from services.api.deps import ConnDep, EngineDep, SettingsDep
 from services.core.call_detail import FCR_STATES, OUTCOMES
+from services.core.qa_calls import SUSPICIOUS
 from services.core.settings import Settings
 from services.core.timewin import WindowError, epoch_us, explicit_bounds, iso
 from services.readmodel.calls import Filters, scan
@@ -48,7 +49,10 @@ def _shown(rec: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 
 def _filters(settings: Settings, queue: str | None, team: str | None, agent: str | None,
-             outcome: str | None, min_wait: float | None, fcr: str | None) -> Filters:  # fmt: skip
+             outcome: str | None, min_wait: float | None, fcr: str | None,
+             suspicious: str | None = None) -> Filters:  # fmt: skip
+    if suspicious is not None and suspicious not in SUSPICIOUS:
+        raise HTTPException(422, f"suspicious: {suspicious!r} is none of {', '.join(SUSPICIOUS)}")
     if outcome is not None and outcome not in OUTCOMES:
         raise HTTPException(422, f"outcome: {outcome!r} is none of {', '.join(OUTCOMES)}")
     if fcr is not None and fcr not in FCR_STATES:
@@ -61,7 +65,7 @@ def _filters(settings: Settings, queue: str | None, team: str | None, agent: str
         if team not in settings.team_names:
             raise HTTPException(404, f"team {team!r}: not in the roster")
         queues = [q for q in mine if queues is None or q in queues]
-    return Filters(queues, agent, outcome, min_wait, fcr)
+    return Filters(queues, agent, outcome, min_wait, fcr, suspicious)
 
 
 @router.get("/v1/calls")
@@ -77,6 +81,10 @@ async def list_calls(
     outcome: Annotated[str | None, Query(description=f"one of {', '.join(OUTCOMES)}")] = None,
     min_wait: Annotated[float | None, Query(ge=0, description="seconds waited, at least")] = None,
     fcr: Annotated[str | None, Query(description=f"one of {', '.join(FCR_STATES)}")] = None,
+    suspicious: Annotated[
+        str | None,
+        Query(description=f"one of {', '.join(SUSPICIOUS)}: in the agent's part (docs/qa.md)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
     format: Literal["json", "csv"] = "json",
@@ -90,7 +98,7 @@ async def list_calls(
         start, end = explicit_bounds(from_, to)
     except WindowError as exc:
         raise HTTPException(422, str(exc)) from None
-    filters = _filters(settings, queue, team, agent, outcome, min_wait, fcr)
+    filters = _filters(settings, queue, team, agent, outcome, min_wait, fcr, suspicious)
     s_us, e_us = epoch_us(start), epoch_us(end)
     if format == "csv":
         return StreamingResponse(

@@ -8,6 +8,7 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
@@ -16,12 +17,13 @@ from services.api.calls import CSV_COLUMNS as CALL_COLUMNS
 from services.api.calls import cell
 from services.api.deps import ConnDep, SettingsDep, require
 from services.core.auth import Principal
+from services.core.qa_calls import SUSPICIOUS, count_by_interval
 from services.core.settings import Settings
-from services.core.timewin import WindowError, explicit_bounds, iso
+from services.core.timewin import WindowError, epoch_us, explicit_bounds, interval_edges, iso
 from services.payroll import audit
 from services.payroll.periods import PeriodError, parse
 from services.readmodel.deviations import team_deviations
-from services.readmodel.listening import listening_sample
+from services.readmodel.listening import listening_sample, team_calls
 
 router = APIRouter(tags=["qa"])
 # A period and its baseline are read whole (the period and `weeks` shifted
@@ -106,6 +108,44 @@ def _period_or_range(
         raise HTTPException(422, "period: give a pay period (e.g. 2026-11) or both from and to")
     start, end = _range(from_, to)
     return start, end, f"{from_}/{to}"
+
+
+@router.get(
+    "/v1/qa/suspicious",
+    responses={404: {"description": "no such team"}, 422: {"description": "a bad range"}},
+)
+async def suspicious_calls(
+    conn: ConnDep,
+    settings: SettingsDep,
+    team: Annotated[str, Query(description="a team of the roster")],
+    from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
+    to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
+    granularity: Annotated[str, Query(description="15m, 30m, 1h, 1d, 1w or 1mo")] = "1d",
+) -> dict[str, Any]:
+    """Each agent of `team`'s short, released and repeatedly transferred calls
+    per interval of arrival, beside its answered calls (docs/qa.md, "Short and
+    suspicious calls"); `calls` links each count to its calls in GET /v1/calls.
+    From the call detail: calls older than call_state_retention_days are not
+    counted."""
+    agents = _roster(settings, team)
+    start, end = _range(from_, to)
+    try:
+        edges = interval_edges(start, end, granularity, settings.tz)
+    except WindowError as exc:
+        raise HTTPException(422, str(exc)) from None
+    records = await team_calls(conn, settings, team, start, end)
+    found = count_by_interval(records, agents, [epoch_us(e) for e in edges],
+                              settings.qa.short_call_seconds)  # fmt: skip
+    rows = []
+    for (i, agent), counts in found.items():
+        span = {"from": iso(edges[i], settings.tz), "to": iso(edges[i + 1], settings.tz)}
+        query = {**span, "team": team, "agent": agent}
+        links = {k: "/v1/calls?" + urlencode({**query, "suspicious": k}) for k in SUSPICIOUS}
+        rows.append({**span, "agent": agent, "answered": counts.answered, **counts.counts,
+                     "calls": links})  # fmt: skip
+    return {"team": team, "from": iso(start, settings.tz), "to": iso(end, settings.tz),
+            "granularity": granularity, "short_call_seconds": settings.qa.short_call_seconds,
+            "rows": rows}  # fmt: skip
 
 
 SAMPLE_CSV_COLUMNS = ("period", "team", "agent", "abnormal", "reasons", "why", *CALL_COLUMNS)

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.core.calls import Compact, Contribution
 from services.core.kpi import UNANSWERED_OUTCOMES
+from services.core.qa_calls import suspicious as flags
 
 US = 1_000_000
 
@@ -129,10 +130,18 @@ def matches(
     outcome: str | None = None,
     min_wait: float | None = None,
     fcr: str | None = None,
+    suspicious: str | None = None,
+    short_seconds: float = 10.0,
 ) -> bool:
-    """The filters of GET /v1/calls that are not the store's (range, queue, team)."""
+    """The filters of GET /v1/calls that are not the store's (range, queue, team).
+    `suspicious`: one of qa_calls.SUSPICIOUS, in `agent`'s part of the call (any
+    agent's without one)."""
     if agent is not None and all(a["agent_id"] != agent for a in record["agents"]):
         return False
+    if suspicious is not None:
+        legs = [agent] if agent is not None else [a["agent_id"] for a in record["agents"]]
+        if not any(suspicious in flags(record, a, short_seconds) for a in legs):
+            return False
     if outcome is not None and record["outcome"] != outcome:
         return False
     if min_wait is not None and (

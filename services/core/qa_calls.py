@@ -10,6 +10,7 @@ passed on twice or more (`transfers`: answered on three legs or more).
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -67,6 +68,27 @@ def count_suspicious(
         for kind in suspicious(r, agent, short_seconds):
             counts[kind] += 1
     return Suspicious(answered, counts)
+
+
+def count_by_interval(
+    records: Iterable[Mapping[str, Any]],
+    agents: Iterable[str],
+    edges_us: list[int],
+    short_seconds: float,
+) -> dict[tuple[int, str], Suspicious]:
+    """Each agent's suspicious calls per interval [edges[i], edges[i+1]) of the
+    calls' arrival (µs, as the figures count them); only (interval, agent)
+    pairs with an answered call."""
+    by: dict[tuple[int, str], list[Mapping[str, Any]]] = {}
+    wanted = set(agents)
+    for r in records:
+        i = bisect.bisect_right(edges_us, r["offered_us"]) - 1
+        if not 0 <= i < len(edges_us) - 1:
+            continue
+        for a in r["agents"]:
+            if a["agent_id"] in wanted and a["answered"]:
+                by.setdefault((i, a["agent_id"]), []).append(r)
+    return {k: count_suspicious(rows, k[1], short_seconds) for k, rows in sorted(by.items())}
 
 
 def _talk(record: Mapping[str, Any], agent: str) -> float:

@@ -38,6 +38,7 @@ class Filters:
     outcome: str | None = None
     min_wait: float | None = None
     fcr: str | None = None
+    suspicious: str | None = None  # qa_calls.SUSPICIOUS
 
 
 def _loads(value: Any) -> Any:
@@ -58,6 +59,7 @@ async def scan(
     queues = "AND c.queue_id = ANY(:queues)" if filters.queues is not None else ""
     sql = sa.text(_PAGE_SQL.format(queues=queues))
     pos = after if after is not None else (start_us - 1, "")
+    short_s = settings.qa.short_call_seconds
     while True:
         rows = (
             await conn.execute(
@@ -82,8 +84,10 @@ async def scan(
                 settings.team_of_queue,
                 UNASSIGNED_TEAM,
             )
-            if rec is not None and matches(rec, agent=filters.agent, outcome=filters.outcome,
-                                           min_wait=filters.min_wait, fcr=filters.fcr):  # fmt: skip
+            if rec is not None and matches(
+                rec, agent=filters.agent, outcome=filters.outcome, min_wait=filters.min_wait,
+                fcr=filters.fcr, suspicious=filters.suspicious, short_seconds=short_s,
+            ):  # fmt: skip
                 yield pos, rec
         if len(rows) < chunk:
             return

@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import httpx
 import pytest
 
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
@@ -196,3 +197,20 @@ def test_the_sample_wants_a_known_pay_period_or_a_range_and_not_both(stack: Stac
     assert r.status_code == 404
     r = stack.get("/v1/qa/sample", team="billing", period="2026-11")
     assert r.status_code == 200 and r.json()["period"] == "2026-11"
+
+
+def test_short_calls_per_interval_link_to_exactly_those_calls(
+    stack: Stack, deviations: dict[str, Any]
+) -> None:
+    r = stack.get("/v1/qa/suspicious", team="billing", granularity="30m", **span(SHORT_HOUR))
+    assert r.status_code == 200, r.text
+    rows = r.json()["rows"]
+    # b02's 25 calls, one every 110 s from the hour: 17 in the first half hour
+    # (the 10 short ones among them), 8 in the second
+    assert [(x["agent"], x["answered"], x["short"], x["released"]) for x in rows] == [
+        ("b02", 17, 10, 10), ("b02", 8, 0, 0)]  # fmt: skip
+    link = rows[0]["calls"]["short"]
+    calls = httpx.get(f"{stack.url}{link}", headers=stack.headers, timeout=30).json()["items"]
+    assert len(calls) == 10 and {c["talk_seconds"] for c in calls} == {3}
+    r = stack.get("/v1/calls", suspicious="odd", **span(SHORT_HOUR))
+    assert r.status_code == 422 and "suspicious: 'odd' is none of short" in r.json()["detail"]
