@@ -75,6 +75,10 @@ class SimConfig:
     # the calls answered from this instant on are rushed (None: all of them); a
     # history rushes only its last days, so the weeks before stay the baseline
     rush_from: datetime | None = None
+    # From this instant the peak rate is this one (calls_per_hour before it): a
+    # history thinned to post fast keeps its rushed days at the live rate, so they
+    # hold calls enough to tell a rushing agent from its team (docs/qa.md)
+    rate_change: tuple[datetime, float] | None = None
     # Agents work the shifts of a schedule (plan_schedule) instead of being on the
     # phones around the clock: they log in at the shift's start (some late, a few
     # not at all), take its breaks when their call allows, and log out at its end.
@@ -223,9 +227,15 @@ class Simulation:
         return {"event_id": f"{self.prefix}-e{next(self._ids)}",
                 "occurred_at": when.isoformat(timespec="milliseconds"), **body}  # fmt: skip
 
+    def _peak_per_hour(self, t: float) -> float:
+        change = self.cfg.rate_change
+        if change is not None and t >= change[0].timestamp():
+            return change[1]
+        return self.cfg.calls_per_hour
+
     def _rate_per_s(self, t: float) -> float:
         hour = datetime.fromtimestamp(t, tz=UTC).astimezone(self.tz).hour
-        return self.cfg.calls_per_hour * DAILY_PROFILE[hour] / 3600.0
+        return self._peak_per_hour(t) * DAILY_PROFILE[hour] / 3600.0
 
     # --- the model ------------------------------------------------------------
     def events(self) -> Iterator[dict[str, Any]]:
@@ -271,7 +281,8 @@ class Simulation:
 
     def _schedule_arrival(self, t: float) -> None:
         # Thinning keeps arrivals Poisson under an hourly-varying rate.
-        peak = self.cfg.calls_per_hour / 3600.0
+        change = self.cfg.rate_change
+        peak = max(self.cfg.calls_per_hour, change[1] if change else 0.0) / 3600.0
         while True:
             t += self.rng.expovariate(peak)
             if self.rng.random() <= self._rate_per_s(t) / peak:

@@ -165,3 +165,14 @@ def test_a_rush_from_an_instant_leaves_the_calls_before_it_at_their_usual_length
     )
     others = [v for a, v in after.items() if a != "b00"]
     assert after["b00"] < 0.75 * (sum(others) / len(others))
+
+
+def test_a_rate_change_makes_the_calls_after_it_arrive_at_the_new_rate() -> None:
+    change = START + timedelta(hours=2)
+    events = run(9, duration=timedelta(hours=4), calls_per_hour=50, rate_change=(change, 200))
+    offered = [datetime.fromisoformat(e["occurred_at"]) for e in events
+               if e["type"] == "call.offered"]  # fmt: skip
+    before = sum(1 for t in offered if t < change)
+    after = len(offered) - before
+    # 09:00-11:00 Shanghai at 50 (profile 1.0, 1.0): ~100; 11:00-13:00 at 200 (0.9, 0.7): ~320
+    assert 60 < before < 140 and 250 < after < 400, (before, after)

@@ -31,14 +31,18 @@ router = APIRouter(tags=["qa"])
 # would read every bucket of them `weeks` + 1 times.
 MAX_QA_SPAN = timedelta(days=62)
 
+Team = Annotated[str, Query(description="a team of the roster")]
+From = Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")]
+To = Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")]
+
 
 @router.get("/v1/qa/deviations", responses={404: {"description": "no such team in the roster"}})
 async def deviations(
     conn: ConnDep,
     settings: SettingsDep,
-    team: Annotated[str, Query(description="a team of the roster")],
-    from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
-    to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
+    team: Team,
+    from_: From,
+    to: To,
     weeks: Annotated[
         int | None, Query(ge=1, le=26, description="weeks of baseline (qa.baseline_weeks)")
     ] = None,
@@ -117,9 +121,9 @@ def _period_or_range(
 async def suspicious_calls(
     conn: ConnDep,
     settings: SettingsDep,
-    team: Annotated[str, Query(description="a team of the roster")],
-    from_: Annotated[str, Query(alias="from", description="RFC 3339, minute-aligned")],
-    to: Annotated[str, Query(description="RFC 3339, minute-aligned, exclusive")],
+    team: Team,
+    from_: From,
+    to: To,
     granularity: Annotated[str, Query(description="15m, 30m, 1h, 1d, 1w or 1mo")] = "1d",
 ) -> dict[str, Any]:
     """Each agent of `team`'s short, released and repeatedly transferred calls
@@ -162,7 +166,7 @@ async def sample(
     conn: ConnDep,
     settings: SettingsDep,
     who: Annotated[Principal, require("read")],
-    team: Annotated[str, Query(description="a team of the roster")],
+    team: Team,
     period: Annotated[str | None, Query(description="a pay period id, e.g. 2026-11")] = None,
     from_: Annotated[str | None, Query(alias="from", description="or a range: RFC 3339")] = None,
     to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,

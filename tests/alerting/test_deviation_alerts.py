@@ -20,6 +20,7 @@ from services.core.alert_rules import AlertRule
 from services.core.db import make_engine
 from services.core.settings import Settings, load_settings
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
+from tests.support.alerts import all_alerts
 from tests.support.databases import EXAMPLE_CONFIG, new_database, stack_env
 from tests.support.samples import answered_calls
 from tests.support.stack import Stack, events_processed, wait_until
@@ -72,12 +73,6 @@ async def evaluator(rushed: tuple[Stack, str]) -> AsyncIterator[Evaluator]:
     await engine.dispose()
 
 
-async def alerts_of(ev: Evaluator) -> list[dict[str, Any]]:
-    async with ev.engine.connect() as conn:
-        rows = await conn.execute(sa.text("SELECT * FROM alerts ORDER BY id"))
-        return [dict(r._mapping) for r in rows]
-
-
 async def test_the_rushing_agent_alone_gets_a_talk_time_alert_that_fires_after_for(
     rushed: tuple[Stack, str], evaluator: Evaluator
 ) -> None:
@@ -85,7 +80,7 @@ async def test_the_rushing_agent_alone_gets_a_talk_time_alert_that_fires_after_f
     # progress counts: 10:59 ends it at 11:00)
     opened = HOUR + timedelta(minutes=59)
     await evaluator.evaluate(opened)
-    (pending,) = await alerts_of(evaluator)
+    (pending,) = await all_alerts(evaluator)
     assert (pending["kind"], pending["entity_id"], pending["state"]) == ("agent", "b00", "pending")
     assert pending["field"] == "avg_talk_seconds_change"
     assert pending["observed_value"] == pytest.approx(-0.4)  # 60 s against its 100 s
@@ -96,7 +91,7 @@ async def test_the_rushing_agent_alone_gets_a_talk_time_alert_that_fires_after_f
     (fired,) = [t for t in done.transitions if t["to"] == "firing"]
     assert fired["alert"]["entity_id"] == "b00"
     assert "avg_talk_seconds_change -0.4" in fired["reason"]
-    assert [a["state"] for a in await alerts_of(evaluator)] == ["firing"]
+    assert [a["state"] for a in await all_alerts(evaluator)] == ["firing"]
     stack, _ = rushed
     listed = stack.get("/v1/alerts", kind="agent", state="firing").json()["items"]
     assert [(a["entity_id"], a["field"]) for a in listed] == [("b00", "avg_talk_seconds_change")]

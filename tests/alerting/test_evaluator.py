@@ -20,6 +20,7 @@ from services.core.db import make_engine
 from services.core.settings import Settings, load_settings
 from services.devstack import EmbeddedBroker, EmbeddedPostgres
 from services.simulator import SimConfig, Simulation
+from tests.support.alerts import all_alerts
 from tests.support.databases import EXAMPLE_CONFIG, new_database, stack_env
 from tests.support.dips import calls
 from tests.support.stack import Stack, post_and_wait, wait_until
@@ -249,7 +250,7 @@ async def test_understaffed_peak_hour_fires_for_the_understaffed_teams(
     dip_utc = dip.astimezone(UTC)
     fired: dict[str, dict[str, Any]] = {}
     staffing: dict[str, dict[str, Any]] = {}
-    for a in await _all(evaluator):  # oldest first: each entity's first alert of the dip
+    for a in await all_alerts(evaluator):  # oldest first: each entity's first alert of the dip
         if a["fired_at"] is not None and a["pending_since"] >= dip_utc:
             (staffing if a["field"] == "staffing_ratio" else fired).setdefault(a["entity_id"], a)
     assert {"all", "billing", "tech"} <= set(fired), sorted(fired)
@@ -275,12 +276,6 @@ async def test_understaffed_peak_hour_fires_for_the_understaffed_teams(
             f"{a['entity_id']}: understaffed from {(a['pending_since'] - dip_utc).total_seconds():.0f} s "
             f"after the dip started, fired {(a['fired_at'] - dip_utc).total_seconds():.0f} s after it"
         )
-
-
-async def _all(ev: Evaluator) -> list[dict[str, Any]]:
-    async with ev.engine.connect() as conn:
-        rows = await conn.execute(sa.text("SELECT * FROM alerts ORDER BY id"))
-        return [dict(r._mapping) for r in rows]
 
 
 async def test_alert_list_filters_by_state_entity_and_time_range(
