@@ -49,7 +49,7 @@ def test_backfill_arrives_whole_and_a_second_run_skips_it(stack: Stack) -> None:
 
     # the same history, generated again here: every call it offered is counted once
     args = argparse.Namespace(backfill_days=1, seed=5, calls_per_hour=60.0,
-                              backfill_calls_per_hour=None)  # fmt: skip
+                              backfill_calls_per_hour=None, rush=None)  # fmt: skip
     history = backfill_sim(load_settings(EXAMPLE_CONFIG), args, live)
     offered = sum(1 for ev in history.events() if ev["type"] == "call.offered")
     begin = history.cfg.start
