@@ -99,7 +99,8 @@ def _period_or_range(
     settings: Settings, period: str | None, from_: str | None, to: str | None
 ) -> tuple[datetime, datetime, str]:
     """The span and the label that seeds the draw: a pay period's id, or
-    `<from>/<to>` as given."""
+    `<from>/<to>` in the center's zone as the answer shows them (one label for a
+    range however it was written)."""
     if period is not None:
         if from_ is not None or to is not None:
             raise HTTPException(422, "period: give a pay period or from/to, not both")
@@ -111,7 +112,7 @@ def _period_or_range(
     if from_ is None or to is None:
         raise HTTPException(422, "period: give a pay period (e.g. 2026-11) or both from and to")
     start, end = _range(from_, to)
-    return start, end, f"{from_}/{to}"
+    return start, end, f"{iso(start, settings.tz)}/{iso(end, settings.tz)}"
 
 
 @router.get(

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -214,3 +214,12 @@ def test_short_calls_per_interval_link_to_exactly_those_calls(
     assert len(calls) == 10 and {c["talk_seconds"] for c in calls} == {3}
     r = stack.get("/v1/calls", suspicious="odd", **span(SHORT_HOUR))
     assert r.status_code == 422 and "suspicious: 'odd' is none of short" in r.json()["detail"]
+
+
+def test_a_range_written_in_another_zone_draws_the_same_sample(stack: Stack) -> None:
+    utc = {"from": PERIOD.astimezone(UTC).isoformat(),
+           "to": (PERIOD + timedelta(hours=1)).astimezone(UTC).isoformat()}  # fmt: skip
+    here = stack.get("/v1/qa/sample", team="billing", **span(PERIOD)).json()
+    there = stack.get("/v1/qa/sample", team="billing", **utc).json()
+    assert here["period"] == there["period"] == f"{span(PERIOD)['from']}/{span(PERIOD)['to']}"
+    assert [s["agent"] for s in here["sample"]] == [s["agent"] for s in there["sample"]]
