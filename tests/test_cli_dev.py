@@ -16,15 +16,14 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
-from services.cli.dev import backfill_rate, payroll_banner, payroll_plan
-from services.cli.feeds import RUSH_DAYS
+from services.cli.dev import backfill_rate, payroll_banner, payroll_plan, qa_banner
 from services.core.settings import load_settings
 from services.devstack import free_port
 from tests.support.browser import closing_browser
@@ -59,6 +58,21 @@ def test_once_the_fcr_windows_and_grace_have_passed_the_demo_closes_the_previous
     assert "curl -X POST http://h/v1/periods/2026-11/close" in banner
 
 
+def test_with_a_rush_the_console_names_the_sample_of_the_rushed_days_and_the_agents_alerts() -> (
+    None
+):
+    settings = load_settings(EXAMPLE_CONFIG)
+    now = datetime(2026, 12, 1, 0, 30, 40, tzinfo=SHANGHAI)
+    plain = qa_banner("http://h", settings, now, [])
+    assert plain == "  QA sample   http://h/v1/qa/sample?team=billing&period=2026-12\n"
+    rushed = qa_banner("http://h", settings, now, ["t03"])
+    assert (
+        "rushing     t03 for the last 3 days: its sample http://h/v1/qa/sample?team=tech"
+        "&from=2026-11-28T00%3A32%3A00%2B08%3A00&to=2026-12-01T00%3A30%3A00%2B08%3A00"
+    ) in rushed
+    assert "http://h/v1/alerts?kind=agent&id=t03" in rushed
+
+
 def look_at_the_reports_page(url: str, day: str) -> None:
     """The demo's /reports in Chromium (no token: the example config has none):
     yesterday's half hours of the tech team, a click on the worst one's offered
@@ -85,16 +99,17 @@ def look_at_the_reports_page(url: str, day: str) -> None:
         assert len(Path(info.value.path()).read_text().splitlines()) == n + 1  # and a header
 
 
-def the_rushing_agent_is_pointed_at(base: str, rush_from: datetime) -> None:
-    """`--rush b00`: b00's calls since `rush_from` (the history's last 3 days and
-    live) at 60% of its usual talk. The listening sample of those days puts it
-    first with talk time as the reason (nobody else has that reason), the
-    example's `rushed-calls` rule fires for it alone, and the leaderboard marks
-    it."""
-    start = rush_from.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
-    sample = httpx.get(f"{base}/v1/qa/sample", timeout=120, params={
-        "team": "billing", "from": start.isoformat(), "to": end.isoformat()}).json()  # fmt: skip
+def the_rushing_agent_is_pointed_at(base: str, banner: list[str]) -> None:
+    """`--rush b00`: b00's calls in the history's last 3 days and live at 60% of
+    its usual talk. The sample of those days the console names puts it first
+    with talk time as the reason (nobody else has that reason), the example's
+    `rushed-calls` rule fires for it alone, and the leaderboard marks it."""
+    assert any(line.strip().startswith(f"QA sample   {base}/v1/qa/sample?team=billing&period=")
+               for line in banner)  # fmt: skip
+    rushing = next(line for line in banner if line.strip().startswith("rushing     b00"))
+    url = re.search(r"(http://\S+/v1/qa/sample\?\S+)", rushing)
+    assert url, rushing
+    sample = httpx.get(url[1], timeout=120).json()
     first = sample["sample"][0]
     talk = {r["figure"]: r for r in first["reasons"]}.get("avg_talk_seconds")
     assert first["agent"] == "b00" and talk is not None, sample["sample"][:2]
@@ -134,7 +149,6 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
     tmp_path: Path,
 ) -> None:
     port = free_port()
-    began = datetime.now(UTC)
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "dev", "--config", str(EXAMPLE_CONFIG),
          "--port", str(port), "--simulate", "--data-dir", str(tmp_path / "data"),
@@ -238,10 +252,7 @@ def test_dev_simulate_backfills_the_closable_period_which_closes_into_a_scored_c
             moved = feed.next("update", timeout=120, where=lambda f: f.data != first)
         assert moved.data["today"]["offered"] >= first["today"]["offered"]
 
-        # the simulator starts after the stack; its rush starts RUSH_DAYS before
-        the_rushing_agent_is_pointed_at(
-            base, began - timedelta(days=RUSH_DAYS) + timedelta(minutes=5)
-        )
+        the_rushing_agent_is_pointed_at(base, lines)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

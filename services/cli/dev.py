@@ -10,9 +10,10 @@ import argparse
 import os
 import signal
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from services.cli.common import (
     RUSH_HELP,
@@ -23,6 +24,7 @@ from services.cli.common import (
     warn_dev_key,
 )
 from services.core.settings import Settings, load_settings
+from services.core.timewin import floor_minute, iso
 
 if TYPE_CHECKING:
     from services.cli.common import Subparsers
@@ -83,6 +85,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             f"  metrics     {base}/metrics\n"
             f"  ingest      POST {base}/v1/events\n"
             + ("  simulator   feeding a simulated center\n" if args.simulate else "")
+            + qa_banner(base, settings, now, args.rush if args.simulate and backfill else [])
             + payroll_banner(base, plan, settings, backfill if args.simulate else 0)
             + "Press Ctrl-C to stop everything.\n",
             flush=True,
@@ -139,6 +142,31 @@ def backfill_rate(days: int) -> int:
 def days_since(settings: Settings, start: datetime, now: datetime) -> int:
     today = now.astimezone(settings.tz).date()
     return max((today - start.astimezone(settings.tz).date()).days, 0)
+
+
+def qa_banner(base: str, settings: Settings, now: datetime, rush: list[str] | None) -> str:
+    """Where the listening sample is; with --rush, the sample of the rushed days
+    (the history's last RUSH_DAYS, which the simulator rushes) that names the
+    agent first (docs/qa.md)."""
+    from services.cli.feeds import RUSH_DAYS
+    from services.payroll.periods import containing
+
+    team = settings.teams[0].id if settings.teams else None
+    current = containing(now, settings.periods, settings.tz)
+    if team is None or current is None:
+        return ""
+    out = f"  QA sample   {base}/v1/qa/sample?team={team}&period={current.id}\n"
+    for agent in rush or []:
+        # from a minute after the rush began to the minute the history ends
+        start = floor_minute(now - timedelta(days=RUSH_DAYS)) + timedelta(minutes=2)
+        end = floor_minute(now)
+        query = urlencode({"team": settings.agent_team(agent), "from": iso(start, settings.tz),
+                           "to": iso(end, settings.tz)})  # fmt: skip
+        alerts = f"{base}/v1/alerts?kind=agent&id={agent}"
+        out += (f"  rushing     {agent} for the last {RUSH_DAYS} days: its sample "
+                f"{base}/v1/qa/sample?{query}\n"
+                f"              its deviation alerts {alerts}\n")  # fmt: skip
+    return out
 
 
 def payroll_banner(base: str, plan: PayrollPlan, settings: Settings, backfill: int) -> str:
