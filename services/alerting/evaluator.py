@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -145,17 +145,8 @@ class Evaluator:
         figures = Figures(conn, self.settings, now, reasons=False)
         for rule in cfg.rules:
             threshold = rule.thresholds.in_force(cls)
-            if rule.field in DEVIATION_FIELDS:
-                readings = await self._deviation(conn, rule, now)
-                with_data: Iterable[str] = readings
-            else:
-                with_data = await figures.with_data(rule.kind, rule_span(rule, now))
             still_open = [e for (r, k, e) in open_alerts if r == rule.id and k == rule.kind]
-            for entity in watched_entities(self.settings, rule, with_data, still_open):
-                if rule.field in DEVIATION_FIELDS:
-                    value, calls = readings.get(entity, (None, 0))
-                else:
-                    value, calls = await rule_value(figures, rule, entity)
+            async for entity, value, calls in self._observe(conn, figures, rule, still_open):
                 obs = Observation(now, cls, threshold, value, calls)
                 row = open_alerts.pop((rule.id, rule.kind, entity), None)
                 await self._apply(conn, rule, entity, row, obs, result)
@@ -170,15 +161,24 @@ class Evaluator:
             await self._write(conn, None, row, gone, None, result)
         return result
 
-    async def _deviation(
-        self, conn: AsyncConnection, rule: AlertRule, now: datetime
-    ) -> dict[str, tuple[float | None, int]]:
-        end = rule_span(rule, now)[1]
+    async def _observe(
+        self, conn: AsyncConnection, figures: Figures, rule: AlertRule, still_open: list[str]
+    ) -> AsyncIterator[tuple[str, float | None, int]]:
+        """Each entity the rule watches, with its figure and calls over the window."""
+        if rule.field not in DEVIATION_FIELDS:
+            with_data = await figures.with_data(rule.kind, rule_span(rule, figures.now))
+            for entity in watched_entities(self.settings, rule, with_data, still_open):
+                yield entity, *await rule_value(figures, rule, entity)
+            return
+        # a deviation rule reads every agent at once (each is judged within its team)
+        end = rule_span(rule, figures.now)[1]
         cached = self._deviations.get(rule.id)
         if cached is None or cached[0] != end:
-            cached = (end, await deviation_readings(conn, self.settings, rule, now))
+            cached = (end, await deviation_readings(conn, self.settings, rule, figures.now))
             self._deviations[rule.id] = cached
-        return cached[1]
+        readings = cached[1]
+        for entity in watched_entities(self.settings, rule, readings, still_open):
+            yield entity, *readings.get(entity, (None, 0))
 
     async def _apply(
         self,

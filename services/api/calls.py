@@ -43,7 +43,7 @@ def _position(cursor: str) -> tuple[int, str]:
         raise HTTPException(422, "cursor: not one this API gave (pass next_cursor as is)") from None
 
 
-def _shown(rec: dict[str, Any], settings: Settings) -> dict[str, Any]:
+def shown(rec: dict[str, Any], settings: Settings) -> dict[str, Any]:
     at = datetime.fromtimestamp(rec.pop("offered_us") / 1_000_000, UTC)
     return {"call_id": rec.pop("call_id"), "offered_at": iso(at, settings.tz), **rec}
 
@@ -113,7 +113,7 @@ async def list_calls(
         if len(items) == limit:  # one more exists: the page ends at the last shown
             more = _cursor(last)
             break
-        items.append(_shown(rec, settings))
+        items.append(shown(rec, settings))
         last = pos
     return {"from": iso(start, settings.tz), "to": iso(end, settings.tz), "items": items,
             "next_cursor": more}  # fmt: skip
@@ -147,7 +147,7 @@ async def _csv(
     async with engine.connect() as conn:
         n = 0
         async for _pos, rec in scan(conn, settings, s_us, e_us, filters):
-            row = _shown(rec, settings)
+            row = shown(rec, settings)
             row["agents"] = ";".join(a["agent_id"] for a in row["agents"])
             writer.writerow({k: cell(row.get(k)) for k in CSV_COLUMNS})
             n += 1

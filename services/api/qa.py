@@ -14,7 +14,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from services.api.calls import CSV_COLUMNS as CALL_COLUMNS
-from services.api.calls import cell
+from services.api.calls import cell, shown
 from services.api.deps import ConnDep, SettingsDep, require
 from services.core.auth import Principal
 from services.core.qa_calls import SUSPICIOUS, count_by_interval
@@ -200,9 +200,8 @@ async def sample(
 
 
 def _shown(call: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    at = datetime.fromtimestamp(call.pop("offered_us") / 1_000_000, UTC)
-    return {"why": call.pop("why"), "call_id": call.pop("call_id"),
-            "offered_at": iso(at, settings.tz), **call}  # fmt: skip
+    why = call.pop("why")
+    return {"why": why, **shown(call, settings)}
 
 
 def _csv(doc: dict[str, Any]) -> bytes:

@@ -55,6 +55,13 @@ class Suspicious:
     def share(self, kind: str) -> float | None:
         return self.counts.get(kind, 0) / self.answered if self.answered else None
 
+    def short_calls_abnormal(self, least: int, share: float) -> bool:
+        """At least `least` short calls, making at least `share` of the answered
+        ones: a fixed line (qa.short_calls_min, qa.short_call_share), not a
+        deviation, since a few short calls happen to anyone."""
+        got = self.share("short")
+        return self.counts.get("short", 0) >= least and got is not None and got >= share
+
 
 def count_suspicious(
     records: Iterable[Mapping[str, Any]], agent: str, short_seconds: float

@@ -8,12 +8,13 @@ import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.core.deviation import Assessment, Rule, assess, change_value
-from services.core.qa_figures import FIGURES, Figure, sample
+from services.core.qa_figures import FIGURES, Figure, agent_metrics, sample_of
 from services.core.settings import Settings
 from services.core.timewin import local_shift
 from services.readmodel import queries
@@ -52,28 +53,43 @@ def baseline_spans(
 
 
 @dataclass(frozen=True, slots=True)
-class Counters:
-    """Every agent's counters over a span and over each of its baseline's spans."""
+class AgentFigures:
+    """Every agent's catalogue figures over a span and over each of its
+    baseline's spans (computed once per agent and span, whatever the number of
+    figures judged)."""
 
     day: date  # the span's first local day
-    now: Mapping[str, Mapping[str, int]]
-    past: list[tuple[date, Mapping[str, Mapping[str, int]]]]
+    now: ByAgent
+    past: list[tuple[date, ByAgent]]
 
 
-async def agent_counters(
+class ByAgent(dict[str, Mapping[str, Any]]):
+    """Agent → its figures; an agent without calls has the figures of none."""
+
+    def __missing__(self, agent: str) -> Mapping[str, Any]:
+        return NO_CALLS
+
+
+NO_CALLS = agent_metrics(None)
+
+
+async def _by_agent(conn: AsyncConnection, start: datetime, end: datetime) -> ByAgent:
+    counters = await queries.window_counters_by_entity(conn, "agent", start, end)
+    return ByAgent((agent, agent_metrics(c)) for agent, c in counters.items())
+
+
+async def agent_figures(
     conn: AsyncConnection, settings: Settings, start: datetime, end: datetime, weeks: int
-) -> Counters:
+) -> AgentFigures:
     tz = settings.tz
-    now = await queries.window_counters_by_entity(conn, "agent", start, end)
-    past: list[tuple[date, Mapping[str, Mapping[str, int]]]] = [
-        (b.astimezone(tz).date(), await queries.window_counters_by_entity(conn, "agent", b, e))
-        for b, e in baseline_spans(start, end, weeks, tz)
-    ]
-    return Counters(start.astimezone(tz).date(), now, past)
+    now = await _by_agent(conn, start, end)
+    past = [(b.astimezone(tz).date(), await _by_agent(conn, b, e))
+            for b, e in baseline_spans(start, end, weeks, tz)]  # fmt: skip
+    return AgentFigures(start.astimezone(tz).date(), now, past)
 
 
 def judge(
-    counters: Counters,
+    figures: AgentFigures,
     figure: Figure,
     agents: list[str],
     rule: Rule,
@@ -81,10 +97,10 @@ def judge(
 ) -> list[AgentDeviation]:
     """Each agent of `agents` (one team) on `figure`, against its own baseline
     and the others of `agents`."""
-    team = [sample(figure, counters.now.get(a), counters.day) for a in agents]
+    team = [sample_of(figure, figures.now[a], figures.day) for a in agents]
     out: list[AgentDeviation] = []
     for agent, current in zip(agents, team, strict=True):
-        history = [sample(figure, c.get(agent), d) for d, c in counters.past]
+        history = [sample_of(figure, f[agent], d) for d, f in figures.past]
         out.append(AgentDeviation(agent, figure.name, assess(current, history, team, rule,
                                                              holidays)))  # fmt: skip
     return out
@@ -108,11 +124,11 @@ async def team_deviations(
     `qa.baseline_weeks`) weeks before, the center's holidays (the alert
     schedule's) left out; the team is `agents` over the same period. Thresholds:
     the `qa` settings."""
-    counters = await agent_counters(conn, settings, start, end,
-                                    weeks or settings.qa.baseline_weeks)  # fmt: skip
+    figures = await agent_figures(conn, settings, start, end,
+                                  weeks or settings.qa.baseline_weeks)  # fmt: skip
     holidays = holidays_of(settings)
     return [d for figure in FIGURES
-            for d in judge(counters, figure, agents, settings.qa.rule(figure.direction),
+            for d in judge(figures, figure, agents, settings.qa.rule(figure.direction),
                            holidays)]  # fmt: skip
 
 
@@ -129,15 +145,15 @@ async def change_readings(
     the figure's change from the agent's baseline where the agent is also
     unusual in its team (`change_value`), and its calls; judged within each
     roster team, with the `qa` settings but `min_calls` as the volume needed."""
-    counters = await agent_counters(conn, settings, start, end, settings.qa.baseline_weeks)
+    figures = await agent_figures(conn, settings, start, end, settings.qa.baseline_weeks)
     qa = settings.qa
     rule = Rule(figure.direction, qa.min_change, qa.min_score, min_calls,
                 qa.min_baseline_volume, qa.min_team)  # fmt: skip
     wanted = set(agents)
     out: dict[str, tuple[float | None, int]] = {}
     for team in settings.teams:
-        for d in judge(counters, figure, list(team.agents), rule, holidays_of(settings)):
+        for d in judge(figures, figure, list(team.agents), rule, holidays_of(settings)):
             if d.agent in wanted:
-                volume = counters.now.get(d.agent, {}).get(figure.volume, 0)
+                volume = int(figures.now[d.agent][figure.volume] or 0)
                 out[d.agent] = (change_value(d.assessment, rule), volume)
     return out

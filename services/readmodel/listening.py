@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.core.qa_calls import SUSPICIOUS, Suspicious, calls_to_hear, count_suspicious
+from services.core.qa_calls import SUSPICIOUS, Suspicious, calls_to_hear, count_by_interval
 from services.core.qa_sample import pick
 from services.core.settings import Settings
 from services.core.timewin import epoch_us
@@ -20,21 +20,13 @@ from services.readmodel.calls import Filters, scan
 from services.readmodel.deviations import AgentDeviation, team_deviations
 
 SHORT_CALLS = "short_calls"
+NOTHING = Suspicious(0, dict.fromkeys(SUSPICIOUS, 0))
 
 
 def _figure_reason(d: AgentDeviation) -> dict[str, Any]:
     a = d.assessment
     return {"figure": d.figure, "current": a.current, "baseline": a.baseline,
             "change": a.change, "team_median": a.team_median, "score": a.score}  # fmt: skip
-
-
-def short_calls_abnormal(s: Suspicious, settings: Settings) -> bool:
-    share = s.share("short")
-    return (
-        s.counts.get("short", 0) >= settings.qa.short_calls_min
-        and share is not None
-        and share >= settings.qa.short_call_share
-    )
 
 
 async def team_calls(
@@ -65,13 +57,16 @@ async def listening_sample(
     qa = settings.qa
     found = await team_deviations(conn, settings, agents, start, end)
     records = await team_calls(conn, settings, team, start, end)
-    suspicious = {a: count_suspicious(records, a, qa.short_call_seconds) for a in agents}
+    # one pass over the calls: the period is one interval
+    counted = count_by_interval(records, agents, [epoch_us(start), epoch_us(end)],
+                                qa.short_call_seconds)  # fmt: skip
+    suspicious = {a: counted.get((0, a), NOTHING) for a in agents}
     reasons: dict[str, list[dict[str, Any]]] = {a: [] for a in agents}
     for d in found:
         if d.assessment.abnormal:
             reasons[d.agent].append(_figure_reason(d))
     for a, s in suspicious.items():
-        if short_calls_abnormal(s, settings):
+        if s.short_calls_abnormal(qa.short_calls_min, qa.short_call_share):
             reasons[a].append({"figure": SHORT_CALLS, "count": s.counts["short"],
                                "answered": s.answered, "share": s.share("short")})  # fmt: skip
     picks = pick(agents, {a: [r["figure"] for r in rs] for a, rs in reasons.items()},

@@ -331,16 +331,19 @@ const CHANGE_LABEL = {
   complaint_rate_change: "complaints", csat_change: "CSAT", fcr_rate_change: "FCR",
 };
 
+// A change from an agent's usual: −38.5%, +12.0%
+const signedPct = (x) => (x === null || x === undefined ? "—" : `${x > 0 ? "+" : "−"}${pct(Math.abs(x))}`);
+
 // A marker per firing deviation alert of the agent: which figure, how far from
 // its usual, and the rule (for the quality team's listening sample, docs/qa.md).
 function qaMarkers(agent) {
   return alerts.filter((a) => a.kind === "agent" && a.entity_id === agent).map((a) => {
     const label = CHANGE_LABEL[a.field] || a.field;
-    const change = a.observed_value === null ? "—" : `${a.observed_value > 0 ? "+" : "−"}${pct(Math.abs(a.observed_value))}`;
+    const change = signedPct(a.observed_value);
     const mark = el("span", { class: "qa-flag" }, `⚑ ${label} ${change} vs usual`);
     const hours = Math.round(a.rule.window_seconds / 3600);
     mark.title = `${a.rule.id}: ${label} ${change} against this agent's own usual over the last `
-      + `${hours} h, and unusual in its team (line −${pct(Math.abs(a.threshold))}); `
+      + `${hours} h, and unusual in its team (line ${signedPct(a.threshold)}); `
       + "its calls to hear: GET /v1/qa/sample";
     mark.dataset.field = a.field;
     return mark;
@@ -387,8 +390,7 @@ function renderBanner() {
     if (a.kind === "center" && who) name = who.name;
     else if (who && who.name && who.name !== a.entity_id) name = `${who.name} (${name})`;
     if (CHANGE_LABEL[a.field]) {  // a deviation alert: the figure against the agent's usual
-      const signed = (x) => (x === null ? "—" : `${x > 0 ? "+" : "−"}${pct(Math.abs(x))}`);
-      return el("li", {}, `ALERT ${name}: ${CHANGE_LABEL[a.field]} ${signed(a.observed_value)} vs usual (line ${signed(a.threshold)}) since ${since}`);
+      return el("li", {}, `ALERT ${name}: ${CHANGE_LABEL[a.field]} ${signedPct(a.observed_value)} vs usual (line ${signedPct(a.threshold)}) since ${since}`);
     }
     return el("li", {}, `ALERT ${name}: ${a.field} ${v} (line ${line}) since ${since}`);
   })));
