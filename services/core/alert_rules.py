@@ -260,6 +260,15 @@ class AlertRule(BaseModel):
                 f"{'falls' if figure.direction is Direction.DOWN else 'rises'} "
                 '(docs/metrics.md, "Abnormal figures")'
             )
+        # a change the team shares is observed as 0: with a line on the wrong
+        # side of 0 (below +0.2) every agent would breach it
+        lines = [t for t in (self.thresholds.peak, self.thresholds.off_peak) if t is not None]
+        if figure is not None and any(t >= 0 if self.direction == "below" else t <= 0
+                                      for t in lines):  # fmt: skip
+            sign = "below 0 (−0.2: 20% under its usual)" if self.direction == "below" else (
+                "above 0 (0.2: 20% over its usual)")  # fmt: skip
+            raise ValueError(f"thresholds: a change {self.direction} its baseline needs a line "
+                             f"{sign}")  # fmt: skip
         return self
 
     def breached(self, value: float, threshold: float) -> bool:

@@ -146,6 +146,7 @@ TALK = "alerts: {rules: [{id: r, field: avg_talk_seconds_change, thresholds: {pe
         (RULE % "kind: agent", "an agent's rule watches a change from its baseline"),
         (TALK % "kind: agent, direction: above", "avg_talk_seconds is abnormal only when it falls"),
         (TALK % "kind: agent, window: 200h", "window: at most 168h for avg_talk_seconds_change"),
+        (TALK.replace("peak: -0.2", "peak: 0.2") % "kind: agent", "needs a line below 0"),
         (
             TALK % "kind: agent, ids: [nobody]",
             "alerts.rules[0].ids: agent(s) ['nobody'] not in any",
